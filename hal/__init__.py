@@ -1,0 +1,1 @@
+"""Hardware abstraction: small device interfaces, real backends and a simulated charger."""

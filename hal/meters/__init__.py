@@ -1,0 +1,1 @@
+"""Energy meters: Modbus RTU and S0 pulse backends."""

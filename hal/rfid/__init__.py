@@ -1,0 +1,1 @@
+"""RFID/NFC readers on serial ports."""
