@@ -1,0 +1,49 @@
+"""Clocks for the station loop: the system clock, or a virtual one tests advance."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+
+class SystemClock:
+    """Wall-clock seconds since the epoch (UTC). Used in production."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def wait(self, events: "queue.Queue", timeout: float):
+        """Next event, or None after `timeout` seconds."""
+        try:
+            return events.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+
+class VirtualClock:
+    """Time that moves only when a test calls `advance`; waits never sleep long.
+
+    The loop still reacts to real events (frames from a real socket) at once.
+    """
+
+    def __init__(self, start: float = 1_767_225_600.0):  # 2026-01-01T00:00:00Z
+        self._now = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+    def set(self, t: float) -> None:
+        with self._lock:
+            self._now = t
+
+    def wait(self, events: "queue.Queue", timeout: float):
+        try:
+            return events.get(timeout=min(max(0.0, timeout), 0.02))
+        except queue.Empty:
+            return None

@@ -1,0 +1,33 @@
+"""Events the station core consumes: from the link, from the hardware, from time.
+
+Hardware events are defined in `hal.events` (PilotStateChanged, TagPresented,
+MeterSampled, HardwareFault, CableDetected) and are consumed as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Connected:
+    """The WebSocket to the CSMS is open (handshake and subprotocol agreed)."""
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class FrameReceived:
+    text: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed; the core fires whatever deadlines are due."""
+
+
+@dataclass(frozen=True)
+class ShutdownRequested:
+    """SIGTERM: stop cleanly (transactions stay open and are resumed or closed on start)."""
