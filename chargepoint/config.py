@@ -1,0 +1,271 @@
+"""`config.toml` -> typed settings, or a start-up error naming the file, key and reason.
+
+This file holds the static setup of one charger (where the CSMS is, who the
+charger is, which hardware is fitted). The OCPP configuration keys that the CSMS
+may change live in SQLite instead (`chargepoint.ocpp_keys`); `[ocpp]` here only
+gives their first values.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+from urllib.parse import urlparse
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from hal.factory import parse_device
+from hal.settings import SettingsError, parse_table
+
+
+class ConfigError(Exception):
+    """A bad configuration file: says which file, which key and why."""
+
+    def __init__(self, path: str, key: str, reason: str):
+        super().__init__(f"{path}: {key}: {reason}")
+        self.path = path
+        self.key = key
+        self.reason = reason
+
+
+@dataclass
+class CsmsSettings:
+    url: str = "ws://127.0.0.1:9000/ocpp"
+    charge_point_id: str = "CP-1"
+    #: 0 = plain ws, 1 = ws + Basic auth, 2 = wss + Basic auth, 3 = wss + client certificate.
+    security_profile: int = 0
+    #: First value of the OCPP key AuthorizationKey (the Basic-auth password), profiles 1-2.
+    authorization_key: str = ""
+    #: CA bundle that signs the CSMS's server certificate (profiles 2-3); "" = system CAs.
+    ca_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    #: Seconds to wait for the CSMS's answer to one of our CALLs.
+    response_timeout_s: float = 30.0
+    #: Seconds without a pong after a ping before the link is declared dead.
+    pong_timeout_s: float = 15.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 300.0
+    #: Incoming frames larger than this are refused (FormationViolation), never parsed.
+    max_frame_bytes: int = 262144
+    #: Reject CALLs carrying properties the official schema does not define.
+    strict_schema: bool = True
+
+    def __post_init__(self):
+        parsed = urlparse(self.url)
+        if parsed.scheme not in ("ws", "wss") or not parsed.netloc:
+            raise ValueError(f"url: must be a ws:// or wss:// URL, got {self.url!r}")
+        if not re.fullmatch(r"[A-Za-z0-9._:@*+\-]{1,48}", self.charge_point_id):
+            raise ValueError("charge_point_id: 1-48 characters of letters, digits and ._:@*+- "
+                             f"(it becomes part of the URL), got {self.charge_point_id!r}")
+        if self.security_profile not in (0, 1, 2, 3):
+            raise ValueError(f"security_profile: must be 0, 1, 2 or 3, got {self.security_profile}")
+        if self.security_profile in (2, 3) and parsed.scheme != "wss":
+            raise ValueError(f"url: security profile {self.security_profile} needs a wss:// URL")
+        if self.security_profile in (0, 1) and parsed.scheme != "ws":
+            raise ValueError(f"url: security profile {self.security_profile} uses ws://; "
+                             "use profile 2 or 3 for wss://")
+        if self.security_profile == 3 and not (self.client_cert and self.client_key):
+            raise ValueError("client_cert: security profile 3 needs client_cert and client_key")
+        if self.authorization_key and not (16 <= len(self.authorization_key) <= 40):
+            raise ValueError("authorization_key: must be 16 to 40 characters (OCPP security "
+                             "whitepaper)")
+        for name in ("response_timeout_s", "pong_timeout_s", "reconnect_min_s", "reconnect_max_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be greater than 0")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s: must not be below reconnect_min_s")
+        if self.max_frame_bytes < 4096:
+            raise ValueError("max_frame_bytes: must be at least 4096")
+
+
+@dataclass
+class IdentitySettings:
+    """What BootNotification tells the CSMS about this charger."""
+
+    vendor: str = "OpenEVSE-Py"
+    model: str = "AC-Wallbox"
+    serial_number: str = ""          # chargePointSerialNumber
+    charge_box_serial_number: str = ""
+    firmware_version: str = ""       # "" = this firmware's package version
+    iccid: str = ""
+    imsi: str = ""
+    meter_type: str = ""
+    meter_serial_number: str = ""
+
+    def __post_init__(self):
+        limits = {"vendor": 20, "model": 20, "serial_number": 25, "charge_box_serial_number": 25,
+                  "firmware_version": 50, "iccid": 20, "imsi": 20, "meter_type": 25,
+                  "meter_serial_number": 25}
+        for name, limit in limits.items():
+            if len(getattr(self, name)) > limit:
+                raise ValueError(f"{name}: at most {limit} characters (OCPP BootNotification)")
+        if not self.vendor or not self.model:
+            raise ValueError("vendor: vendor and model must not be empty")
+
+
+@dataclass
+class StorageSettings:
+    path: str = "/var/lib/chargepoint/chargepoint.db"
+
+
+@dataclass
+class LogSettings:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Log every OCPP frame in and out at info level (AuthorizationKey is never logged).
+    frames: bool = False
+
+
+@dataclass
+class SystemSettings:
+    #: Command run for an OCPP Hard Reset (after transactions are stopped and saved).
+    reboot_command: list[str] = field(default_factory=lambda: ["systemctl", "reboot"])
+    #: Unix socket of the simulated charger's control interface ("" = default location).
+    sim_socket: str = ""
+
+
+@dataclass
+class ConnectorSettings:
+    id: int
+    max_current_a: float = 32.0
+    phases: int = 3
+    nominal_voltage_v: float = 230.0
+    #: A tethered cable cannot be unlocked (UnlockConnector answers NotSupported).
+    fixed_cable: bool = True
+    meter: Any = None
+    contactor: Any = None
+    pilot: Any = None
+    lock: Any = None
+    indicator: Any = None
+
+    def __post_init__(self):
+        if not 1 <= self.id <= 32:
+            raise ValueError(f"id: must be 1 to 32, got {self.id}")
+        if self.phases not in (1, 3):
+            raise ValueError(f"phases: must be 1 or 3, got {self.phases}")
+        if not 6 <= self.max_current_a <= 80:
+            raise ValueError(f"max_current_a: must be 6 to 80 A, got {self.max_current_a}")
+        if not 100 <= self.nominal_voltage_v <= 280:
+            raise ValueError(f"nominal_voltage_v: must be 100 to 280 V, got "
+                             f"{self.nominal_voltage_v}")
+
+
+@dataclass
+class Settings:
+    csms: CsmsSettings
+    identity: IdentitySettings
+    storage: StorageSettings
+    log: LogSettings
+    system: SystemSettings
+    connectors: list[ConnectorSettings]
+    readers: list[Any]
+    #: First values of OCPP configuration keys (strings as on the wire).
+    ocpp: dict[str, str]
+    source: str = "<defaults>"
+
+
+_DEVICES = {"meter": True, "contactor": True, "pilot": True, "lock": False, "indicator": False}
+
+
+def _parse_connector(table: Any, where: str) -> ConnectorSettings:
+    if not isinstance(table, dict):
+        raise SettingsError(where, "expected a table")
+    plain = {k: v for k, v in table.items() if k not in _DEVICES}
+    conn = parse_table(ConnectorSettings, plain, where)
+    for kind, required in _DEVICES.items():
+        if kind in table:
+            setattr(conn, kind, parse_device(kind, table[kind], f"{where}.{kind}"))
+        elif required:
+            raise SettingsError(f"{where}.{kind}", "required table is missing "
+                                                   '(e.g. type = "sim")')
+    if conn.lock is not None and conn.fixed_cable:
+        raise SettingsError(f"{where}.lock", "a fixed cable has no connector lock; "
+                                             "set fixed_cable = false or remove the lock")
+    return conn
+
+
+def _parse_ocpp_keys(table: Any) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise SettingsError("ocpp", "expected a table of OCPP configuration keys")
+    from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, validate_value
+
+    out = {}
+    for name, value in table.items():
+        spec = KEY_SPECS.get(name)
+        if spec is None:
+            raise SettingsError(f"ocpp.{name}", "not an OCPP configuration key this firmware "
+                                                "knows (see docs/configuration.md)")
+        text = str(value).lower() if isinstance(value, bool) else (
+            ",".join(value) if isinstance(value, list) else str(value))
+        try:
+            validate_value(spec, text, measurands=None)
+        except KeyError_ as exc:
+            raise SettingsError(f"ocpp.{name}", str(exc)) from None
+        out[name] = text
+    return out
+
+
+def parse_settings(data: dict, source: str = "<config>") -> Settings:
+    """Validate a parsed TOML document. Raises ConfigError naming the key."""
+    try:
+        known = {"csms", "identity", "storage", "log", "system", "connectors", "readers", "ocpp"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(unknown[0], f"unknown section (known: {', '.join(sorted(known))})")
+
+        def section(name, cls):
+            table = data.get(name, {})
+            if not isinstance(table, dict):
+                raise SettingsError(name, "expected a table")
+            return parse_table(cls, table, name)
+
+        conns_raw = data.get("connectors")
+        if not isinstance(conns_raw, list) or not conns_raw:
+            raise SettingsError("connectors", "at least one [[connectors]] table is required")
+        connectors = [_parse_connector(t, f"connectors[{i}]") for i, t in enumerate(conns_raw)]
+        ids = [c.id for c in connectors]
+        if sorted(ids) != list(range(1, len(ids) + 1)):
+            raise SettingsError("connectors", f"connector ids must be 1..{len(ids)} without gaps, "
+                                              f"got {ids}")
+        readers_raw = data.get("readers", [])
+        if not isinstance(readers_raw, list):
+            raise SettingsError("readers", "expected [[readers]] tables")
+        readers = [parse_device("reader", t, f"readers[{i}]") for i, t in enumerate(readers_raw)]
+        return Settings(
+            csms=section("csms", CsmsSettings),
+            identity=section("identity", IdentitySettings),
+            storage=section("storage", StorageSettings),
+            log=section("log", LogSettings),
+            system=section("system", SystemSettings),
+            connectors=sorted(connectors, key=lambda c: c.id),
+            readers=[r for r in readers if r is not None],
+            ocpp=_parse_ocpp_keys(data.get("ocpp", {})),
+            source=source,
+        )
+    except SettingsError as exc:
+        raise ConfigError(source, exc.key, exc.reason) from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate `config.toml`; relative storage paths are relative to the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "(file)", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "(syntax)", str(exc)) from None
+    settings = parse_settings(data, str(path))
+    storage = Path(settings.storage.path).expanduser()
+    if not storage.is_absolute():
+        settings.storage.path = str((path.parent / storage).resolve())
+    return settings

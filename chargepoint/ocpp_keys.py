@@ -1,0 +1,225 @@
+"""The OCPP configuration keys: one table of types, bounds and flags, values in SQLite.
+
+GetConfiguration / ChangeConfiguration (chargepoint/operations/configuration.py)
+read and write through `OcppKeys`; the rest of the firmware reads typed values
+(`keys.int("HeartbeatInterval")`). Values are stored as the strings that travel
+on the wire, so what the CSMS set is exactly what it reads back after a restart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+#: The measurands OCPP 1.6 defines (section 7.31).
+ALL_MEASURANDS = frozenset({
+    "Current.Export", "Current.Import", "Current.Offered",
+    "Energy.Active.Export.Register", "Energy.Active.Import.Register",
+    "Energy.Reactive.Export.Register", "Energy.Reactive.Import.Register",
+    "Energy.Active.Export.Interval", "Energy.Active.Import.Interval",
+    "Energy.Reactive.Export.Interval", "Energy.Reactive.Import.Interval",
+    "Frequency", "Power.Active.Export", "Power.Active.Import", "Power.Factor",
+    "Power.Offered", "Power.Reactive.Export", "Power.Reactive.Import", "RPM", "SoC",
+    "Temperature", "Voltage",
+})
+
+#: Measurands the firmware derives itself, whatever the meter offers.
+DERIVED_MEASURANDS = frozenset({"Current.Offered", "Power.Offered"})
+
+PHASE_ROTATIONS = frozenset({"NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR"})
+
+CSL_MAX_LENGTH = 8
+
+
+class KeyError_(ValueError):
+    """A value a key cannot take; the message says why."""
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    name: str
+    kind: str                       # "bool" | "int" | "str" | "csl"
+    default: str
+    readonly: bool = False
+    reboot_required: bool = False
+    minimum: Optional[int] = None
+    maximum: Optional[int] = None
+    write_only: bool = False        # never returned by GetConfiguration, never logged
+    profile: str = "Core"
+    #: For "csl": what each item may be; "measurand" items are checked against the hardware.
+    items: Optional[str] = None
+    #: For "csl": the key holding the maximum number of items.
+    max_length_key: Optional[str] = None
+    min_length: int = 0             # for "str"
+    max_str: int = 500
+
+
+def _specs(*specs: KeySpec) -> dict[str, KeySpec]:
+    return {s.name: s for s in specs}
+
+
+KEY_SPECS: dict[str, KeySpec] = _specs(
+    # -- Core profile (OCPP 1.6 section 9.1)
+    KeySpec("AllowOfflineTxForUnknownId", "bool", "false"),
+    KeySpec("AuthorizationCacheEnabled", "bool", "true"),
+    KeySpec("AuthorizeRemoteTxRequests", "bool", "true"),
+    KeySpec("BlinkRepeat", "int", "3", minimum=0, maximum=100),
+    KeySpec("ClockAlignedDataInterval", "int", "0", minimum=0, maximum=86400),
+    KeySpec("ConnectionTimeOut", "int", "60", minimum=1, maximum=3600),
+    KeySpec("ConnectorPhaseRotation", "csl", "0.Unknown", items="phase_rotation",
+            max_length_key="ConnectorPhaseRotationMaxLength"),
+    KeySpec("ConnectorPhaseRotationMaxLength", "int", str(CSL_MAX_LENGTH), readonly=True),
+    KeySpec("GetConfigurationMaxKeys", "int", "100", readonly=True),
+    KeySpec("HeartbeatInterval", "int", "300", minimum=1, maximum=86400),
+    KeySpec("LightIntensity", "int", "100", minimum=0, maximum=100),
+    KeySpec("LocalAuthorizeOffline", "bool", "true"),
+    KeySpec("LocalPreAuthorize", "bool", "false"),
+    KeySpec("MaxEnergyOnInvalidId", "int", "0", minimum=0, maximum=1_000_000),
+    KeySpec("MeterValuesAlignedData", "csl", "Energy.Active.Import.Register", items="measurand",
+            max_length_key="MeterValuesAlignedDataMaxLength"),
+    KeySpec("MeterValuesAlignedDataMaxLength", "int", str(CSL_MAX_LENGTH), readonly=True),
+    KeySpec("MeterValuesSampledData", "csl", "Energy.Active.Import.Register", items="measurand",
+            max_length_key="MeterValuesSampledDataMaxLength"),
+    KeySpec("MeterValuesSampledDataMaxLength", "int", str(CSL_MAX_LENGTH), readonly=True),
+    KeySpec("MeterValueSampleInterval", "int", "60", minimum=0, maximum=86400),
+    KeySpec("MinimumStatusDuration", "int", "0", minimum=0, maximum=3600),
+    KeySpec("NumberOfConnectors", "int", "1", readonly=True),
+    KeySpec("ResetRetries", "int", "3", minimum=0, maximum=10),
+    KeySpec("StopTransactionOnEVSideDisconnect", "bool", "true"),
+    KeySpec("StopTransactionOnInvalidId", "bool", "true"),
+    KeySpec("StopTxnAlignedData", "csl", "", items="measurand",
+            max_length_key="StopTxnAlignedDataMaxLength"),
+    KeySpec("StopTxnAlignedDataMaxLength", "int", str(CSL_MAX_LENGTH), readonly=True),
+    KeySpec("StopTxnSampledData", "csl", "", items="measurand",
+            max_length_key="StopTxnSampledDataMaxLength"),
+    KeySpec("StopTxnSampledDataMaxLength", "int", str(CSL_MAX_LENGTH), readonly=True),
+    KeySpec("SupportedFeatureProfiles", "csl", "Core", readonly=True),
+    KeySpec("SupportedFeatureProfilesMaxLength", "int", "6", readonly=True),
+    KeySpec("TransactionMessageAttempts", "int", "3", minimum=1, maximum=100),
+    KeySpec("TransactionMessageRetryInterval", "int", "60", minimum=1, maximum=86400),
+    KeySpec("UnlockConnectorOnEVSideDisconnect", "bool", "true"),
+    KeySpec("WebSocketPingInterval", "int", "60", minimum=0, maximum=3600),
+    # -- Security whitepaper keys usable with 1.6
+    KeySpec("SecurityProfile", "int", "0", readonly=True, profile="Security"),
+    KeySpec("AuthorizationKey", "str", "", write_only=True, min_length=16, max_str=40,
+            profile="Security"),
+    KeySpec("CpoName", "str", "", max_str=100, profile="Security"),
+)
+
+
+def _check_item(kind: Optional[str], item: str, measurands: Optional[frozenset[str]]) -> None:
+    if kind == "measurand":
+        if item not in ALL_MEASURANDS:
+            raise KeyError_(f"{item!r} is not an OCPP 1.6 measurand")
+        if measurands is not None and item not in measurands | DERIVED_MEASURANDS:
+            raise KeyError_(f"{item!r} is not offered by this charger's meters "
+                            f"(offered: {', '.join(sorted(measurands | DERIVED_MEASURANDS))})")
+    elif kind == "phase_rotation":
+        connector, dot, rotation = item.partition(".")
+        if not (dot and connector.isdigit() and rotation in PHASE_ROTATIONS):
+            raise KeyError_(f"{item!r} is not <connector>.<rotation> with rotation one of "
+                            f"{', '.join(sorted(PHASE_ROTATIONS))}")
+
+
+def validate_value(spec: KeySpec, value: str, measurands: Optional[frozenset[str]],
+                   max_items: Optional[int] = None) -> str:
+    """Return the canonical text for `value`, or raise KeyError_ saying why not."""
+    if spec.kind == "bool":
+        if value.strip().lower() not in ("true", "false"):
+            raise KeyError_(f"{spec.name} takes true or false, not {value!r}")
+        return value.strip().lower()
+    if spec.kind == "int":
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise KeyError_(f"{spec.name} takes an integer, not {value!r}") from None
+        if spec.minimum is not None and number < spec.minimum:
+            raise KeyError_(f"{spec.name} must be at least {spec.minimum}")
+        if spec.maximum is not None and number > spec.maximum:
+            raise KeyError_(f"{spec.name} must be at most {spec.maximum}")
+        return str(number)
+    if spec.kind == "csl":
+        items = [i.strip() for i in value.split(",") if i.strip()]
+        if max_items is not None and len(items) > max_items:
+            raise KeyError_(f"{spec.name} takes at most {max_items} items")
+        for item in items:
+            _check_item(spec.items, item, measurands)
+        return ",".join(items)
+    if not spec.min_length <= len(value) <= spec.max_str:
+        raise KeyError_(f"{spec.name} must be {spec.min_length} to {spec.max_str} characters")
+    return value
+
+
+class OcppKeys:
+    """Typed access to the OCPP keys, persisted through `store` (see chargepoint.store)."""
+
+    def __init__(self, store, initial: dict[str, str], fixed: dict[str, str],
+                 measurands: Optional[frozenset[str]] = None,
+                 extra_specs: Iterable[KeySpec] = ()):
+        """`initial`: first values from config.toml (a CSMS change wins over them).
+        `fixed`: values dictated by the build (NumberOfConnectors, SupportedFeatureProfiles)."""
+        self._store = store
+        self.specs = dict(KEY_SPECS)
+        self.specs.update({s.name: s for s in extra_specs})
+        self.measurands = measurands
+        saved = store.load_config()
+        self._values: dict[str, str] = {}
+        for name, spec in self.specs.items():
+            if name in fixed:
+                self._values[name] = fixed[name]
+            elif name in saved and not spec.readonly:
+                self._values[name] = saved[name]
+            else:
+                self._values[name] = initial.get(name, spec.default)
+        self._listeners: list[Callable[[str, str], None]] = []
+
+    # -- typed reads
+    def raw(self, name: str) -> str:
+        return self._values[name]
+
+    def int(self, name: str) -> int:
+        return int(self._values[name])
+
+    def bool(self, name: str) -> bool:
+        return self._values[name] == "true"
+
+    def list(self, name: str) -> list[str]:
+        return [i for i in self._values[name].split(",") if i]
+
+    # -- the CSMS's view
+    def visible(self) -> list[KeySpec]:
+        return [s for s in self.specs.values() if not s.write_only]
+
+    def change(self, name: str, value: str) -> str:
+        """Apply ChangeConfiguration; returns the OCPP ConfigurationStatus."""
+        spec = self.specs.get(name)
+        if spec is None:
+            return "NotSupported"
+        if spec.readonly:
+            return "Rejected"
+        max_items = int(self._values[spec.max_length_key]) if spec.max_length_key else None
+        try:
+            canonical = validate_value(spec, value, self.measurands, max_items)
+        except KeyError_:
+            return "Rejected"
+        self._values[name] = canonical
+        self._store.save_config(name, canonical)
+        for listener in self._listeners:
+            listener(name, canonical)
+        return "RebootRequired" if spec.reboot_required else "Accepted"
+
+    def why_rejected(self, name: str, value: str) -> str:
+        """Human explanation for a Rejected change (for the log)."""
+        spec = self.specs.get(name)
+        if spec is None:
+            return "unknown key"
+        if spec.readonly:
+            return "read-only"
+        max_items = int(self._values[spec.max_length_key]) if spec.max_length_key else None
+        try:
+            validate_value(spec, value, self.measurands, max_items)
+        except KeyError_ as exc:
+            return str(exc)
+        return ""
+
+    def on_change(self, listener: Callable[[str, str], None]) -> None:
+        self._listeners.append(listener)

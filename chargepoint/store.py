@@ -1,0 +1,141 @@
+"""SQLite: OCPP keys, persistent charger state, transactions and the durable outbox.
+
+One file, WAL journal, `synchronous=FULL`: a commit that returned has reached the
+disk, so a transaction message whose row is committed survives a power cut. The
+page size is small because the workload is many tiny commits: each commit writes
+whole pages to the WAL, and smaller pages mean fewer bytes worn off an SD card.
+Schema changes are numbered migrations tracked in `PRAGMA user_version`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+PAGE_SIZE = 1024
+
+MIGRATIONS: list[str] = [
+    # 1: configuration keys, small state, transactions, outbox
+    """
+    CREATE TABLE ocpp_config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE transactions (
+        local_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        connector_id INTEGER NOT NULL,
+        id_tag TEXT NOT NULL,
+        transaction_id INTEGER,
+        meter_start REAL NOT NULL,
+        started REAL NOT NULL,
+        reservation_id INTEGER,
+        last_wh REAL NOT NULL,
+        last_ts REAL NOT NULL,
+        stopped INTEGER NOT NULL DEFAULT 0,
+        info TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        unique_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        tx_local INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL DEFAULT 0,
+        created REAL NOT NULL
+    );
+    """,
+]
+
+
+class Store:
+    """The firmware's only persistent state. Used from the station loop's thread."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()
+        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"{self.path} was written by a newer firmware "
+                               f"(schema {version}, this firmware knows {len(MIGRATIONS)})")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version={number}")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- helpers
+    def transaction(self):
+        """`with store.transaction():` groups writes into one durable commit."""
+        return _Transaction(self)
+
+    def execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, params)
+
+    # -- OCPP configuration keys
+    def load_config(self) -> dict[str, str]:
+        return dict(self.execute("SELECT key, value FROM ocpp_config").fetchall())
+
+    def save_config(self, key: str, value: str) -> None:
+        self.execute("INSERT INTO ocpp_config(key, value) VALUES(?, ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+
+    # -- small persistent state (JSON values)
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_state(self, key: str, value: Any) -> None:
+        self.execute("INSERT INTO state(key, value) VALUES(?, ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                     (key, json.dumps(value, separators=(",", ":"))))
+
+    def delete_state(self, key: str) -> None:
+        self.execute("DELETE FROM state WHERE key=?", (key,))
+
+
+class _Transaction:
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __enter__(self):
+        self.store._lock.acquire()
+        self.store._db.execute("BEGIN IMMEDIATE")
+        return self.store
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.store._lock.release()
+        return False
+
+
+def iter_rows(cursor: sqlite3.Cursor) -> Iterator[tuple]:
+    while True:
+        rows = cursor.fetchmany(256)
+        if not rows:
+            return
+        yield from rows
