@@ -1,0 +1,37 @@
+"""One module per group of OCPP operations; each registers the CSMS requests it answers.
+
+To find what happens when the CSMS sends an action, look for `@handles("<Action>")`:
+
+- boot.py            BootNotification, Heartbeat (charger-initiated)
+- status.py          StatusNotification (charger-initiated)
+- configuration.py   GetConfiguration, ChangeConfiguration
+- trigger.py         TriggerMessage
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from chargepoint.station import Station
+
+Handler = Callable[["Station", dict], dict]
+
+#: Action -> handler(station, payload) -> response payload (or raises ocppj.OcppError).
+HANDLERS: dict[str, Handler] = {}
+
+#: Feature profiles whose every operation is implemented (SupportedFeatureProfiles).
+PROFILES: list[str] = []
+
+
+def handles(action: str) -> Callable[[Handler], Handler]:
+    def register(func: Handler) -> Handler:
+        if action in HANDLERS:
+            raise RuntimeError(f"two handlers for {action}")
+        HANDLERS[action] = func
+        return func
+    return register
+
+
+def load_all() -> None:
+    """Import every operation module so their handlers register."""
+    from chargepoint.operations import boot, configuration, status, trigger  # noqa: F401

@@ -1,0 +1,54 @@
+"""GetConfiguration and ChangeConfiguration over the keys in `chargepoint.ocpp_keys`."""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from chargepoint.ocppj import OcppError
+from chargepoint.operations import handles
+
+if TYPE_CHECKING:
+    from chargepoint.station import Station
+
+log = logging.getLogger("chargepoint.configuration")
+
+
+def _entry(st: "Station", name: str) -> dict:
+    spec = st.keys.specs[name]
+    entry = {"key": name, "readonly": spec.readonly}
+    if not spec.write_only:  # AuthorizationKey: known, but its value never leaves
+        entry["value"] = st.keys.raw(name)
+    return entry
+
+
+@handles("GetConfiguration")
+def get_configuration(st: "Station", payload: dict) -> dict:
+    wanted = payload.get("key")
+    if not wanted:
+        return {"configurationKey": [_entry(st, s.name) for s in st.keys.visible()]}
+    limit = st.keys.int("GetConfigurationMaxKeys")
+    if len(wanted) > limit:
+        raise OcppError("OccurenceConstraintViolation",
+                        f"at most {limit} keys per request (GetConfigurationMaxKeys)")
+    known = [k for k in dict.fromkeys(wanted) if k in st.keys.specs]
+    unknown = [k for k in dict.fromkeys(wanted) if k not in st.keys.specs]
+    answer: dict = {}
+    if known:
+        answer["configurationKey"] = [_entry(st, k) for k in known]
+    if unknown:
+        answer["unknownKey"] = unknown
+    return answer
+
+
+@handles("ChangeConfiguration")
+def change_configuration(st: "Station", payload: dict) -> dict:
+    key, value = payload["key"], payload["value"]
+    status = st.keys.change(key, value)
+    spec = st.keys.specs.get(key)
+    shown = "***" if spec is not None and spec.write_only else repr(value)
+    if status in ("Accepted", "RebootRequired"):
+        log.info("configuration %s set to %s (%s)", key, shown, status)
+    else:
+        log.warning("configuration %s = %s %s: %s", key, shown, status,
+                    st.keys.why_rejected(key, value) or "not supported")
+    return {"status": status}

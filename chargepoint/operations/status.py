@@ -1,0 +1,55 @@
+"""StatusNotification: tell the CSMS each connector's status whenever it changes.
+
+Statuses are not queued while offline: after a reconnect the charger reports
+the current status of every connector instead of replaying stale ones.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chargepoint.station import Station
+
+
+def payload(st: "Station", connector_id: int) -> dict:
+    conn = st.connectors[connector_id]
+    code, info, vendor_code = conn.error()
+    body = {"connectorId": connector_id, "errorCode": code, "status": conn.status()}
+    if info:
+        body["info"] = info[:50]
+    if vendor_code:
+        body["vendorErrorCode"] = vendor_code[:50]
+    stamp = st.timestamp()
+    if stamp:
+        body["timestamp"] = stamp
+    return body
+
+
+def send(st: "Station", connector_id: int, before_accept: bool = False) -> None:
+    body = payload(st, connector_id)
+    st.reported_status[connector_id] = (body["status"], body["errorCode"])
+
+    def failed(reason: str) -> None:
+        st.reported_status.pop(connector_id, None)
+
+    st.send_call("StatusNotification", body, on_error=failed, before_accept=before_accept)
+
+
+def notify(st: "Station", connector_id: int) -> None:
+    """Report `connector_id` if its status or error differs from what the CSMS knows."""
+    st.refresh_outputs(connector_id)
+    if not st.accepted or not st.connected:
+        return
+    conn = st.connectors[connector_id]
+    if st.reported_status.get(connector_id) != (conn.status(), conn.error()[0]):
+        send(st, connector_id)
+    if connector_id == 0:
+        for cid in st.connectors:
+            if cid != 0:
+                notify(st, cid)
+
+
+def report_all(st: "Station") -> None:
+    """Connector 0 and every connector, whatever was reported before."""
+    for connector_id in sorted(st.connectors):
+        send(st, connector_id)

@@ -1,0 +1,209 @@
+"""The station loop: one thread owns the core; adapters feed it events and obey its actions.
+
+Threads of the link, the meter poller, the pilot sampler and the RFID reader only
+put events on one queue. The loop takes the next event (or wakes at the core's
+next deadline), lets the station handle it, carries out the returned actions and
+feeds the systemd watchdog, so a hung loop gets the service restarted.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any, Optional
+
+from chargepoint import __version__
+from chargepoint import actions as act
+from chargepoint import events as ev
+from chargepoint.clock import SystemClock
+from chargepoint.config import Settings
+from chargepoint.connector import ConnectorInfo
+from chargepoint.ocpp_keys import OcppKeys
+from chargepoint.operations import PROFILES, load_all
+from chargepoint.sdnotify import Notifier
+from chargepoint.station import Station, StationConfig
+from chargepoint.store import Store
+from chargepoint.transport import Transport
+from hal import events as hal_events
+from hal.factory import Hardware, build_hardware
+from hal.interfaces import IndicatorColour
+
+log = logging.getLogger("chargepoint.runtime")
+
+#: Longest the loop sleeps, so the watchdog and the simulator are fed even when idle.
+MAX_SLEEP_S = 1.0
+
+
+def boot_payload(settings: Settings) -> dict:
+    ident = settings.identity
+    payload = {"chargePointVendor": ident.vendor, "chargePointModel": ident.model,
+               "firmwareVersion": ident.firmware_version or __version__}
+    optional = {"chargePointSerialNumber": ident.serial_number,
+                "chargeBoxSerialNumber": ident.charge_box_serial_number,
+                "iccid": ident.iccid, "imsi": ident.imsi, "meterType": ident.meter_type,
+                "meterSerialNumber": ident.meter_serial_number}
+    payload.update({k: v for k, v in optional.items() if v})
+    return payload
+
+
+class Runtime:
+    """Builds the firmware from settings and runs the loop until stopped."""
+
+    def __init__(self, settings: Settings, clock=None, notifier: Optional[Notifier] = None,
+                 hardware: Optional[Hardware] = None):
+        load_all()
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.notifier = notifier or Notifier.from_environment()
+        self.events: "queue.Queue[Any]" = queue.Queue()
+        self.exit_action: Optional[act.Restart] = None
+        self._stopping = threading.Event()
+        self._idle = threading.Event()
+        self.store = Store(settings.storage.path)
+        self.hardware = hardware or build_hardware(settings.connectors, settings.readers,
+                                                   emit=self.events.put, clock=self.clock.now)
+        measurands = frozenset().union(*(c.meter.measurands
+                                         for c in self.hardware.connectors.values()))
+        initial = dict(settings.ocpp)
+        if settings.csms.authorization_key:
+            initial.setdefault("AuthorizationKey", settings.csms.authorization_key)
+        self.keys = OcppKeys(self.store, initial, fixed={
+            "NumberOfConnectors": str(len(settings.connectors)),
+            "SupportedFeatureProfiles": ",".join(["Core", *PROFILES]),
+            "SecurityProfile": str(settings.csms.security_profile),
+        }, measurands=measurands)
+        self.station = Station(StationConfig(
+            charge_point_id=settings.csms.charge_point_id,
+            boot_payload=boot_payload(settings),
+            connectors=[ConnectorInfo(c.id, c.max_current_a, c.phases, c.nominal_voltage_v,
+                                      c.fixed_cable, c.lock is not None)
+                        for c in settings.connectors],
+            response_timeout_s=settings.csms.response_timeout_s,
+            max_frame_bytes=settings.csms.max_frame_bytes,
+            strict_schema=settings.csms.strict_schema,
+            log_frames=settings.log.frames,
+        ), self.keys, self.store, self.clock.now())
+        self.transport = Transport(settings.csms, self.events.put,
+                                   password=lambda: self.keys.raw("AuthorizationKey"),
+                                   ping_interval_s=self.keys.int("WebSocketPingInterval"))
+        self.meter_poller = None
+        self.sim_server = None
+
+    # -- life cycle
+    def start(self) -> None:
+        """Start the adapters (link, hardware, pollers); the loop runs in `run`."""
+        from hal.meter_poller import MeterPoller
+
+        self.hardware.start()
+        self.meter_poller = MeterPoller({cid: c.meter for cid, c in
+                                         self.hardware.connectors.items()},
+                                        self.events.put, interval_s=1.0, clock=self.clock.now)
+        self.meter_poller.start()
+        sim = self.hardware.simulator
+        if sim is not None:
+            from hal.sim_control import SimControlServer, default_socket_path
+
+            path = self.settings.system.sim_socket or default_socket_path()
+            try:
+                self.sim_server = SimControlServer(sim, path, on_command=self.wake)
+                self.sim_server.start()
+                log.info("simulated charger: control it with `chargepoint sim ...` (socket %s)",
+                         path)
+            except OSError as exc:
+                log.warning("simulator control socket unavailable at %s: %s", path, exc)
+        self.transport.start()
+
+    def wake(self) -> None:
+        self.events.put(ev.Tick())
+
+    def stop(self) -> None:
+        """Ask the loop to end (thread-safe, e.g. from a signal handler)."""
+        self._stopping.set()
+        self.events.put(ev.ShutdownRequested())
+
+    def run(self) -> Optional[act.Restart]:
+        """Run until stopped or until the core asks for a restart (returned)."""
+        self.start()
+        self.notifier.ready()
+        self.notifier.status("starting: connecting to the CSMS")
+        try:
+            self._loop()
+        finally:
+            self.shutdown()
+        return self.exit_action
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        for closer in (getattr(self.sim_server, "close", None),
+                       getattr(self.meter_poller, "close", None),
+                       self.transport.close, self.hardware.close, self.store.close):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except Exception:
+                log.exception("error while shutting down")
+
+    # -- the loop
+    def _loop(self) -> None:
+        station = self.station
+        self._execute(station.handle(ev.Tick(), self.clock.now()))
+        while not self._stopping.is_set() and self.exit_action is None:
+            deadline = station.next_deadline()
+            timeout = MAX_SLEEP_S
+            if deadline is not None:
+                timeout = min(timeout, deadline - self.clock.now())
+            self._idle.set()
+            event = self.clock.wait(self.events, timeout)
+            self._idle.clear()
+            if isinstance(event, ev.ShutdownRequested):
+                break
+            sim = self.hardware.simulator
+            if sim is not None:
+                sim.update()
+            self._execute(station.handle(event if event is not None else ev.Tick(),
+                                         self.clock.now()))
+            self.notifier.watchdog()
+
+    def quiescent(self) -> bool:
+        """Nothing left to do right now (tests use it to step a virtual clock)."""
+        return (self._idle.is_set() and self.events.empty()
+                and self.station._inflight is None and not self.station._queue)
+
+    def _execute(self, actions: list) -> None:
+        for action in actions:
+            try:
+                self._carry_out(action)
+            except Exception as exc:
+                log.exception("could not carry out %r", action)
+                cid = getattr(action, "connector_id", 0)
+                self.events.put(hal_events.HardwareFault(
+                    cid, hal_events.FaultCode.OTHER_ERROR, True, f"{type(exc).__name__}"[:50]))
+
+    def _carry_out(self, action: Any) -> None:
+        conns = self.hardware.connectors
+        if isinstance(action, act.SendFrame):
+            self.transport.send(action.text)
+        elif isinstance(action, act.SetContactor):
+            conns[action.connector_id].contactor.set_closed(action.closed)
+        elif isinstance(action, act.OfferCurrent):
+            conns[action.connector_id].pilot.set_max_current(action.amps)
+        elif isinstance(action, act.SetLock):
+            lock = conns[action.connector_id].lock
+            if lock is not None and not lock.set_locked(action.locked):
+                log.warning("connector %d lock did not confirm %s", action.connector_id,
+                            "locking" if action.locked else "unlocking")
+        elif isinstance(action, act.ShowIndicator):
+            conn = conns.get(action.connector_id)
+            if conn is not None and conn.indicator is not None:
+                conn.indicator.show(IndicatorColour(action.colour))
+        elif isinstance(action, act.Reconnect):
+            self.transport.reconnect(action.reason)
+        elif isinstance(action, act.LinkSettingsChanged):
+            self.transport.set_ping_interval(action.ping_interval_s)
+        elif isinstance(action, act.ReportStatus):
+            self.notifier.status(action.text)
+        elif isinstance(action, act.Restart):
+            self.exit_action = action
+        else:
+            log.warning("no adapter for %r", action)

@@ -1,0 +1,367 @@
+"""The station core: every event in, a list of actions out, no I/O, no wall clock.
+
+`Station.handle(event, now)` is the only entry point. It owns the RPC
+bookkeeping (one outstanding CALL of ours, its deadline, the queue behind it),
+routes the CSMS's CALLs to `chargepoint.operations`, keeps the connectors'
+state and the timers. Adapters (chargepoint.runtime) carry out the returned
+actions: send a frame, switch the contactor, offer a current.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+from chargepoint import actions as act
+from chargepoint import events as ev
+from chargepoint import ocppj
+from chargepoint.connector import Connector, ConnectorInfo
+from chargepoint.ocpp_keys import OcppKeys
+from chargepoint.operations import HANDLERS, load_all
+from chargepoint.timers import Timers
+from hal import events as hal_events
+
+log = logging.getLogger("chargepoint.station")
+
+#: Before this instant the system clock is not trusted (a Pi without RTC boots in 1970).
+VALID_TIME_FLOOR = 1577836800.0  # 2020-01-01T00:00:00Z
+
+_SECRET = re.compile(r'("key"\s*:\s*"AuthorizationKey"\s*,\s*"value"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+def redact(text: str) -> str:
+    """A frame as it may be logged: the AuthorizationKey value never appears."""
+    return _SECRET.sub(r'\1"***"', text) if "AuthorizationKey" in text else text
+
+
+@dataclass
+class Outgoing:
+    """A CALL of ours waiting to be sent or answered."""
+
+    action: str
+    payload: dict
+    on_result: Optional[Callable[[dict], None]] = None
+    #: Called with "offline", "timeout" or the CALLERROR code.
+    on_error: Optional[Callable[[str], None]] = None
+    #: May go out before BootNotification is Accepted (Boot itself, triggered messages).
+    before_accept: bool = False
+    unique_id: str = field(default_factory=ocppj.new_unique_id)
+
+
+@dataclass
+class StationConfig:
+    charge_point_id: str
+    boot_payload: dict
+    connectors: list[ConnectorInfo]
+    response_timeout_s: float = 30.0
+    max_frame_bytes: int = 262144
+    strict_schema: bool = True
+    log_frames: bool = False
+
+
+class Station:
+    """The charge point's logic. Not thread-safe: one loop owns it."""
+
+    def __init__(self, config: StationConfig, keys: OcppKeys, store, now: float):
+        load_all()
+        self.config = config
+        self.keys = keys
+        self.store = store
+        self.now = now
+        self.timers = Timers()
+        self.connected = False
+        #: "new" (never answered), "Pending", "Rejected" or "Accepted".
+        self.registration = "new"
+        self.time_offset: Optional[float] = None
+        self.connectors: dict[int, Connector] = {
+            0: Connector(ConnectorInfo(0), self),
+            **{c.id: Connector(c, self) for c in config.connectors},
+        }
+        #: connector id -> (status, errorCode) the CSMS was last told.
+        self.reported_status: dict[int, tuple[str, str]] = {}
+        self.diagnostics_status = "Idle"
+        self.firmware_status = "Idle"
+        self._queue: deque[Outgoing] = deque()
+        self._inflight: Optional[Outgoing] = None
+        self._actions: list[Any] = []
+        self.stats = {"frames_in": 0, "frames_out": 0, "errors_answered": 0}
+        keys.on_change(self._key_changed)
+        from chargepoint.operations import boot
+
+        boot.on_start(self)
+
+    # ------------------------------------------------------------------ entry point
+    def handle(self, event: Any, now: float) -> list[Any]:
+        """Consume one event at time `now`; return the actions to carry out, in order."""
+        self.now = now
+        try:
+            self._dispatch(event)
+        except Exception:  # a bug must not take the charger down: log, keep running
+            log.exception("error while handling %r", event)
+        self.timers.fire_due(now)
+        self._pump()
+        out, self._actions = self._actions, []
+        return out
+
+    def next_deadline(self) -> Optional[float]:
+        """When `handle(Tick(), t)` must be called next, at the latest."""
+        deadlines = [d for d in (self.timers.next_deadline(),) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def emit(self, action: Any) -> None:
+        self._actions.append(action)
+
+    # ------------------------------------------------------------------ time
+    @property
+    def time_known(self) -> bool:
+        return self.time_offset is not None or self.now >= VALID_TIME_FLOOR
+
+    def station_time(self) -> float:
+        return self.now + (self.time_offset or 0.0)
+
+    def timestamp(self, at: Optional[float] = None) -> Optional[str]:
+        """ISO 8601 UTC for `at` (station time, default now); None while time is unknown."""
+        if not self.time_known:
+            return None
+        t = self.station_time() if at is None else at
+        return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds") \
+            .replace("+00:00", "Z")
+
+    def set_csms_time(self, text: str) -> None:
+        """Adopt the CSMS's clock (BootNotification / Heartbeat currentTime)."""
+        try:
+            csms = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            log.warning("CSMS sent an unreadable currentTime %r; clock unchanged", text)
+            return
+        if csms.tzinfo is None:
+            csms = csms.replace(tzinfo=timezone.utc)
+        self.time_offset = csms.timestamp() - self.now
+
+    # ------------------------------------------------------------------ outgoing CALLs
+    def send_call(self, action: str, payload: dict,
+                  on_result: Optional[Callable[[dict], None]] = None,
+                  on_error: Optional[Callable[[str], None]] = None,
+                  before_accept: bool = False) -> None:
+        """Queue a CALL that is not a transaction message (those go through the outbox).
+
+        While offline such a CALL fails at once with "offline": a heartbeat or a
+        status that could not be sent is not worth replaying later.
+        """
+        ocppj.check_outgoing(ocppj.CALL, action, payload)
+        out = Outgoing(action, payload, on_result, on_error, before_accept)
+        if not self.connected:
+            if on_error:
+                on_error("offline")
+            return
+        self._queue.append(out)
+
+    def queued_actions(self) -> list[str]:
+        return [o.action for o in self._queue]
+
+    @property
+    def accepted(self) -> bool:
+        return self.registration == "Accepted"
+
+    def _pump(self) -> None:
+        """Send the next CALL if the link is up and none of ours is outstanding."""
+        while self.connected and self._inflight is None:
+            out = self._next_outgoing()
+            if out is None:
+                return
+            self._inflight = out
+            self._send(ocppj.encode_call(out.unique_id, out.action, out.payload))
+            self.timers.set("rpc-timeout", self.now + self.config.response_timeout_s,
+                            self._call_timed_out)
+
+    def _next_outgoing(self) -> Optional[Outgoing]:
+        for i, out in enumerate(self._queue):
+            if self.accepted or out.before_accept:
+                del self._queue[i]
+                return out
+        return None
+
+    def _finish_inflight(self) -> Optional[Outgoing]:
+        out, self._inflight = self._inflight, None
+        self.timers.cancel("rpc-timeout")
+        return out
+
+    def _call_timed_out(self) -> None:
+        out = self._finish_inflight()
+        if out is not None:
+            log.warning("no answer to %s within %.0f s", out.action,
+                        self.config.response_timeout_s)
+            if out.on_error:
+                out.on_error("timeout")
+
+    # ------------------------------------------------------------------ events
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, ev.FrameReceived):
+            self._on_frame(event.text)
+        elif isinstance(event, ev.Tick):
+            pass
+        elif isinstance(event, ev.Connected):
+            self._on_connected()
+        elif isinstance(event, ev.Disconnected):
+            self._on_disconnected(event.reason)
+        elif isinstance(event, (hal_events.PilotStateChanged, hal_events.HardwareFault,
+                                hal_events.MeterSampled, hal_events.CableDetected)):
+            self.connectors[event.connector_id].on_hardware(event)
+        elif isinstance(event, hal_events.TagPresented):
+            self.on_tag(event.id_tag)
+        else:
+            log.debug("ignored event %r", event)
+
+    def on_tag(self, id_tag: str) -> None:
+        log.info("tag %s presented (no session logic configured)", id_tag)
+
+    def _on_connected(self) -> None:
+        self.connected = True
+        log.info("connected to the CSMS")
+        from chargepoint.operations import boot, status
+
+        if self.accepted:
+            status.report_all(self)
+        else:
+            boot.on_connected(self)
+        self.emit_status()
+
+    def _on_disconnected(self, reason: str) -> None:
+        was = self.connected
+        self.connected = False
+        if was:
+            log.warning("disconnected from the CSMS: %s", reason)
+        dropped = list(self._queue)
+        self._queue.clear()
+        inflight = self._finish_inflight()
+        if inflight is not None:
+            dropped.insert(0, inflight)
+        for out in dropped:
+            if out.on_error:
+                out.on_error("offline")
+        self.emit(act.ReportStatus(self.describe()))
+
+    def on_accepted(self) -> None:
+        """Registration accepted: queued transaction messages may flow."""
+
+    def emit_status(self) -> None:
+        self.emit(act.ReportStatus(self.describe()))
+
+    def refresh_outputs(self, connector_id: int) -> None:
+        """Bring the connector's indicator in line with its status."""
+        conn = self.connectors[connector_id]
+        colour = {"Available": "available", "Faulted": "fault", "Unavailable": "off",
+                  "Charging": "charging"}.get(conn.status(), "occupied")
+        self.emit(act.ShowIndicator(connector_id, colour))
+
+    def describe(self) -> str:
+        link = "online" if self.connected else "offline"
+        return f"{link}, registration {self.registration}"
+
+    # ------------------------------------------------------------------ frames
+    def _send(self, text: str) -> None:
+        self.stats["frames_out"] += 1
+        self._log_frame("->", text)
+        self.emit(act.SendFrame(text))
+
+    def _log_frame(self, direction: str, text: str) -> None:
+        level = logging.INFO if self.config.log_frames else logging.DEBUG
+        if log.isEnabledFor(level):
+            shown = redact(text)
+            log.log(level, "%s %s", direction, shown if len(shown) < 2000 else shown[:2000] + "…")
+
+    def _answer_error(self, unique_id: str, code: str, description: str) -> None:
+        self.stats["errors_answered"] += 1
+        log.warning("answering %s with CALLERROR %s: %s", unique_id, code, description)
+        self._send(ocppj.encode_error(unique_id, code, description))
+
+    def _on_frame(self, text: str) -> None:
+        self.stats["frames_in"] += 1
+        self._log_frame("<-", text)
+        try:
+            frame = ocppj.parse_frame(text, self.config.max_frame_bytes)
+        except ocppj.FrameError as exc:
+            if exc.answerable and exc.unique_id:
+                self._answer_error(exc.unique_id, exc.code, exc.description)
+            else:
+                log.warning("dropped a frame that cannot be answered: %s", exc.description)
+            return
+        if isinstance(frame, ocppj.Call):
+            self._on_call(frame)
+        else:
+            self._on_response(frame)
+
+    def _on_call(self, call: ocppj.Call) -> None:
+        action = call.action
+        if action not in ocppj.KNOWN_ACTIONS:
+            return self._answer_error(call.unique_id, "NotImplemented",
+                                      f"unknown action {action!r}"[:255])
+        handler = HANDLERS.get(action)
+        if handler is None:
+            return self._answer_error(call.unique_id, "NotSupported",
+                                      f"{action} is not supported by this charge point")
+        try:
+            ocppj.validate_payload(ocppj.CALL, action, call.payload, self.config.strict_schema)
+        except ocppj.OcppError as exc:
+            return self._answer_error(call.unique_id, exc.code, exc.description)
+        except OSError:
+            return self._answer_error(call.unique_id, "NotSupported",
+                                      f"{action} is not an OCPP 1.6 request")
+        mark = len(self._actions)
+        try:
+            response = handler(self, call.payload)
+        except ocppj.OcppError as exc:
+            del self._actions[mark:]
+            return self._answer_error(call.unique_id, exc.code, exc.description)
+        except Exception as exc:
+            del self._actions[mark:]
+            log.exception("handler for %s failed", action)
+            return self._answer_error(call.unique_id, "InternalError",
+                                      f"{type(exc).__name__} while handling {action}")
+        # The answer goes out before whatever the handler set in motion (a reconnect,
+        # a restart, a switched contactor), so the CSMS always hears it first.
+        side_effects = self._actions[mark:]
+        del self._actions[mark:]
+        ocppj.check_outgoing(ocppj.CALLRESULT, action, response)
+        self._send(ocppj.encode_result(call.unique_id, response))
+        self._actions.extend(side_effects)
+
+    def _on_response(self, frame) -> None:
+        out = self._inflight
+        if out is None or frame.unique_id != out.unique_id:
+            log.warning("dropped a response to unknown call %s", frame.unique_id)
+            return
+        self._finish_inflight()
+        if isinstance(frame, ocppj.CallError):
+            log.warning("CSMS answered %s with CALLERROR %s: %s", out.action, frame.code,
+                        frame.description)
+            if out.on_error:
+                out.on_error(frame.code)
+            return
+        payload = frame.payload
+        try:
+            if not isinstance(payload, dict):
+                raise ocppj.OcppError("FormationViolation", "response payload is not an object")
+            ocppj.validate_payload(ocppj.CALLRESULT, out.action, payload, strict=False)
+        except ocppj.OcppError as exc:
+            log.warning("CSMS's answer to %s violates the schema (%s); treated as an error",
+                        out.action, exc)
+            if out.on_error:
+                out.on_error(exc.code)
+            return
+        if out.on_result:
+            out.on_result(payload)
+
+    # ------------------------------------------------------------------ keys
+    def _key_changed(self, name: str, value: str) -> None:
+        from chargepoint.operations import boot
+
+        if name == "HeartbeatInterval" and self.accepted:
+            boot.schedule_heartbeat(self)
+        elif name == "WebSocketPingInterval":
+            self.emit(act.LinkSettingsChanged(int(value)))
+        elif name == "AuthorizationKey":
+            self.emit(act.Reconnect("AuthorizationKey changed"))
