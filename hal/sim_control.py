@@ -1,0 +1,410 @@
+"""Drive the simulated charger of a running firmware from another terminal.
+
+The firmware serves a Unix-domain stream socket (mode 0600, in a directory only
+its user can enter); `chargepoint sim plug 1` connects, sends one JSON request
+per line and prints the JSON reply:
+
+    {"cmd": "plug", "args": ["1"]}        ->  {"ok": true, "result": {...}}
+    {"cmd": "plug", "args": ["9"]}        ->  {"ok": false, "error": "no simulated connector 9 ..."}
+
+A Unix socket rather than TCP: no port to pick or to expose, and file
+permissions decide who may plug cars in.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import selectors
+import socket
+import stat
+import sys
+import threading
+from typing import Any, Callable, Optional
+
+from hal.sim import FAULTS, SimCharger, SimError
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 64 * 1024
+"""Longest request accepted; a longer line is answered with an error and dropped."""
+
+IDLE_TIMEOUT_S = 60.0
+"""A connection that sends nothing for this long is closed (frees its thread)."""
+
+COMMANDS = {
+    "plug": "[N]            plug an EV into connector N",
+    "unplug": "[N]            unplug the EV",
+    "tap": "IDTAG          present an RFID card",
+    "ev-suspend": "[N]            the EV pauses charging (SuspendedEV)",
+    "ev-resume": "[N]            the EV asks for power again",
+    "fault": f"WHAT [N]       inject a fault ({', '.join(FAULTS)})",
+    "clear-fault": "WHAT [N]       clear an injected fault",
+    "status": "               show every connector",
+}
+
+
+def default_socket_path() -> str:
+    """Where `chargepoint run` serves the socket and `chargepoint sim` looks for it."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "chargepoint", "sim.sock")
+    return os.path.join("/tmp", f"chargepoint-{os.getuid()}", "sim.sock")
+
+
+class SimNotRunning(ConnectionError):
+    """Nothing listens at the socket path."""
+
+
+# --------------------------------------------------------------------------- commands
+
+def _connector_arg(sim: SimCharger, args: list, index: int) -> int:
+    """Connector N from args[index]; may be left out when there is one connector."""
+    if len(args) > index:
+        value = args[index]
+        if isinstance(value, bool) or not (isinstance(value, int) or
+                                           (isinstance(value, str) and value.isdigit())):
+            raise SimError(f"a connector id is a number, got {value!r}")
+        return int(value)
+    ids = sim.connector_ids
+    if len(ids) == 1:
+        return ids[0]
+    raise SimError(f"which connector? (connectors: {', '.join(map(str, ids)) or 'none'})")
+
+
+def _check_count(cmd: str, args: list, least: int, most: int) -> None:
+    if not least <= len(args) <= most:
+        raise SimError(f"usage: {cmd} {COMMANDS[cmd].split('  ')[0].strip()}")
+
+
+def execute(sim: SimCharger, cmd: Any, args: Any) -> Any:
+    """Carry out one command; SimError for anything the user got wrong."""
+    if not isinstance(cmd, str):
+        raise SimError("'cmd' must be a string")
+    if not isinstance(args, list):
+        raise SimError("'args' must be a list")
+    if cmd not in COMMANDS:
+        raise SimError(f"unknown command {cmd!r} (commands: {', '.join(COMMANDS)})")
+    if cmd in ("plug", "unplug", "ev-suspend", "ev-resume"):
+        _check_count(cmd, args, 0, 1)
+        cid = _connector_arg(sim, args, 0)
+        action = {"plug": sim.plug, "unplug": sim.unplug,
+                  "ev-suspend": sim.ev_suspend, "ev-resume": sim.ev_resume}[cmd]
+        return action(cid)
+    if cmd == "tap":
+        _check_count(cmd, args, 1, 1)
+        return sim.tap(str(args[0]))
+    if cmd in ("fault", "clear-fault"):
+        _check_count(cmd, args, 1, 2)
+        what = args[0]
+        if not isinstance(what, str):
+            raise SimError(f"a fault is a name, got {what!r}")
+        cid = _connector_arg(sim, args, 1)
+        return (sim.fault if cmd == "fault" else sim.clear_fault)(what, cid)
+    _check_count(cmd, args, 0, 0)
+    return sim.status()
+
+
+def handle_line(sim: SimCharger, line: bytes) -> tuple[dict, bool]:
+    """The reply to one request line, and whether the command succeeded."""
+    try:
+        request = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {"ok": False, "error": f"bad request: not JSON ({exc})"}, False
+    if not isinstance(request, dict) or "cmd" not in request:
+        return {"ok": False, "error": 'bad request: expected {"cmd": ..., "args": [...]}'}, False
+    try:
+        result = execute(sim, request["cmd"], request.get("args", []))
+    except SimError as exc:
+        return {"ok": False, "error": str(exc)}, False
+    except Exception as exc:                      # a bug must not kill the server
+        log.exception("simulator command %r failed", request)
+        return {"ok": False, "error": f"internal error: {exc!r}"}, False
+    return {"ok": True, "result": result}, True
+
+
+# --------------------------------------------------------------------------- server
+
+class SimControlServer:
+    """Serves the simulator's commands on a Unix socket from a daemon thread.
+
+    `start()` binds (removing a stale socket file left by a crash) and returns;
+    `close()` stops and removes the socket. `on_command()` runs after each
+    successful command and before its reply, in the server's thread, to wake the
+    firmware's loop.
+    """
+
+    def __init__(self, sim: SimCharger, path: str, on_command: Optional[Callable[[], None]] = None):
+        self.sim = sim
+        self.path = os.fspath(path)
+        self.on_command = on_command
+        self._listener: Optional[socket.socket] = None
+        self._wake_r: Optional[socket.socket] = None
+        self._wake_w: Optional[socket.socket] = None
+        self._thread: Optional[threading.Thread] = None
+        self._inode: Optional[tuple[int, int]] = None
+        self._stopping = threading.Event()
+
+    def __enter__(self) -> "SimControlServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if len(os.fsencode(self.path)) > 107:
+            raise ValueError(f"socket path too long for a Unix socket (over 107 bytes): "
+                             f"{self.path}")
+        _prepare_directory(os.path.dirname(os.path.abspath(self.path)))
+        _remove_stale_socket(self.path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(self.path)
+            # The directory is 0700, so nobody else can connect before the chmod.
+            os.chmod(self.path, 0o600)
+            listener.listen(8)
+        except BaseException:
+            listener.close()
+            raise
+        st = os.stat(self.path)
+        self._inode = (st.st_dev, st.st_ino)
+        self._listener = listener
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._thread = threading.Thread(target=self._accept_loop, name="sim-control", daemon=True)
+        self._thread.start()
+        log.info("simulator control socket at %s", self.path)
+
+    def close(self) -> None:
+        if self._thread is None:
+            return
+        self._stopping.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        self._thread.join(timeout=5)
+        self._thread = None
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            sock.close()
+        try:                                      # only our own file, not a successor's
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def _accept_loop(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._listener, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in sel.select():
+                    if key.fileobj is self._wake_r:
+                        return
+                    try:
+                        conn, _ = self._listener.accept()
+                    except OSError as exc:
+                        log.warning("simulator control socket: accept failed: %s", exc)
+                        continue
+                    threading.Thread(target=self._serve, args=(conn,),
+                                     name="sim-control-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        """Answer each request line of one connection until it closes."""
+        with conn:
+            conn.settimeout(IDLE_TIMEOUT_S)
+            buffer = b""
+            try:
+                while True:
+                    newline = buffer.find(b"\n")
+                    if newline < 0:
+                        if len(buffer) > MAX_LINE:
+                            self._reply(conn, {"ok": False, "error":
+                                               f"request too long (over {MAX_LINE} bytes)"})
+                            return
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            if buffer.strip():            # last request without newline
+                                self._answer(conn, buffer)
+                            return
+                        buffer += chunk
+                        continue
+                    line, buffer = buffer[:newline], buffer[newline + 1:]
+                    if len(line) > MAX_LINE:
+                        self._reply(conn, {"ok": False, "error":
+                                           f"request too long (over {MAX_LINE} bytes)"})
+                        return
+                    if line.strip():
+                        self._answer(conn, line)
+            except (OSError, socket.timeout):
+                return
+
+    def _answer(self, conn: socket.socket, line: bytes) -> None:
+        reply, ok = handle_line(self.sim, line)
+        # Wake the firmware before replying: once a client has its answer, the
+        # firmware is already on its way to react.
+        if ok and self.on_command is not None:
+            try:
+                self.on_command()
+            except Exception:
+                log.exception("simulator control socket: on_command failed")
+        self._reply(conn, reply)
+
+    @staticmethod
+    def _reply(conn: socket.socket, reply: dict) -> None:
+        conn.sendall(json.dumps(reply).encode() + b"\n")
+
+
+def _prepare_directory(directory: str) -> None:
+    """Create the socket's directory 0700, and refuse one another user could write to."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    st = os.stat(directory)
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{directory} belongs to another user; "
+                              f"choose another socket path")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise PermissionError(f"{directory} is writable by others; "
+                              f"choose another socket path")
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket file left by a firmware that died; refuse if one still listens."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(f"{path} exists and is not a socket; not removing it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise
+    else:
+        raise FileExistsError(f"another simulated charger is already serving {path}")
+    finally:
+        probe.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# --------------------------------------------------------------------------- client
+
+def send_command(path: str, cmd: str, args: list, timeout: float = 5) -> dict:
+    """Send one command and return the reply {"ok": ..., "result"/"error": ...}.
+
+    Raises SimNotRunning when nothing listens at `path`.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(os.fspath(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise SimNotRunning(f"no simulated charger is running at {path}") from exc
+        sock.sendall(json.dumps({"cmd": cmd, "args": list(args)}).encode() + b"\n")
+        buffer = b""
+        while b"\n" not in buffer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+    finally:
+        sock.close()
+    line = buffer.split(b"\n", 1)[0]
+    if not line:
+        raise ConnectionError(f"the simulated charger at {path} closed without answering")
+    return json.loads(line)
+
+
+def _usage() -> str:
+    lines = ["usage: chargepoint sim COMMAND [ARGS]", "", "commands:"]
+    lines += [f"  {name:<12} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "N is the connector id; it may be left out when there is one connector."]
+    return "\n".join(lines)
+
+
+def _fmt_number(value: Optional[float], unit: str, scale: float = 1.0, digits: int = 1) -> str:
+    return "-" if value is None else f"{value / scale:.{digits}f} {unit}"
+
+
+def format_connector(st: dict) -> str:
+    """One line about one connector, for the commands that change it."""
+    parts = [f"connector {st['connector_id']}: pilot {st['pilot']}",
+             "EV plugged in" if st["plugged"] else "no EV",
+             f"contactor {st['contactor']}"]
+    if st["plugged"]:
+        parts.append(f"battery {_fmt_number(st['soc_percent'], '%', digits=0)}")
+    if st["faults"]:
+        parts.append("faults: " + ", ".join(st["faults"]))
+    return ", ".join(parts)
+
+
+def format_status(status: dict) -> str:
+    """A small table of every connector."""
+    header = ("conn", "pilot", "offered", "contactor", "lock", "power", "energy", "soc",
+              "light", "faults")
+    rows = [header]
+    for st in status["connectors"].values():
+        contactor = st["contactor"]
+        if st["contactor_feedback"] != st["contactor"]:
+            contactor += f" (reads {st['contactor_feedback']})"
+        rows.append((
+            str(st["connector_id"]),
+            st["pilot"] + (" (paused)" if st["ev_suspended"] else ""),
+            _fmt_number(st["offered_a"], "A"),
+            contactor,
+            st["lock"] or "-",
+            _fmt_number(st["power_w"], "kW", 1000.0, 2),
+            _fmt_number(st["energy_wh"], "kWh", 1000.0, 3),
+            _fmt_number(st["soc_percent"], "%", digits=0),
+            st["indicator"] or "-",
+            ", ".join(st["faults"]) or "-",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if status.get("faults"):
+        lines.append("charger faults: " + ", ".join(status["faults"]))
+    return "\n".join(lines)
+
+
+def _format_result(cmd: str, result: Any) -> str:
+    if cmd == "status":
+        return format_status(result)
+    if cmd == "tap":
+        return f"card {result['id_tag']} presented"
+    if isinstance(result, dict) and "connector_id" in result:
+        return format_connector(result)
+    if isinstance(result, dict) and "faults" in result:      # charger-wide fault
+        return "charger faults: " + (", ".join(result["faults"]) or "none")
+    return json.dumps(result)
+
+
+def client_main(argv: list[str], path: str) -> int:
+    """`chargepoint sim <cmd> [args]`: 0 on success, 1 on any failure."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 1
+    cmd, args = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"chargepoint sim: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        return 1
+    try:
+        reply = send_command(path, cmd, args)
+    except SimNotRunning:
+        print(f"no simulated charger is running at {path} "
+              f"(start it with `chargepoint run` or `chargepoint demo`)", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"chargepoint sim: cannot talk to {path}: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"chargepoint sim {cmd}: {reply.get('error', 'failed')}", file=sys.stderr)
+        return 1
+    print(_format_result(cmd, reply.get("result")))
+    return 0
