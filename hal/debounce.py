@@ -13,6 +13,9 @@ T = TypeVar("T", bound=Hashable)
 
 _UNSET: Any = object()
 
+_EPSILON = 1e-9
+"""Clock readings are floats: a value held for 0.25 s as 100.1 - 99.85 must count."""
+
 
 class Debouncer(Generic[T]):
     """Reports a new stable value once a different value has held long enough.
@@ -66,7 +69,7 @@ class Debouncer(Generic[T]):
         if self._candidate is _UNSET or value != self._candidate:
             self._candidate = value
             self._since = now
-        if now - self._since >= self.hold_for(value):
+        if now - self._since + _EPSILON >= self.hold_for(value):
             self._stable = value
             self._candidate = _UNSET
             return True
