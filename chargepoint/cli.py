@@ -1,7 +1,178 @@
-"""Command line: `chargepoint run`, `demo`, `sim ...`."""
+"""Command line: `chargepoint run`, `chargepoint demo`, `chargepoint sim ...`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
 import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from chargepoint import __version__
+
+log = logging.getLogger("chargepoint")
+
+DEFAULT_CONFIG = "/etc/chargepoint/config.toml"
 
 
-def main(argv=None) -> int:
-    print("not yet", file=sys.stderr)
-    return 1
+class _JournalFormatter(logging.Formatter):
+    """`<priority>logger: message`: journald stores the priority and adds the time."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", "\n    ")
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{text}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                                               "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _install_signal_handlers(runtime) -> None:
+    def stop(signum, frame):
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        runtime.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _run_runtime(settings) -> int:
+    from chargepoint.runtime import Runtime
+
+    runtime = Runtime(settings)
+    _install_signal_handlers(runtime)
+    outcome = runtime.run()
+    if outcome is None:
+        return 0
+    if outcome.kind == "hard":
+        import subprocess
+
+        command = settings.system.reboot_command
+        log.warning("hard reset: running %s", " ".join(command))
+        try:
+            subprocess.run(command, check=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.error("reboot command failed (%s); restarting the process instead", exc)
+    log.warning("restarting the firmware (%s reset)", outcome.kind)
+    os.execv(sys.executable, [sys.executable, "-m", "chargepoint", *sys.argv[1:]])
+    return 0  # not reached
+
+
+def cmd_run(args) -> int:
+    from chargepoint.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"chargepoint: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level or settings.log.level)
+    log.info("chargepoint %s starting as %s, CSMS %s", __version__,
+             settings.csms.charge_point_id, settings.csms.url)
+    return _run_runtime(settings)
+
+
+def _demo_config_path() -> Optional[Path]:
+    here = Path.cwd() / "config.toml"
+    return here if here.exists() else None
+
+
+def cmd_demo(args) -> int:
+    """A local CSMS on loopback and the firmware on simulated hardware, in one process."""
+    from chargepoint.config import ConfigError, load_settings, parse_settings
+    from chargepoint.csms.server import LocalCsms
+
+    setup_logging(args.log_level or "warning")
+    try:
+        path = Path(args.config) if args.config else _demo_config_path()
+        settings = load_settings(path) if path else parse_settings(DEMO_SETTINGS, "<demo>")
+    except ConfigError as exc:
+        print(f"chargepoint: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    csms = LocalCsms(host="127.0.0.1", port=args.port, printer=lambda line: print(line,
+                                                                                  flush=True))
+    csms.boot_response = {"status": "Accepted", "interval": args.heartbeat}
+    csms.start()
+    workdir = tempfile.mkdtemp(prefix="chargepoint-demo-")
+    settings.csms.url = csms.url
+    settings.csms.security_profile = 0
+    settings.storage.path = os.path.join(workdir, "chargepoint.db")
+    print(f"Local CSMS listening on {csms.url}; charge point {settings.csms.charge_point_id} "
+          "on simulated hardware.", flush=True)
+    print("In another terminal try:  chargepoint sim plug 1 ; chargepoint sim tap 04A1B2C3 ;"
+          "  chargepoint sim status", flush=True)
+    print("Press Ctrl-C to stop.\n", flush=True)
+    try:
+        return _run_runtime(settings)
+    finally:
+        csms.stop()
+        print("\nDemo stopped.", flush=True)
+
+
+def cmd_sim(args) -> int:
+    from hal.sim_control import client_main, default_socket_path
+
+    path = args.socket
+    if not path and args.config and Path(args.config).exists():
+        from chargepoint.config import ConfigError, load_settings
+
+        try:
+            path = load_settings(args.config).system.sim_socket
+        except ConfigError:
+            path = ""
+    return client_main(args.words, path or default_socket_path())
+
+
+DEMO_SETTINGS = {
+    "csms": {"url": "ws://127.0.0.1:9000/ocpp", "charge_point_id": "CP-DEMO"},
+    "connectors": [{"id": 1, "fixed_cable": True, "meter": {"type": "sim"},
+                    "contactor": {"type": "sim"}, "pilot": {"type": "sim"},
+                    "indicator": {"type": "sim"}}],
+    "readers": [{"type": "sim"}],
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chargepoint", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"chargepoint {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the firmware in the foreground")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="simulated charger against a bundled local CSMS")
+    demo.add_argument("--config", help="default ./config.toml, else built-in settings")
+    demo.add_argument("--port", type=int, default=0, help="CSMS port (default: any free one)")
+    demo.add_argument("--heartbeat", type=int, default=10, help="heartbeat interval, seconds")
+    demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("sim", help="drive the simulated charger of a running firmware",
+                         description="commands: plug N, unplug N, tap IDTAG, ev-suspend N, "
+                                     "ev-resume N, fault WHAT N, clear-fault WHAT N, status")
+    sim.add_argument("--socket", help="control socket (default: the firmware's default)")
+    sim.add_argument("--config", default="config.toml",
+                     help="read system.sim_socket from this file if it exists")
+    sim.add_argument("words", nargs=argparse.REMAINDER, help="command and arguments")
+    sim.set_defaults(func=cmd_sim)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

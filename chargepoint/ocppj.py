@@ -129,11 +129,12 @@ def parse_frame(text: str, max_bytes: int = 262144) -> Frame:
     if not isinstance(msg, list) or not msg:
         raise FrameError("FormationViolation", "frame is not a JSON array", None, False)
     type_id = msg[0]
-    uid = msg[1] if len(msg) > 1 and isinstance(msg[1], str) else None
+    uid = msg[1] if len(msg) > 1 and isinstance(msg[1], str) and 0 < len(msg[1]) <= 36 \
+        else None
     if type_id not in (CALL, CALLRESULT, CALLERROR) or isinstance(type_id, bool):
         raise FrameError("FormationViolation", f"unknown MessageTypeId {type_id!r}", uid,
                          answerable=uid is not None)
-    if uid is None or not 0 < len(uid) <= 36:
+    if uid is None:
         raise FrameError("FormationViolation", "UniqueId must be a string of 1 to 36 "
                          "characters", None, False)
     if type_id == CALL:

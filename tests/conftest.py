@@ -2,3 +2,31 @@
 import os
 
 os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
+
+import pytest  # noqa: E402
+
+from chargepoint.csms.server import LocalCsms  # noqa: E402
+from tests.harness import Firmware  # noqa: E402
+
+
+@pytest.fixture
+def csms():
+    server = LocalCsms(host="127.0.0.1", port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def firmware(tmp_path, csms):
+    """Factory: `firmware(overrides=None, clock=None)` -> a started Firmware, stopped after."""
+    started = []
+
+    def make(overrides=None, clock=None, start=True):
+        fw = Firmware(tmp_path, csms.url, overrides, clock)
+        started.append(fw)
+        return fw.start() if start else fw
+
+    yield make
+    for fw in started:
+        fw.stop()

@@ -1,0 +1,79 @@
+"""config.toml: the shipped file works; bad files stop the program naming file, key, reason."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chargepoint.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_is_valid():
+    settings = load_settings(ROOT / "config.toml")
+    assert settings.csms.charge_point_id
+    assert [c.id for c in settings.connectors] == [1]
+    assert Path(settings.storage.path).is_absolute()
+
+
+GOOD = (ROOT / "config.toml").read_text()
+
+
+@pytest.mark.parametrize("edit,key,reason", [
+    (lambda t: t.replace('charge_point_id = "CP-1"', 'charge_point_id = "CP 1/x"'),
+     "csms.charge_point_id", "becomes part of the URL"),
+    (lambda t: t.replace("security_profile = 0", 'security_profile = "zero"'),
+     "csms.security_profile", "expected an integer"),
+    (lambda t: t.replace("security_profile = 0", "security_profile = 7"),
+     "csms.security_profile", "must be 0, 1, 2 or 3"),
+    (lambda t: t.replace("security_profile = 0", "security_profile = 2"),
+     "csms.url", "needs a wss:// URL"),
+    (lambda t: t.replace("[csms]", "[csms]\ncolour = 'red'"),
+     "csms.colour", "unknown key"),
+    (lambda t: t + "\n[extras]\nx = 1\n", "extras", "unknown section"),
+    (lambda t: t.replace('type = "sim"', 'type = "warp-drive"', 1),
+     "connectors[0].meter.type", "unknown meter type 'warp-drive'"),
+    (lambda t: t.replace("max_current_a = 32", "max_current_a = 500"),
+     "connectors[0].max_current_a", "must be 6 to 80 A"),
+    (lambda t: t.replace("phases = 3", "phases = 2"), "connectors[0].phases", "must be 1 or 3"),
+    (lambda t: t.replace("HeartbeatInterval = 300", "HeartbeatInterval = -5"),
+     "ocpp.HeartbeatInterval", "at least 1"),
+    (lambda t: t.replace("HeartbeatInterval = 300", "HeartBeatInterval = 300"),
+     "ocpp.HeartBeatInterval", "not an OCPP configuration key"),
+    (lambda t: t.replace('"Energy.Active.Import.Register,Power.Active.Import"', '"Energy.Bogus"'),
+     "ocpp.MeterValuesSampledData", "not an OCPP 1.6 measurand"),
+    (lambda t: t.replace('level = "info"', 'level = "chatty"'), "log.level", "one of"),
+    (lambda t: t.replace("[[connectors]]", "[[connectorz]]"), "connectorz", "unknown section"),
+    (lambda t: t.replace("url = ", "url = ws://oops #", 1), "(syntax)", ""),
+])
+def test_bad_config_names_the_key_and_the_reason(tmp_path, edit, key, reason):
+    path = tmp_path / "config.toml"
+    text = edit(GOOD)
+    assert text != GOOD
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.path == str(path)
+    assert info.value.key == key
+    assert reason in info.value.reason
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_run_with_bad_config_exits_with_the_key_and_reason(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(GOOD.replace("phases = 3", "phases = 4"))
+    proc = subprocess.run([sys.executable, "-m", "chargepoint", "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"{path}: connectors[0].phases: must be 1 or 3" in proc.stderr
+
+
+def test_version():
+    proc = subprocess.run([sys.executable, "-m", "chargepoint", "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("chargepoint ")
