@@ -23,6 +23,8 @@ from chargepoint import events as ev
 from chargepoint.config import CsmsSettings
 
 log = logging.getLogger("chargepoint.transport")
+# websocket-client logs handshake failures itself; ours say the same more clearly.
+logging.getLogger("websocket").setLevel(logging.CRITICAL)
 
 SUBPROTOCOL = "ocpp1.6"
 
@@ -128,7 +130,10 @@ class Transport:
         ws = websocket.WebSocket(sslopt={"context": ctx} if ctx else None,
                                  enable_multithread=True)
         try:
-            ws.connect(self.url, subprotocols=[SUBPROTOCOL], header=self._headers(),
+            # The subprotocol is offered by hand and checked below, so that a CSMS that
+            # does not agree to it gets its own clear error rather than "bad header".
+            ws.connect(self.url, header=[f"Sec-WebSocket-Protocol: {SUBPROTOCOL}",
+                                         *self._headers()],
                        timeout=self.settings.response_timeout_s,
                        suppress_origin=True)
         except websocket.WebSocketBadStatusException as exc:
@@ -146,15 +151,14 @@ class Transport:
         except ssl.SSLError as exc:
             raise LinkError(f"TLS handshake failed: {exc.reason or exc}") from None
         except websocket.WebSocketException as exc:
-            if "subprotocol" in str(exc).lower():
-                raise LinkError(f"the CSMS did not agree to the WebSocket subprotocol "
-                                f"{SUBPROTOCOL}; it is not an OCPP 1.6 endpoint") from None
             raise LinkError(f"WebSocket handshake failed: {exc}") from None
         except OSError as exc:
             raise LinkError(f"cannot reach {self.url}: {exc.strerror or exc}") from None
-        if ws.getsubprotocol() != SUBPROTOCOL:
+        agreed = (ws.getheaders() or {}).get("sec-websocket-protocol")
+        if agreed != SUBPROTOCOL:
             ws.close()
-            raise LinkError(f"the CSMS did not agree to the WebSocket subprotocol {SUBPROTOCOL}")
+            raise LinkError(f"the CSMS did not agree to the WebSocket subprotocol {SUBPROTOCOL} "
+                            f"(it answered {agreed!r}); it is not an OCPP 1.6 endpoint")
         ws.sock.settimeout(self.settings.response_timeout_s)
         return ws
 
