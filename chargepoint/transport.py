@@ -79,6 +79,13 @@ class Transport:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
+        ws = self._ws
+        if ws is not None:
+            try:
+                with self._send_lock:
+                    ws.send_close(websocket.STATUS_NORMAL, b"charge point stopping")
+            except Exception:
+                pass
         self._drop("shutting down")
         if self._thread is not None:
             self._thread.join(timeout=5)
