@@ -7,6 +7,7 @@ gives their first values.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -111,7 +112,9 @@ class IdentitySettings:
 
 @dataclass
 class StorageSettings:
-    path: str = "/var/lib/chargepoint/chargepoint.db"
+    #: "" = $STATE_DIRECTORY/chargepoint.db under systemd (StateDirectory=), else
+    #: var/chargepoint.db beside the configuration file.
+    path: str = ""
 
 
 @dataclass
@@ -265,6 +268,10 @@ def load_settings(path: str | Path) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "(syntax)", str(exc)) from None
     settings = parse_settings(data, str(path))
+    if not settings.storage.path:
+        state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        settings.storage.path = str(Path(state_dir) / "chargepoint.db") if state_dir \
+            else "var/chargepoint.db"
     storage = Path(settings.storage.path).expanduser()
     if not storage.is_absolute():
         settings.storage.path = str((path.parent / storage).resolve())

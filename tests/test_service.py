@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_config(tmp_path, url):
     text = (ROOT / "config.toml").read_text()
     text = text.replace('url = "ws://127.0.0.1:9000/ocpp"', f'url = "{url}"')
-    text = text.replace('path = "var/chargepoint.db"', f'path = "{tmp_path / "cp.db"}"')
+    text = text.replace("[storage]", f'[storage]\npath = "{tmp_path / "cp.db"}"')
     text = text.replace("[system]", f'[system]\nsim_socket = "{tmp_path / "sim.sock"}"')
     path = tmp_path / "config.toml"
     path.write_text(text)
