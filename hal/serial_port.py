@@ -17,8 +17,14 @@ from hal.interfaces import Clock, Emit, monotonic_clock
 
 log = logging.getLogger(__name__)
 
-#: What pyserial raises when a port is gone or broken (OSError covers ioctl failures).
-PORT_ERRORS = (serial.SerialException, OSError)
+#: What pyserial raises when a port is gone or broken: OSError covers ioctl failures,
+#: termios.error (not an OSError) comes from tcflush/tcsetattr on a vanished device.
+PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError)
+try:
+    import termios
+    PORT_ERRORS += (termios.error,)
+except ImportError:                      # Windows: no termios
+    pass
 
 
 class SerialPort:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import select
 import threading
-import time
 import tty
 from pathlib import Path
 from typing import Callable, Optional
@@ -55,23 +54,6 @@ class PtyDevice:
         """Wait until `predicate(all bytes received so far)` holds."""
         with self._cond:
             return self._cond.wait_for(lambda: predicate(bytes(self.received)), timeout)
-
-    def wait_opened(self, timeout: float = 3.0) -> bool:
-        """Wait until the backend has opened the port. pyserial flushes the input when
-        it opens a port, so bytes written before then would be lost."""
-        target = os.ttyname(self._slave)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            holders = 0
-            for fd in os.listdir("/proc/self/fd"):
-                try:
-                    holders += os.readlink(f"/proc/self/fd/{fd}") == target
-                except OSError:
-                    pass
-            if holders > 1:                       # ours plus the backend's
-                return True
-            time.sleep(0.005)                     # polling /proc: nothing to wait on
-        return False
 
     def vanish(self) -> None:
         """Unplug: close both ends and remove the path."""

@@ -130,25 +130,37 @@ class Harness:
                            **({"clock": clock} if clock else {}))
         self.reader = Rdm6300Settings(port=str(self.link), **settings).build(ctx)
         self._markers = (f"FF{n:08X}" for n in itertools.count())
+        self._old_markers: set[str] = set()
 
     def start(self):
+        """Start the reader and make sure it listens: pyserial discards input when it
+        opens a port, so bytes written before that moment would be lost."""
         self.reader.start()
-        assert self.device.wait_opened()
+        assert self.sync() == []
 
     def next_event(self, timeout: float = 5.0):
         return self.events.get(timeout=timeout)
 
     def sync(self) -> list:
-        """Send a marker card and return the events before it: everything written
-        earlier has then been processed (the port delivers bytes in order)."""
+        """Present a marker card and return the events before it: everything written
+        earlier has then been processed (the port delivers bytes in order). The marker
+        is repeated, as a reader does while a card stays in the field, until seen."""
         marker = next(self._markers)
-        self.device.write(frame(marker))
         before = []
-        while True:
-            ev = self.next_event()
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            self.device.write(frame(marker))
+            try:
+                ev = self.events.get(timeout=0.05)
+            except queue.Empty:
+                continue
             if ev in (TagPresented(marker), TagPresented(marker[2:])):   # full / uid4
+                self._old_markers |= {marker, marker[2:]}
                 return before
+            if isinstance(ev, TagPresented) and ev.id_tag in self._old_markers:
+                continue                             # a late repeat of an earlier marker
             before.append(ev)
+        raise AssertionError(f"marker never seen; events so far: {before}")
 
     def close(self):
         self.reader.close()
