@@ -21,18 +21,21 @@ class Debouncer(Generic[T]):
     """Reports a new stable value once a different value has held long enough.
 
     `hold_s` is the default hold time; `hold_to` overrides it per target value
-    (e.g. `{PilotState.A: 0.025}`). A sample equal to the stable value cancels
-    a pending change; a sample of yet another value restarts the hold. Without
-    `initial` the first sample is adopted at once: at start there is no
-    earlier state to protect.
+    (e.g. `{PilotState.A: 0.025}`) and `hold_from` caps it when leaving a
+    stable value (leaving a power state must be quick); the shorter applies.
+    A sample equal to the stable value cancels a pending change; a sample of
+    yet another value restarts the hold. Without `initial` the first sample is
+    adopted at once: at start there is no earlier state to protect.
     """
 
     def __init__(self, hold_s: float, hold_to: Optional[Mapping[T, float]] = None,
-                 initial: T = _UNSET):
-        if hold_s < 0 or any(h < 0 for h in (hold_to or {}).values()):
+                 initial: T = _UNSET, hold_from: Optional[Mapping[T, float]] = None):
+        holds = [hold_s, *(hold_to or {}).values(), *(hold_from or {}).values()]
+        if any(h < 0 for h in holds):
             raise ValueError("hold times must not be negative")
         self._hold_s = hold_s
         self._hold_to = dict(hold_to or {})
+        self._hold_from = dict(hold_from or {})
         self._stable: T = initial
         self._candidate: T = _UNSET
         self._since = 0.0
@@ -49,7 +52,11 @@ class Debouncer(Generic[T]):
         return self._stable
 
     def hold_for(self, value: T) -> float:
-        return self._hold_to.get(value, self._hold_s)
+        """How long `value` must hold to replace the present stable value."""
+        hold = self._hold_to.get(value, self._hold_s)
+        if self._stable is not _UNSET and self._stable in self._hold_from:
+            hold = min(hold, self._hold_from[self._stable])
+        return hold
 
     def update(self, value: T, now: float) -> Optional[T]:
         """Feed one sample taken at `now`; returns the new stable value when it

@@ -183,6 +183,7 @@ class PwmAdcPilotSettings:
     inverted: bool = False
     hold_ms: int = 250
     hold_to_a_ms: int = 25
+    hold_leaving_cd_ms: int = 40
     export_timeout_ms: int = 1000
 
     def __post_init__(self):
@@ -207,7 +208,7 @@ class PwmAdcPilotSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}: must be positive")
-        for name in ("hold_ms", "hold_to_a_ms"):
+        for name in ("hold_ms", "hold_to_a_ms", "hold_leaving_cd_ms"):
             if not 0 <= getattr(self, name) <= 10_000:
                 raise ValueError(f"{name}: must be 0..10000")
         if self.export_timeout_ms <= 0:
@@ -240,8 +241,12 @@ class PwmAdcPilot(EVInterface):
         self._pwm_ok = False
         self._state: Optional[PilotState] = None     # None until the first valid sample
         hold = settings.hold_ms / 1000
+        # Entering a state takes hold_ms; leaving C or D (the EV stops drawing,
+        # the contactor must open within 100 ms) and going to A are quick.
+        leave = settings.hold_leaving_cd_ms / 1000
         self._state_db: Debouncer[Optional[PilotState]] = Debouncer(
-            hold, {PilotState.A: settings.hold_to_a_ms / 1000})
+            hold, {PilotState.A: settings.hold_to_a_ms / 1000},
+            hold_from={PilotState.C: leave, PilotState.D: leave})
         self._diode_db: Debouncer[bool] = Debouncer(hold, initial=False)
         self._pp_db: Debouncer[Optional[float]] = Debouncer(hold)
         self._ampacity: Optional[float] = None

@@ -51,6 +51,18 @@ def test_asymmetric_hold_per_target():
     assert db.update("C", 0.36) == "C"
 
 
+def test_leaving_a_value_can_be_quicker():
+    db = Debouncer(0.25, {"A": 0.025}, initial="C", hold_from={"C": 0.04})
+    db.update("B", 0.0)
+    assert db.update("B", 0.03) is None
+    assert db.update("B", 0.04) == "B"               # C -> B: 40 ms, not 250
+    db.update("C", 0.1)
+    assert db.update("C", 0.2) is None               # B -> C: the full 250 ms
+    assert db.update("C", 0.35) == "C"
+    db.update("A", 0.4)
+    assert db.update("A", 0.425) == "A"              # the shorter of the two applies
+
+
 def test_none_can_be_a_debounced_value():
     db = Debouncer(0.1, initial="A")
     assert not db.changed(None, 0.0)
@@ -72,7 +84,7 @@ def test_negative_hold_rejected():
         Debouncer(0.1, {"A": -0.1})
 
 
-def _model(samples, hold, hold_to, initial):
+def _model(samples, hold, hold_to, hold_from, initial):
     """Brute force: at each sample, look back over the run of equal samples."""
     stable = initial
     out = []
@@ -81,7 +93,8 @@ def _model(samples, hold, hold_to, initial):
         while j > 0 and samples[j - 1][1] == v:
             j -= 1
         reported = False
-        if v != stable and t - samples[j][0] >= hold_to.get(v, hold):
+        needed = min(hold_to.get(v, hold), hold_from.get(stable, hold_to.get(v, hold)))
+        if v != stable and t - samples[j][0] >= needed:
             stable = v
             reported = True
         out.append((reported, stable))
@@ -90,16 +103,16 @@ def _model(samples, hold, hold_to, initial):
 
 @settings(max_examples=300, deadline=None)
 @given(steps=st.lists(st.tuples(st.integers(0, 120), st.sampled_from("ABC")), max_size=60),
-       hold=st.integers(0, 300), hold_a=st.integers(0, 300))
-def test_matches_brute_force_model(steps, hold, hold_a):
+       hold=st.integers(0, 300), hold_a=st.integers(0, 300), from_c=st.integers(0, 300))
+def test_matches_brute_force_model(steps, hold, hold_a, from_c):
     t = 0
     samples = []
     for dt, v in steps:
         t += dt
         samples.append((t, v))
-    db = Debouncer(hold, {"A": hold_a}, initial="A")
+    db = Debouncer(hold, {"A": hold_a}, initial="A", hold_from={"C": from_c})
     got = [(db.changed(v, t), db.value) for t, v in samples]
-    assert got == _model(samples, hold, {"A": hold_a}, "A")
+    assert got == _model(samples, hold, {"A": hold_a}, {"C": from_c}, "A")
 
 
 @settings(max_examples=200, deadline=None)

@@ -368,6 +368,11 @@ def test_plug_in_and_charge_sequence(kernel, clock, events, adc):
     set_cp(adc, 6.0, -12.0, -12.0, -12.0)            # EV asks for power
     run(pilot, clock, 0.3)
     assert states(events) == [PilotState.A, PilotState.B, PilotState.C]
+    set_cp(adc, 9.0, -12.0)                          # EV stops drawing: B within 40 ms
+    run(pilot, clock, 0.03, step=0.01)
+    assert pilot.state() is PilotState.C
+    run(pilot, clock, 0.02, step=0.01)
+    assert pilot.state() is PilotState.B
     set_cp(adc, 3.0, -12.0)
     run(pilot, clock, 0.3)
     assert pilot.state() is PilotState.D
@@ -376,8 +381,8 @@ def test_plug_in_and_charge_sequence(kernel, clock, events, adc):
     assert pilot.state() is PilotState.D
     run(pilot, clock, 0.02, step=0.01)
     assert pilot.state() is PilotState.A
-    assert states(events) == [PilotState.A, PilotState.B, PilotState.C, PilotState.D,
-                              PilotState.A]
+    assert states(events) == [PilotState.A, PilotState.B, PilotState.C, PilotState.B,
+                              PilotState.D, PilotState.A]
     assert faults(events) == []
     pilot.close()
 
@@ -395,6 +400,19 @@ def test_glitch_shorter_than_hold_is_no_event(kernel, clock, events, adc):
     set_cp(adc, 9.0)
     run(pilot, clock, 0.5)
     assert states(events) == [PilotState.B]
+    pilot.close()
+
+
+def test_glitch_while_charging_is_no_event(kernel, clock, events, adc):
+    set_cp(adc, 6.0, -12.0)
+    pilot = make_pilot(kernel, clock, events)
+    pilot.set_max_current(16)
+    pilot.poll(clock())
+    set_cp(adc, 9.0, -12.0)
+    run(pilot, clock, 0.03, step=0.01)               # shorter than hold_leaving_cd_ms
+    set_cp(adc, 6.0, -12.0)
+    run(pilot, clock, 0.5)
+    assert states(events) == [PilotState.C]
     pilot.close()
 
 
