@@ -426,7 +426,8 @@ class GpioIndicator(Indicator):
             self._led = RGBLED(settings.red_pin, settings.green_pin, settings.blue_pin,
                                active_high=settings.active_high, pwm=False)
             self._rgb = True
-        self._patterns = dict(patterns or (RGB_PATTERNS if self._rgb else MONO_PATTERNS))
+        defaults = RGB_PATTERNS if self._rgb else MONO_PATTERNS
+        self._patterns = {**defaults, **(patterns or {})}
         self._shown: Optional[IndicatorColour] = None
 
     @property
