@@ -417,7 +417,7 @@ class OpenEvsePilot(EVInterface):
             code, info = self._board_fault
             wanted[code] = f"OpenEVSE: {info}"
         if self._link_fault is not None:
-            wanted[FaultCode.EV_COMMUNICATION_ERROR] = "OpenEVSE board not answering"
+            wanted[FaultCode.EV_COMMUNICATION_ERROR] = f"OpenEVSE link: {self._link_fault}"
         for code in [c for c in self._active if c not in wanted]:
             del self._active[code]
             self._emit(HardwareFault(self._connector_id, code, False))

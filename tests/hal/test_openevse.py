@@ -516,6 +516,22 @@ def test_pilot_relay_and_meter_share_one_port(rig):
     assert len(rig.ctx.shared) == 1
 
 
+def test_board_commands(rig):
+    (board,) = rig.ctx.shared.values()
+    rig.sim.vehicle = "B"
+    board.disable()
+    status = board.get_state()
+    assert (status.evse_state, status.ev_connected) == (0xFF, True)
+    board.enable()
+    assert board.get_state().evse_state == 2
+    assert board.set_current_capacity(40) == 32              # $NK 32: clamped
+    rig.sim.milliamps = 6500
+    assert board.get_current_voltage() == (6.5, None)
+    rig.sim.session_ws, rig.sim.total_wh = 1800, 42
+    assert board.get_energy() == (0.5, 42.0)
+    assert rig.sim.commands == ["FD", "GS", "FE", "GS", "SC 40 V", "GG", "GU"]
+
+
 # =========================================================================== meter
 
 def test_meter_register_during_and_after_a_session(rig):
