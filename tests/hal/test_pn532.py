@@ -57,7 +57,7 @@ def test_a_stale_half_frame_does_not_swallow_the_next_response():
     assert p.feed(ACK + pn532_frame(bytes([0xD5, 0x15]))) == ["ack", Frame(0xD5, b"\x15")]
 
 
-@given(st.binary(max_size=300).filter(lambda g: b"\x00\xff" not in g + b"\x00"))
+@given(st.binary(max_size=300).filter(lambda g: b"\x00\xff" not in g))
 def test_noise_before_a_frame_is_skipped(noise):
     response = pn532_frame(bytes([0xD5, 0x4B, 0x01, 0x01, 0x00, 0x04, 0x08, 0x04]) + UID4)
     assert FrameParser().feed(noise + response) == [
