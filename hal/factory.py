@@ -22,10 +22,12 @@ BACKENDS: dict[str, dict[str, str]] = {
         "sim": "hal.sim:SimMeterSettings",
         "modbus": "hal.meters.modbus:ModbusMeterSettings",
         "s0": "hal.meters.s0:S0MeterSettings",
+        "openevse": "hal.openevse:OpenEvseMeterSettings",
     },
     "contactor": {
         "sim": "hal.sim:SimContactorSettings",
         "gpio": "hal.gpio:GpioContactorSettings",
+        "openevse": "hal.openevse:OpenEvseRelaySettings",
     },
     "lock": {
         "none": "",
@@ -91,7 +93,7 @@ class BuildContext:
     emit: Emit
     clock: Clock = monotonic_clock
     shared: dict[str, Any] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
     #: Connector facts a backend may need (phases, nominal voltage, max current).
     phases: int = 3
     nominal_voltage_v: float = 230.0
@@ -169,20 +171,21 @@ def build_hardware(connectors: list, readers: list, emit: Emit,
     `indicator` (None where not fitted); `readers` holds reader settings.
     """
     shared: dict[str, Any] = {}
-    lock = threading.Lock()
+    lock = threading.RLock()
     built: dict[int, ConnectorHardware] = {}
     for c in connectors:
         ctx = BuildContext(connector_id=c.id, emit=emit, clock=clock, shared=shared, lock=lock,
                            phases=c.phases, nominal_voltage_v=c.nominal_voltage_v,
                            max_current_a=c.max_current_a)
-        built[c.id] = ConnectorHardware(
-            connector_id=c.id,
-            meter=c.meter.build(ctx),
-            contactor=c.contactor.build(ctx),
-            pilot=c.pilot.build(ctx),
-            lock=c.lock.build(ctx) if c.lock is not None else None,
-            indicator=c.indicator.build(ctx) if c.indicator is not None else None,
-        )
+        devices = {}
+        for kind in ("meter", "contactor", "pilot", "lock", "indicator"):
+            device_settings = getattr(c, kind)
+            try:
+                devices[kind] = device_settings.build(ctx) if device_settings is not None else None
+            except SettingsError as exc:
+                raise SettingsError(f"connectors[{c.id - 1}].{kind}.{exc.key}", exc.reason) \
+                    from None
+        built[c.id] = ConnectorHardware(connector_id=c.id, **devices)
     ctx0 = BuildContext(connector_id=0, emit=emit, clock=clock, shared=shared, lock=lock)
     built_readers = [r.build(ctx0) for r in readers if r is not None]
     return Hardware(connectors=built, readers=built_readers, shared=shared)
