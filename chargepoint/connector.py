@@ -51,6 +51,8 @@ class Connector:
         self.pilot = PilotState.A
         self.reading: Optional[MeterReading] = None
         self.cable_ampacity: Optional[float] = None
+        #: Set by the session logic when a valid authorization covers this connector.
+        self.authorized = False
 
     # -- facts from the hardware
     def on_hardware(self, event) -> None:
@@ -100,6 +102,24 @@ class Connector:
         fault = sorted(self.faults.values(),
                        key=lambda f: (f.code not in BLOCKING_FAULTS, f.code.value))[0]
         return fault.code.value, fault.info, fault.vendor_error_code
+
+    # -- what the hardware must do (the safety rule)
+    def offered_current(self) -> Optional[float]:
+        """Current to offer on the pilot, or None for "charging not allowed".
+
+        Only an authorized, available, fault-free connector offers anything, and never
+        more than its rating or the cable's PP ampacity.
+        """
+        if self.id == 0 or not self.authorized or self.faulted or not self.available():
+            return None
+        limit = self.info.max_current_a
+        if self.cable_ampacity is not None:
+            limit = min(limit, self.cable_ampacity)
+        return limit if limit >= 6 else None
+
+    def contactor_closed(self) -> bool:
+        """The contactor closes only in pilot state C/D with a current on offer."""
+        return self.offered_current() is not None and self.pilot.wants_power
 
     def set_operative(self, operative: bool) -> None:
         self.operative = operative

@@ -84,6 +84,8 @@ class Station:
         self.reported_status: dict[int, tuple[str, str]] = {}
         self.diagnostics_status = "Idle"
         self.firmware_status = "Idle"
+        #: connector id -> (contactor closed, offered amps) last commanded.
+        self._commanded: dict[int, tuple[bool, Optional[float]]] = {}
         self._queue: deque[Outgoing] = deque()
         self._inflight: Optional[Outgoing] = None
         self._actions: list[Any] = []
@@ -91,6 +93,8 @@ class Station:
         keys.on_change(self._key_changed)
         from chargepoint.operations import boot
 
+        for connector_id in self.connectors:  # fail safe from the first turn
+            self.refresh_outputs(connector_id)
         boot.on_start(self)
 
     # ------------------------------------------------------------------ entry point
@@ -251,8 +255,23 @@ class Station:
         self.emit(act.ReportStatus(self.describe()))
 
     def refresh_outputs(self, connector_id: int) -> None:
-        """Bring the connector's indicator in line with its status."""
+        """Bring contactor, pilot offer and indicator in line with the connector's facts.
+
+        Opening comes before withdrawing the offer, offering before closing, and only
+        changes are commanded, so leaving state C or a new fault opens the contactor in
+        the same turn of the loop that learnt of it.
+        """
         conn = self.connectors[connector_id]
+        if connector_id != 0:
+            closed, amps = conn.contactor_closed(), conn.offered_current()
+            before = self._commanded.get(connector_id)
+            if before is None or before[0] != closed and not closed:
+                self.emit(act.SetContactor(connector_id, False))
+            if before is None or before[1] != amps:
+                self.emit(act.OfferCurrent(connector_id, amps))
+            if closed and (before is None or not before[0]):
+                self.emit(act.SetContactor(connector_id, True))
+            self._commanded[connector_id] = (closed, amps)
         colour = {"Available": "available", "Faulted": "fault", "Unavailable": "off",
                   "Charging": "charging"}.get(conn.status(), "occupied")
         self.emit(act.ShowIndicator(connector_id, colour))

@@ -1,0 +1,107 @@
+"""The safety rule in the core: the contactor closes only in C/D with a valid authorization,
+opens in the same turn that learns the EV left C/D, and opens on any fault."""
+import pytest
+
+from chargepoint import actions as act
+from chargepoint.connector import ConnectorInfo
+from chargepoint.events import Tick
+from chargepoint.ocpp_keys import OcppKeys
+from chargepoint.station import Station, StationConfig
+from chargepoint.store import Store
+from hal import events as he
+from hal.interfaces import PilotState
+
+NOW = 1_767_225_600.0
+
+
+@pytest.fixture
+def station(tmp_path):
+    store = Store(tmp_path / "cp.db")
+    keys = OcppKeys(store, {}, {})
+    st = Station(StationConfig("CP", {"chargePointVendor": "v", "chargePointModel": "m"},
+                               [ConnectorInfo(1, max_current_a=32)]), keys, store, NOW)
+    yield st
+    store.close()
+
+
+def hw(actions):
+    return [a for a in actions if isinstance(a, (act.SetContactor, act.OfferCurrent))]
+
+
+def test_starts_fail_safe(station):
+    first = hw(station.handle(he.PilotStateChanged(1, PilotState.A), NOW))
+    assert station._commanded[1] == (False, None)
+    assert all(not getattr(a, "closed", False) for a in first)
+
+
+def test_no_authorization_no_power(station):
+    for state in (PilotState.B, PilotState.C, PilotState.D):
+        out = hw(station.handle(he.PilotStateChanged(1, state), NOW))
+        assert act.SetContactor(1, True) not in out
+
+
+def authorize_and_charge(station):
+    station.handle(he.PilotStateChanged(1, PilotState.B), NOW)
+    station.connectors[1].authorized = True
+    station.connectors[1].changed()
+    assert hw(station.handle(Tick(), NOW)) == [act.OfferCurrent(1, 32)]
+    out = hw(station.handle(he.PilotStateChanged(1, PilotState.C), NOW))
+    assert out == [act.SetContactor(1, True)]
+
+
+@pytest.mark.parametrize("state", [PilotState.A, PilotState.B, PilotState.E, PilotState.F])
+def test_leaving_c_opens_in_the_same_turn(station, state):
+    authorize_and_charge(station)
+    out = hw(station.handle(he.PilotStateChanged(1, state), NOW))
+    assert out[0] == act.SetContactor(1, False)
+
+
+@pytest.mark.parametrize("code", [he.FaultCode.GROUND_FAILURE, he.FaultCode.POWER_METER_FAILURE,
+                                  he.FaultCode.POWER_SWITCH_FAILURE,
+                                  he.FaultCode.EV_COMMUNICATION_ERROR])
+def test_any_fault_opens_and_withdraws_the_offer(station, code):
+    authorize_and_charge(station)
+    out = hw(station.handle(he.HardwareFault(1, code, True, "x"), NOW))
+    assert out == [act.SetContactor(1, False), act.OfferCurrent(1, None)]
+    assert station.connectors[1].status() == "Faulted"
+
+
+def test_offer_never_exceeds_the_cable(station):
+    station.handle(he.CableDetected(1, 20.0), NOW)
+    authorize_and_charge_offer = station.connectors[1]
+    authorize_and_charge_offer.authorized = True
+    station.handle(he.PilotStateChanged(1, PilotState.B), NOW)
+    assert station._commanded[1] == (False, 20.0)
+
+
+# -- end to end with the simulated charger ---------------------------------------------
+
+def test_plugged_ev_gets_no_power_without_authorization(csms, firmware):
+    fw = firmware()
+    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1)
+    fw.sim.plug(1)
+    fw.runtime.wake()
+    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1 and
+                  r["status"] == "Preparing")
+    fw.settle()
+    conn = fw.sim.status()["connectors"]["1"]
+    assert conn["pilot"] == "B"
+    assert conn["contactor"] == "open" and conn["offered_a"] is None
+    assert conn["power_w"] == 0
+
+
+@pytest.mark.parametrize("what,code", [("ground", "GroundFailure"),
+                                       ("meter", "PowerMeterFailure"),
+                                       ("contactor-welded", "PowerSwitchFailure")])
+def test_hardware_fault_becomes_faulted_status_and_clears(csms, firmware, what, code):
+    fw = firmware()
+    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1)
+    fw.sim.fault(what, 1)
+    fw.runtime.wake()
+    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1 and
+                  r["status"] == "Faulted" and r["errorCode"] == code, timeout=10)
+    fw.sim.clear_fault(what, 1)
+    fw.runtime.wake()
+    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1 and
+                  r["status"] == "Available" and r["errorCode"] == "NoError", timeout=10)
+    assert fw.sim.status()["connectors"]["1"]["contactor"] == "open"
