@@ -160,7 +160,10 @@ class Runtime:
                 break
             sim = self.hardware.simulator
             if sim is not None:
-                sim.update()
+                try:
+                    sim.update()
+                except Exception:
+                    log.exception("simulated charger failed to advance")
             self._execute(station.handle(event if event is not None else ev.Tick(),
                                          self.clock.now()))
             self.notifier.watchdog()

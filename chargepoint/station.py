@@ -101,12 +101,11 @@ class Station:
     def handle(self, event: Any, now: float) -> list[Any]:
         """Consume one event at time `now`; return the actions to carry out, in order."""
         self.now = now
-        try:
-            self._dispatch(event)
-        except Exception:  # a bug must not take the charger down: log, keep running
-            log.exception("error while handling %r", event)
-        self.timers.fire_due(now)
-        self._pump()
+        for step in (lambda: self._dispatch(event), lambda: self.timers.fire_due(now), self._pump):
+            try:
+                step()
+            except Exception:  # a bug must not take the charger down: log, keep running
+                log.exception("error while handling %r", event)
         out, self._actions = self._actions, []
         return out
 

@@ -105,3 +105,14 @@ def test_hardware_fault_becomes_faulted_status_and_clears(csms, firmware, what, 
     csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1 and
                   r["status"] == "Available" and r["errorCode"] == "NoError", timeout=10)
     assert fw.sim.status()["connectors"]["1"]["contactor"] == "open"
+
+
+def test_a_failing_timer_callback_does_not_stop_the_core(station, caplog):
+    def boom():
+        raise RuntimeError("bug in a timer")
+
+    station.timers.set("bad", NOW, boom)
+    station.timers.set("good", NOW + 1, lambda: station.emit(act.ReportStatus("still alive")))
+    station.handle(Tick(), NOW)
+    assert "bug in a timer" in caplog.text
+    assert act.ReportStatus("still alive") in station.handle(Tick(), NOW + 1)
