@@ -1,6 +1,8 @@
 """One module per group of OCPP operations; each registers the CSMS requests it answers.
 
-To find what happens when the CSMS sends an action, look for `@handles("<Action>")`:
+To find what happens when the CSMS sends an action, grep for `@handles("<Action>")`.
+The rest of the core: chargepoint/station.py (dispatch, RPC, timers) and
+chargepoint/connector.py (status, faults, the contactor/pilot safety rule).
 
 - boot.py            BootNotification, Heartbeat (charger-initiated)
 - status.py          StatusNotification (charger-initiated)
