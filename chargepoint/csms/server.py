@@ -14,6 +14,7 @@ import binascii
 import collections
 import copy
 import dataclasses
+import functools
 import hmac
 import itertools
 import json
@@ -222,8 +223,14 @@ def _as_payload_object(action: str, payload: Mapping):
     ocpp serialises handler results with dataclasses.asdict and snake_to_camel_case; keys that
     are already camelCase (no underscore) come out as they went in.
     """
-    cls = dataclasses.make_dataclass(action, [(key, Any) for key in payload])
-    return cls(**payload)
+    return _payload_class(action, tuple(payload))(**payload)
+
+
+@functools.lru_cache(maxsize=512)
+def _payload_class(action: str, keys: tuple[str, ...]):
+    # Made once per shape: building a dataclass runs exec(), and CPython 3.11 can fail
+    # inside exec() when a dead event loop's coroutine is finalised at that moment.
+    return dataclasses.make_dataclass(action, [(key, Any) for key in keys])
 
 
 class _CsmsSide(_OcppChargePoint):
@@ -654,6 +661,15 @@ class LocalCsms:
         if thread is not None:
             thread.join(timeout=10)
         if not loop.is_running():
+            # Finish every task here rather than leave coroutines for the garbage
+            # collector to finalise later in some other thread.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
 
     async def _open(self) -> None:
@@ -706,7 +722,10 @@ class LocalCsms:
         others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         for task in others:
             task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        if others:
+            # A handler thread may be waiting on this very loop; do not wait for it forever
+            # (_shutdown_loop finishes whatever is left).
+            await asyncio.wait(others, timeout=2)
 
     # ---- handshake ----------------------------------------------------------------------
     def _cp_id_from_path(self, path: str) -> str | None:
