@@ -14,7 +14,7 @@ def csms():
     server = LocalCsms(host="127.0.0.1", port=0)
     server.start()
     yield server
-    server.stop()
+    server.stop(graceful=False)
 
 
 @pytest.fixture

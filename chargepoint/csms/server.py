@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import concurrent.futures
 import copy
 import dataclasses
 import functools
@@ -630,9 +631,13 @@ class LocalCsms:
                 return
             try:
                 if self._server is not None:
-                    asyncio.run_coroutine_threadsafe(self._close(graceful), self._loop).result(
-                        timeout=self.close_timeout + 10
-                    )
+                    future = asyncio.run_coroutine_threadsafe(self._close(graceful), self._loop)
+                    try:
+                        future.result(timeout=self.close_timeout + 10)
+                    except concurrent.futures.TimeoutError:
+                        # A connection handler did not end in time; _shutdown_loop below
+                        # cancels and finishes whatever is left.
+                        future.cancel()
             finally:
                 self._server = None
                 self._shutdown_loop()
