@@ -12,10 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from hal.events import FaultCode, TagPresented
-from hal.interfaces import Clock, Emit, HardwareError, IdReader
-from hal.rfid.presentation import PresentationFilter
-from hal.serial_port import PORT_ERRORS, DeviceThread, FaultFlag, SerialPort
+from hal.interfaces import Clock, Emit, HardwareError
+from hal.rfid.serial_reader import SerialTagReader
+from hal.serial_port import PORT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -183,39 +182,25 @@ class Pn532Settings:
         return Pn532Reader(self, ctx.emit, ctx.clock)
 
 
-class Pn532Reader(IdReader):
+class Pn532Reader(SerialTagReader):
     """Polls for a type A card every `poll_interval_ms` on a daemon thread and emits one
     TagPresented per presentation. Timeouts, NACKs and checksum errors are retried;
     a port that fails, or polls failing several times running, raise READER_FAILURE,
     cleared by the next good poll (the PN532 is woken and configured again first)."""
 
     def __init__(self, settings: Pn532Settings, emit: Emit, clock: Clock):
+        super().__init__("pn532", settings.port, settings.baudrate, settings.removal_s, emit,
+                         clock, read_timeout_s=0.02)
         self._settings = settings
-        self._emit = emit
-        self._clock = clock
-        self._port = SerialPort(settings.port, settings.baudrate, read_timeout_s=0.02,
-                                clock=clock)
-        self._fault = FaultFlag(emit, 0, FaultCode.READER_FAILURE)
-        self._filter = PresentationFilter(settings.removal_s)
         self._parser = FrameParser()
         self._configured = False
         self._failed_polls = 0
-        self._thread = DeviceThread(f"pn532 {settings.port}", self._step)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._thread.stop()
-        self._port.close()
 
     # ------------------------------------------------------------------ poll loop
 
     def _step(self, stopping) -> None:
-        port = self._port.get()
+        port = self._open_port(stopping)
         if port is None:
-            self._fault.set(True, f"reader port: {self._port.last_error}")
-            stopping.wait(min(max(self._port.retry_in(), 0.01), 0.2))
             return
         try:
             uid = self._poll(port)
@@ -234,10 +219,7 @@ class Pn532Reader(IdReader):
             self._failed_polls = 0
             self._fault.set(False)
             if uid is not None:
-                tag = uid.hex().upper()
-                if self._filter.seen(tag, self._clock()):
-                    log.info("card %s presented", tag)
-                    self._emit(TagPresented(tag))
+                self._present(uid.hex().upper())
         stopping.wait(self._settings.poll_interval_ms / 1000)
 
     def _poll(self, port) -> Optional[bytes]:

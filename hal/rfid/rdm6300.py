@@ -11,10 +11,9 @@ import logging
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from hal.events import FaultCode, TagPresented
-from hal.interfaces import Clock, Emit, IdReader
-from hal.rfid.presentation import PresentationFilter
-from hal.serial_port import PORT_ERRORS, DeviceThread, FaultFlag, SerialPort
+from hal.interfaces import Clock, Emit
+from hal.rfid.serial_reader import SerialTagReader
+from hal.serial_port import PORT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -99,33 +98,20 @@ class Rdm6300Settings:
         return Rdm6300Reader(self, ctx.emit, ctx.clock)
 
 
-class Rdm6300Reader(IdReader):
+class Rdm6300Reader(SerialTagReader):
     """Reads frames on a daemon thread and emits one TagPresented per presentation.
     A port that cannot be opened or fails is a READER_FAILURE fault until it reopens.
     (A silent reader is normal: the module only talks while a card is present.)"""
 
     def __init__(self, settings: Rdm6300Settings, emit: Emit, clock: Clock):
+        super().__init__("rdm6300", settings.port, settings.baudrate, settings.removal_s,
+                         emit, clock)
         self._settings = settings
-        self._emit = emit
-        self._clock = clock
-        self._port = SerialPort(settings.port, settings.baudrate, clock=clock)
-        self._fault = FaultFlag(emit, 0, FaultCode.READER_FAILURE)
-        self._filter = PresentationFilter(settings.removal_s)
         self._parser = FrameParser()
-        self._thread = DeviceThread(f"rdm6300 {settings.port}", self._step)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._thread.stop()
-        self._port.close()
 
     def _step(self, stopping) -> None:
-        port = self._port.get()
+        port = self._open_port(stopping)
         if port is None:
-            self._fault.set(True, f"reader port: {self._port.last_error}")
-            stopping.wait(min(max(self._port.retry_in(), 0.01), 0.2))
             return
         self._fault.set(False)
         try:
@@ -141,7 +127,4 @@ class Rdm6300Reader(IdReader):
             return
         now = self._clock()
         for payload in self._parser.feed(data):
-            tag = id_tag_for(payload, self._settings.id_format)
-            if self._filter.seen(tag, now):
-                log.info("card %s presented", tag)
-                self._emit(TagPresented(tag))
+            self._present(id_tag_for(payload, self._settings.id_format), now)
