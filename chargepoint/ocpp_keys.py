@@ -189,37 +189,34 @@ class OcppKeys:
     def visible(self) -> list[KeySpec]:
         return [s for s in self.specs.values() if not s.write_only]
 
-    def change(self, name: str, value: str) -> str:
-        """Apply ChangeConfiguration; returns the OCPP ConfigurationStatus."""
+    def _check(self, name: str, value: str) -> tuple[str, str]:
+        """("Accepted", canonical value) or (refusal status, the reason why)."""
         spec = self.specs.get(name)
         if spec is None:
-            return "NotSupported"
+            return "NotSupported", "unknown key"
         if spec.readonly:
-            return "Rejected"
+            return "Rejected", "read-only"
         max_items = int(self._values[spec.max_length_key]) if spec.max_length_key else None
         try:
-            canonical = validate_value(spec, value, self.measurands, max_items)
-        except KeyError_:
-            return "Rejected"
+            return "Accepted", validate_value(spec, value, self.measurands, max_items)
+        except KeyError_ as exc:
+            return "Rejected", str(exc)
+
+    def change(self, name: str, value: str) -> str:
+        """Apply ChangeConfiguration; returns the OCPP ConfigurationStatus."""
+        status, canonical = self._check(name, value)
+        if status != "Accepted":
+            return status
         self._values[name] = canonical
         self._store.save_config(name, canonical)
         for listener in self._listeners:
             listener(name, canonical)
-        return "RebootRequired" if spec.reboot_required else "Accepted"
+        return "RebootRequired" if self.specs[name].reboot_required else "Accepted"
 
     def why_rejected(self, name: str, value: str) -> str:
-        """Human explanation for a Rejected change (for the log)."""
-        spec = self.specs.get(name)
-        if spec is None:
-            return "unknown key"
-        if spec.readonly:
-            return "read-only"
-        max_items = int(self._values[spec.max_length_key]) if spec.max_length_key else None
-        try:
-            validate_value(spec, value, self.measurands, max_items)
-        except KeyError_ as exc:
-            return str(exc)
-        return ""
+        """Human explanation for a refused change (for the log); "" if it is acceptable."""
+        status, text = self._check(name, value)
+        return "" if status == "Accepted" else text
 
     def on_change(self, listener: Callable[[str, str], None]) -> None:
         self._listeners.append(listener)

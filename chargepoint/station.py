@@ -111,8 +111,7 @@ class Station:
 
     def next_deadline(self) -> Optional[float]:
         """When `handle(Tick(), t)` must be called next, at the latest."""
-        deadlines = [d for d in (self.timers.next_deadline(),) if d is not None]
-        return min(deadlines) if deadlines else None
+        return self.timers.next_deadline()
 
     def emit(self, action: Any) -> None:
         self._actions.append(action)
@@ -245,7 +244,7 @@ class Station:
         for out in dropped:
             if out.on_error:
                 out.on_error("offline")
-        self.emit(act.ReportStatus(self.describe()))
+        self.emit_status()
 
     def on_accepted(self) -> None:
         """Registration accepted: queued transaction messages may flow."""

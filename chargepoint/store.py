@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 PAGE_SIZE = 1024
 
@@ -132,10 +132,3 @@ class _Transaction:
             self.store._lock.release()
         return False
 
-
-def iter_rows(cursor: sqlite3.Cursor) -> Iterator[tuple]:
-    while True:
-        rows = cursor.fetchmany(256)
-        if not rows:
-            return
-        yield from rows

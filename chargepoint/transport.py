@@ -86,7 +86,7 @@ class Transport:
                     ws.send_close(websocket.STATUS_NORMAL, b"charge point stopping")
             except Exception:
                 pass
-        self._drop("shutting down")
+        self._drop()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -101,20 +101,21 @@ class Transport:
             return True
         except Exception as exc:
             log.warning("send failed: %s", exc)
-            self._drop(f"send failed: {exc}")
+            self._drop()
             return False
 
     def reconnect(self, reason: str) -> None:
         """Drop the link and connect again at once (new credentials, new settings)."""
         self._reconnect_reason = reason
-        self._drop(reason)
+        self._drop()
         self._wake.set()
 
     def set_ping_interval(self, seconds: float) -> None:
         self.ping_interval_s = float(seconds)
 
     # -- the link thread
-    def _drop(self, reason: str) -> None:
+    def _drop(self) -> None:
+        """Shut the socket down; the link thread notices and reports why."""
         ws = self._ws
         if ws is not None:
             try:

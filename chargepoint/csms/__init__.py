@@ -2,30 +2,7 @@
 
 Needs the optional dependency ``websockets`` (``pip install chargepoint[csms]``).
 """
-from chargepoint.csms.server import (
-    CP_ACTIONS,
-    NO_RESPONSE,
-    Handshake,
-    LocalCsms,
-    LogEntry,
-    Received,
-    SchemaViolation,
-    UnknownErrorCode,
-    Violation,
-    format_summary,
-    read_log,
-)
+from chargepoint.csms import server as _server
+from chargepoint.csms.server import *  # noqa: F401,F403  (the names in server.__all__)
 
-__all__ = [
-    "CP_ACTIONS",
-    "NO_RESPONSE",
-    "Handshake",
-    "LocalCsms",
-    "LogEntry",
-    "Received",
-    "SchemaViolation",
-    "UnknownErrorCode",
-    "Violation",
-    "format_summary",
-    "read_log",
-]
+__all__ = list(_server.__all__)
