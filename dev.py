@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -54,10 +55,13 @@ def main(argv: list[str]) -> int:
         cmd = [str(python), "-m", "chargepoint", "demo", *argv[1:]]
     else:
         cmd = [str(python), "-m", "pytest", *argv[1:]]
+    # Ctrl-C reaches the child too (same process group): let it stop cleanly, then return.
+    child = subprocess.Popen(cmd, cwd=ROOT)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return subprocess.call(cmd, cwd=ROOT)
-    except KeyboardInterrupt:
-        return 130
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":
