@@ -52,3 +52,26 @@ def test_demo_boots_heartbeats_obeys_sim_commands_and_stops_on_ctrl_c(tmp_path):
     assert code == 0
     assert "Demo stopped." in "".join(lines)
     assert "Traceback" not in "".join(lines)
+
+
+def test_readme_demo_command_returns_only_after_the_demo_stopped(tmp_path):
+    """`python3 dev.py demo` + Ctrl-C (SIGINT to the whole process group, as a terminal
+    sends it): the command returns once the firmware has stopped cleanly."""
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "dev.py", "demo", "--heartbeat", "1"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    out = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"connector 1: Available" not in out and time.monotonic() < deadline:
+            out += proc.stdout.read1(4096)
+        assert b"connector 1: Available" in out, out.decode()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        os.set_blocking(proc.stdout.fileno(), False)
+        out += proc.stdout.read() or b""
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert b"Demo stopped." in out, out.decode()
