@@ -31,6 +31,13 @@ class OfferCurrent:
 
 
 @dataclass(frozen=True)
+class ReadMeter:
+    """Read the connector's meter now; the reading comes back as `MeterSampled`."""
+
+    connector_id: int
+
+
+@dataclass(frozen=True)
 class ShowIndicator:
     connector_id: int
     colour: str

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from hal import events as hal_events
 from hal.interfaces import MeterReading, PilotState
 
 if TYPE_CHECKING:
+    from chargepoint.operations.transactions import Transaction
     from chargepoint.station import Station
 
 log = logging.getLogger("chargepoint.connector")
@@ -28,6 +29,10 @@ BLOCKING_FAULTS = frozenset({
     hal_events.FaultCode.OVER_VOLTAGE, hal_events.FaultCode.UNDER_VOLTAGE,
     hal_events.FaultCode.OTHER_ERROR,
 })
+
+
+#: How long a requested meter reading may take before the meter counts as failed.
+READ_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -51,26 +56,78 @@ class Connector:
         self.pilot = PilotState.A
         self.reading: Optional[MeterReading] = None
         self.cable_ampacity: Optional[float] = None
-        #: Set by the session logic when a valid authorization covers this connector.
-        self.authorized = False
+        #: The running transaction (chargepoint/sessions.py starts and stops it).
+        self.tx: Optional["Transaction"] = None
+        #: A transaction ended while the vehicle stayed connected: Finishing until unplugged.
+        self.finishing = False
+        #: A start is decided and waits for its meter reading.
+        self.starting = False
+        #: When current was last offered after none (the EV gets EV_RESPONSE_S to take it).
+        self.offered_since: Optional[float] = None
+        self._reading_waiters: list[Callable[[Optional[MeterReading]], None]] = []
+
+    @property
+    def authorized(self) -> bool:
+        """A running transaction may draw energy now."""
+        reading = self.reading.energy_import_wh if self.reading is not None else None
+        return self.tx is not None and self.tx.energy_allowed(reading)
 
     # -- facts from the hardware
     def on_hardware(self, event) -> None:
+        from chargepoint import sessions
+
         if isinstance(event, hal_events.HardwareFault):
             if event.active:
                 self.faults[event.code] = event
                 log.warning("connector %d fault %s: %s", self.id, event.code.value, event.info)
+                if event.code == hal_events.FaultCode.POWER_METER_FAILURE:
+                    self._answer_readers(None)
             elif self.faults.pop(event.code, None) is not None:
                 log.info("connector %d fault %s cleared", self.id, event.code.value)
         elif isinstance(event, hal_events.PilotStateChanged):
-            self.pilot = event.state
+            before, self.pilot = self.pilot, event.state
+            if before.vehicle_connected != event.state.vehicle_connected:
+                sessions.vehicle_changed(self.station, self, event.state.vehicle_connected)
         elif isinstance(event, hal_events.MeterSampled):
+            was_allowed = self.authorized
             self.reading = event.reading
+            self._answer_readers(event.reading)
+            if self.authorized != was_allowed:      # MaxEnergyOnInvalidId reached
+                self.changed()
             return
         elif isinstance(event, hal_events.CableDetected):
             self.cable_ampacity = event.ampacity_a
+            self.station.refresh_outputs(self.id)
             return
+        if isinstance(event, hal_events.HardwareFault):
+            sessions.fault_changed(self.station, self, event)
         self.changed()
+
+    # -- fresh readings on demand
+    def read_meter(self, then: Callable[[Optional[MeterReading]], None]) -> None:
+        """Call `then(reading)` with a reading taken now (None if the meter failed)."""
+        if self.id == 0:
+            then(None)
+            return
+        self._reading_waiters.append(then)
+        if len(self._reading_waiters) == 1:
+            from chargepoint import actions as act
+
+            self.station.emit(act.ReadMeter(self.id))
+            self.station.timers.set(f"meter-read:{self.id}", self.station.now + READ_TIMEOUT_S,
+                                    lambda: self._answer_readers(None))
+
+    @property
+    def reading_pending(self) -> bool:
+        return bool(self._reading_waiters)
+
+    def _answer_readers(self, reading: Optional[MeterReading]) -> None:
+        waiters, self._reading_waiters = self._reading_waiters, []
+        self.station.timers.cancel(f"meter-read:{self.id}")
+        if reading is None and waiters:
+            log.warning("connector %d: no meter reading", self.id)
+        for then in waiters:
+            then(reading)
 
     def changed(self) -> None:
         from chargepoint.operations import status
@@ -89,16 +146,34 @@ class Connector:
     def status(self) -> str:
         if self.faulted:
             return "Faulted"
+        tx = self.tx
+        if tx is not None and not tx.stopping:
+            if tx.ev_disconnected or not self.pilot.vehicle_connected:
+                return "SuspendedEV"
+            if not self.authorized:
+                return "SuspendedEVSE"
+            return "Charging" if self.pilot.wants_power else "SuspendedEV"
         if not self.available():
             return "Unavailable"
-        if self.id != 0 and self.pilot.vehicle_connected:
+        if self.id == 0:
+            return "Available"
+        if (self.finishing or tx is not None) and self.pilot.vehicle_connected:
+            return "Finishing"
+        if self.pilot.vehicle_connected or self.starting or \
+                self.station.sessions.waiting_for_plug(self):
             return "Preparing"
         return "Available"
+
+    def status_info(self) -> str:
+        """StatusNotification.info beyond the fault text (TC_005_3)."""
+        if self.tx is not None and self.tx.ev_disconnected:
+            return "EV side disconnected"
+        return ""
 
     def error(self) -> tuple[str, str, str]:
         """(errorCode, info, vendorErrorCode) for StatusNotification."""
         if not self.faults:
-            return "NoError", "", ""
+            return "NoError", self.status_info(), ""
         fault = sorted(self.faults.values(),
                        key=lambda f: (f.code not in BLOCKING_FAULTS, f.code.value))[0]
         return fault.code.value, fault.info, fault.vendor_error_code

@@ -58,6 +58,7 @@ class Runtime:
         self.events: "queue.Queue[Any]" = queue.Queue()
         self.exit_action: Optional[act.Restart] = None
         self._stopping = threading.Event()
+        self._power_cut = False
         self._idle = threading.Event()
         self.store = Store(settings.storage.path)
         self.hardware = hardware or build_hardware(settings.connectors, settings.readers,
@@ -117,7 +118,15 @@ class Runtime:
         self.events.put(ev.Tick())
 
     def stop(self) -> None:
-        """Ask the loop to end (thread-safe, e.g. from a signal handler)."""
+        """Ask the loop to end cleanly (thread-safe, e.g. from a signal handler)."""
+        self._stopping.set()
+        self.events.put(ev.ShutdownRequested())
+
+    def cut_power(self) -> None:
+        """End the loop as a power cut would: no clean-up in the core, nothing flushed.
+
+        What was committed to SQLite is all that survives (tests of power loss)."""
+        self._power_cut = True
         self._stopping.set()
         self.events.put(ev.ShutdownRequested())
 
@@ -128,6 +137,8 @@ class Runtime:
         self.notifier.status("starting: connecting to the CSMS")
         try:
             self._loop()
+            if not self._power_cut:
+                self._execute(self.station.shutdown(self.clock.now()))
         finally:
             self.shutdown()
         return self.exit_action
@@ -170,8 +181,7 @@ class Runtime:
 
     def quiescent(self) -> bool:
         """Nothing left to do right now (tests use it to step a virtual clock)."""
-        return (self._idle.is_set() and self.events.empty()
-                and self.station._inflight is None and not self.station._queue)
+        return self._idle.is_set() and self.events.empty() and not self.station.busy()
 
     def _execute(self, actions: list) -> None:
         for action in actions:
@@ -191,11 +201,21 @@ class Runtime:
             conns[action.connector_id].contactor.set_closed(action.closed)
         elif isinstance(action, act.OfferCurrent):
             conns[action.connector_id].pilot.set_max_current(action.amps)
+        elif isinstance(action, act.ReadMeter):
+            if self.meter_poller is not None:
+                self.meter_poller.request()
+            else:                                   # before start(): nobody would answer
+                self.events.put(hal_events.HardwareFault(
+                    action.connector_id, hal_events.FaultCode.POWER_METER_FAILURE, True,
+                    "meter not started"))
         elif isinstance(action, act.SetLock):
             lock = conns[action.connector_id].lock
             if lock is not None and not lock.set_locked(action.locked):
                 log.warning("connector %d lock did not confirm %s", action.connector_id,
                             "locking" if action.locked else "unlocking")
+                self.events.put(hal_events.HardwareFault(
+                    action.connector_id, hal_events.FaultCode.CONNECTOR_LOCK_FAILURE, True,
+                    "lock did not confirm " + ("locking" if action.locked else "unlocking")))
         elif isinstance(action, act.ShowIndicator):
             conn = conns.get(action.connector_id)
             if conn is not None and conn.indicator is not None:

@@ -21,6 +21,7 @@ from chargepoint import ocppj
 from chargepoint.connector import Connector, ConnectorInfo
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.operations import HANDLERS, load_all
+from chargepoint.outbox import Item, Outbox
 from chargepoint.timers import Timers
 from hal import events as hal_events
 
@@ -91,11 +92,18 @@ class Station:
         self._actions: list[Any] = []
         self.stats = {"frames_in": 0, "frames_out": 0, "errors_answered": 0}
         keys.on_change(self._key_changed)
-        from chargepoint.operations import boot
+        from chargepoint import sessions
+        from chargepoint.operations import boot, metering
+        from chargepoint.operations.transactions import Ledger
 
+        self.ledger = Ledger(store)
+        self.outbox = Outbox(store)
+        self.sessions = sessions.Sessions(self)
+        sessions.recover(self)
         for connector_id in self.connectors:  # fail safe from the first turn
             self.refresh_outputs(connector_id)
         boot.on_start(self)
+        metering.schedule_aligned(self)
 
     # ------------------------------------------------------------------ entry point
     def handle(self, event: Any, now: float) -> list[Any]:
@@ -141,7 +149,12 @@ class Station:
             return
         if csms.tzinfo is None:
             csms = csms.replace(tzinfo=timezone.utc)
+        before = self.time_offset
         self.time_offset = csms.timestamp() - self.now
+        if before is None or abs(self.time_offset - before) > 0.5:
+            from chargepoint.operations import metering
+
+            metering.schedule_aligned(self)
 
     # ------------------------------------------------------------------ outgoing CALLs
     def send_call(self, action: str, payload: dict,
@@ -180,11 +193,45 @@ class Station:
                             self._call_timed_out)
 
     def _next_outgoing(self) -> Optional[Outgoing]:
+        """Other CALLs first (they are few and a driver may be waiting on an Authorize),
+        then the head of the durable transaction queue, strictly in order."""
         for i, out in enumerate(self._queue):
             if self.accepted or out.before_accept:
                 del self._queue[i]
                 return out
+        if self.accepted:
+            return self._outbox_outgoing()
         return None
+
+    def _outbox_outgoing(self) -> Optional[Outgoing]:
+        from chargepoint.operations import transactions
+
+        while True:
+            head = self.outbox.head()
+            if head is None:
+                self.timers.cancel("outbox-retry")
+                return None
+            if self.outbox.ready(self.now) is None:
+                self.timers.set("outbox-retry", head.next_attempt, lambda: None)
+                return None
+            payload = transactions.payload_for_send(self, head)
+            if payload is None:
+                self.outbox.failed(head, "no transactionId", self.now, 1, 0)
+                continue
+            try:
+                ocppj.check_outgoing(ocppj.CALL, head.action, payload)
+            except Exception:
+                log.exception("queued %s is not valid", head.action)
+            return Outgoing(head.action, payload,
+                            on_result=lambda p, item=head: transactions.delivered(self, item, p),
+                            on_error=lambda reason, item=head: self._outbox_failed(item, reason),
+                            unique_id=head.unique_id)
+
+    def _outbox_failed(self, item: Item, reason: str) -> None:
+        if reason == "offline":
+            return                              # not an attempt: it waits for the link
+        self.outbox.failed(item, reason, self.now, self.keys.int("TransactionMessageAttempts"),
+                           self.keys.int("TransactionMessageRetryInterval"))
 
     def _finish_inflight(self) -> Optional[Outgoing]:
         out, self._inflight = self._inflight, None
@@ -218,7 +265,28 @@ class Station:
             log.debug("ignored event %r", event)
 
     def on_tag(self, id_tag: str) -> None:
-        log.info("tag %s presented (no session logic configured)", id_tag)
+        from chargepoint import sessions
+
+        log.info("idTag %s presented", id_tag)
+        sessions.on_tag(self, id_tag)
+
+    def shutdown(self, now: float) -> list[Any]:
+        """A clean stop: end transactions durably, open contactors; returns the actions."""
+        from chargepoint import sessions
+
+        self.now = now
+        try:
+            sessions.shutdown(self)
+            self.outbox.flush()
+        except Exception:
+            log.exception("error while shutting down the station")
+        out, self._actions = self._actions, []
+        return out
+
+    def busy(self) -> bool:
+        """Work is under way that will produce more events soon (a CALL, a meter read)."""
+        return (self._inflight is not None or bool(self._queue)
+                or any(c.reading_pending for c in self.connectors.values()))
 
     def _on_connected(self) -> None:
         self.connected = True
@@ -267,6 +335,8 @@ class Station:
                 self.emit(act.SetContactor(connector_id, False))
             if before is None or before[1] != amps:
                 self.emit(act.OfferCurrent(connector_id, amps))
+                if amps is not None and (before is None or before[1] is None):
+                    conn.offered_since = self.now
             if closed and (before is None or not before[0]):
                 self.emit(act.SetContactor(connector_id, True))
             self._commanded[connector_id] = (closed, amps)
@@ -378,6 +448,10 @@ class Station:
 
         if name == "HeartbeatInterval" and self.accepted:
             boot.schedule_heartbeat(self)
+        elif name == "ClockAlignedDataInterval":
+            from chargepoint.operations import metering
+
+            metering.schedule_aligned(self)
         elif name == "WebSocketPingInterval":
             self.emit(act.LinkSettingsChanged(int(value)))
         elif name == "AuthorizationKey":

@@ -36,6 +36,7 @@ class MeterPoller:
         self.clock = clock or monotonic_clock
         self._failing: set[int] = set()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def poll_once(self) -> None:
@@ -94,11 +95,18 @@ class MeterPoller:
                 next_due += (int((now - next_due) // self.interval_s) + 1) * self.interval_s
             elif next_due - now > self.interval_s:
                 next_due = now + self.interval_s
-            self._stop.wait(next_due - now)
+            if self._wake.wait(next_due - now):
+                self._wake.clear()
+                next_due = self.clock() - self.interval_s   # polled on request: restart pace
+
+    def request(self) -> None:
+        """Poll now (the charging logic needs a fresh reading), not at the next tick."""
+        self._wake.set()
 
     def close(self) -> None:
         """Stop the thread (promptly: it waits on an Event, not in a sleep)."""
         self._stop.set()
+        self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)

@@ -85,6 +85,14 @@ class Firmware:
         self.stop()
         return self.start()
 
+    def cut_power(self) -> None:
+        """Stop as a power cut would: only what was committed to SQLite survives."""
+        if self.runtime is not None and self._thread is not None:
+            self.runtime.cut_power()
+            self._thread.join(timeout=10)
+            assert not self._thread.is_alive(), "firmware loop did not stop"
+        self._thread = None
+
     @property
     def station(self):
         return self.runtime.station

@@ -77,10 +77,13 @@ def test_tc002_pending_answers_configuration_and_trigger_then_retries(csms, firm
 
 
 def test_boot_without_answer_is_retried(csms, firmware):
-    csms.respond = {"BootNotification": False}
+    from chargepoint.csms.server import NO_RESPONSE
+
+    answers = iter([NO_RESPONSE])
+    csms.handlers["BootNotification"] = lambda cp_id, payload: next(
+        answers, {"status": "Accepted", "interval": 300})
     fw = firmware({"csms": {"response_timeout_s": 10}})
     csms.wait_for("BootNotification")
-    csms.respond = True
     fw.advance(10)  # the timeout
     fw.advance(30)  # the retry delay
     assert wait_until(lambda: actions(csms).count("BootNotification") == 2)

@@ -6,6 +6,7 @@ from chargepoint import actions as act
 from chargepoint.connector import ConnectorInfo
 from chargepoint.events import Tick
 from chargepoint.ocpp_keys import OcppKeys
+from chargepoint.operations.transactions import Transaction
 from chargepoint.station import Station, StationConfig
 from chargepoint.store import Store
 from hal import events as he
@@ -40,9 +41,14 @@ def test_no_authorization_no_power(station):
         assert act.SetContactor(1, True) not in out
 
 
+def give_transaction(station):
+    """A running transaction, as chargepoint.sessions would have started it."""
+    station.connectors[1].tx = Transaction(1, 1, "TAG", 0, NOW)
+
+
 def authorize_and_charge(station):
     station.handle(he.PilotStateChanged(1, PilotState.B), NOW)
-    station.connectors[1].authorized = True
+    give_transaction(station)
     station.connectors[1].changed()
     assert hw(station.handle(Tick(), NOW)) == [act.OfferCurrent(1, 32)]
     out = hw(station.handle(he.PilotStateChanged(1, PilotState.C), NOW))
@@ -68,8 +74,7 @@ def test_any_fault_opens_and_withdraws_the_offer(station, code):
 
 def test_offer_never_exceeds_the_cable(station):
     station.handle(he.CableDetected(1, 20.0), NOW)
-    authorize_and_charge_offer = station.connectors[1]
-    authorize_and_charge_offer.authorized = True
+    give_transaction(station)
     station.handle(he.PilotStateChanged(1, PilotState.B), NOW)
     assert station._commanded[1] == (False, 20.0)
 

@@ -6,8 +6,14 @@ chargepoint/connector.py (status, faults, the contactor/pilot safety rule).
 
 - boot.py            BootNotification, Heartbeat (charger-initiated)
 - status.py          StatusNotification (charger-initiated)
+- authorize.py       Authorize, the authorization cache, offline rules; ClearCache
+- transactions.py    StartTransaction, StopTransaction, power-loss recovery
+- metering.py        MeterValues: sampled, clock-aligned, StopTransaction.transactionData
 - configuration.py   GetConfiguration, ChangeConfiguration
 - trigger.py         TriggerMessage
+
+The driver's side of a session (tags, plugging in and out) is chargepoint/sessions.py;
+the durable queue of transaction messages is chargepoint/outbox.py.
 """
 from __future__ import annotations
 
@@ -36,4 +42,5 @@ def handles(action: str) -> Callable[[Handler], Handler]:
 
 def load_all() -> None:
     """Import every operation module so their handlers register."""
-    from chargepoint.operations import boot, configuration, status, trigger  # noqa: F401
+    from chargepoint.operations import (authorize, boot, configuration, metering,  # noqa: F401
+                                        status, transactions, trigger)

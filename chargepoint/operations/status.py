@@ -35,12 +35,23 @@ def send(st: "Station", connector_id: int, before_accept: bool = False) -> None:
     st.send_call("StatusNotification", body, on_error=failed, before_accept=before_accept)
 
 
+#: An EV needs a moment to answer a fresh offer (pilot B -> C); SuspendedEV is not
+#: reported before this many seconds have passed, so a normal start reads
+#: Preparing -> Charging rather than Preparing -> SuspendedEV -> Charging.
+EV_RESPONSE_S = 3.0
+
+
 def notify(st: "Station", connector_id: int) -> None:
     """Report `connector_id` if its status or error differs from what the CSMS knows."""
     st.refresh_outputs(connector_id)
     if not st.accepted or not st.connected:
         return
     conn = st.connectors[connector_id]
+    since = conn.offered_since
+    if conn.status() == "SuspendedEV" and since is not None and st.now < since + EV_RESPONSE_S:
+        st.timers.set(f"status-hold:{connector_id}", since + EV_RESPONSE_S,
+                      lambda: notify(st, connector_id))
+        return
     if st.reported_status.get(connector_id) != (conn.status(), conn.error()[0]):
         send(st, connector_id)
     if connector_id == 0:

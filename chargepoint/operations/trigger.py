@@ -47,6 +47,13 @@ def _status(st: "Station", connector_id) -> None:
         status.send(st, cid, before_accept=True)
 
 
+@trigger("MeterValues")
+def _meter_values(st: "Station", connector_id) -> None:
+    from chargepoint.operations import metering
+
+    metering.trigger(st, connector_id)
+
+
 @trigger("DiagnosticsStatusNotification")
 def _diagnostics(st: "Station", connector_id) -> None:
     st.send_call("DiagnosticsStatusNotification", {"status": st.diagnostics_status},

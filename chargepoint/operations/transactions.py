@@ -1,0 +1,244 @@
+"""StartTransaction and StopTransaction: a transaction's durable beginning and end.
+
+`begin` and `end` write the transaction's row and its message to SQLite in one
+commit (chargepoint/outbox.py delivers it). The confirmations come back through
+`delivered`: StartTransaction.conf gives the transactionId (filled into the queued
+messages that follow, TC_039) and an idTagInfo that may de-authorize a running
+transaction (`StopTransactionOnInvalidId`, `MaxEnergyOnInvalidId`, TC_037_2/3).
+
+After a power cut, `recover` stops every transaction left open with reason
+PowerLoss and the last reading that reached the disk (TC_032_2).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+from chargepoint.outbox import LOCAL_TIME, Item
+from chargepoint.operations import authorize
+
+if TYPE_CHECKING:
+    from chargepoint.connector import Connector
+    from chargepoint.station import Station
+
+log = logging.getLogger("chargepoint.transactions")
+
+#: Every reason OCPP 1.6 defines for StopTransaction (section 7.45).
+STOP_REASONS = frozenset({"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other",
+                          "PowerLoss", "Reboot", "Remote", "SoftReset", "UnlockCommand",
+                          "DeAuthorized"})
+
+
+@dataclass
+class Transaction:
+    local_id: int
+    connector_id: int
+    id_tag: str
+    meter_start_wh: int
+    started: float                       # the charger's clock (`station.now`) at the start
+    parent_id_tag: Optional[str] = None
+    reservation_id: Optional[int] = None
+    transaction_id: Optional[int] = None
+    #: StartTransaction.conf did not accept the id and StopTransactionOnInvalidId is false:
+    #: energy flows up to `energy_limit_wh` (register value), then the EVSE suspends.
+    deauthorized: bool = False
+    energy_limit_wh: Optional[float] = None
+    #: The EV side was unplugged with StopTransactionOnEVSideDisconnect=false (TC_005_3).
+    ev_disconnected: bool = False
+    #: The stop is decided (reason, idTag) and waits for the final meter reading.
+    stopping: bool = False
+    stop_reason: Optional[str] = None
+    stop_id_tag: Optional[str] = None
+    info: dict = field(default_factory=dict)
+
+    def energy_allowed(self, register_wh: Optional[float]) -> bool:
+        if self.stopping:
+            return False
+        if not self.deauthorized:
+            return True
+        return (self.energy_limit_wh is not None and register_wh is not None
+                and register_wh < self.energy_limit_wh)
+
+
+def wh(value: float) -> int:
+    """Meter register as OCPP's integer Wh (meterStart / meterStop)."""
+    return int(round(value))
+
+
+def stamp(st: "Station", at: Optional[float] = None) -> str:
+    """Timestamp for a durable message: ISO 8601, or a local mark fixed up when sent."""
+    at = st.now if at is None else at
+    text = st.timestamp(at + (st.time_offset or 0.0)) if st.time_known else None
+    return text if text is not None else f"{LOCAL_TIME}{at!r}"
+
+
+# -------------------------------------------------------------------- state in memory
+class Ledger:
+    """Transactions the charger still knows about: running ones, and stopped ones whose
+    messages are still queued (their transactionId may still be needed)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.by_local: dict[int, Transaction] = {}
+        self.stopped: set[int] = set()
+        for (local_id, cid, id_tag, tx_id, meter_start, started, reservation_id, stopped,
+             info) in store.execute(
+                "SELECT local_id, connector_id, id_tag, transaction_id, meter_start, started, "
+                "reservation_id, stopped, info FROM transactions ORDER BY local_id").fetchall():
+            extra = json.loads(info or "{}")
+            tx = Transaction(local_id, cid, id_tag, int(meter_start), started,
+                             parent_id_tag=extra.get("parentIdTag"),
+                             reservation_id=reservation_id, transaction_id=tx_id, info=extra)
+            self.by_local[local_id] = tx
+            if stopped:
+                self.stopped.add(local_id)
+
+    def open_transactions(self) -> list[Transaction]:
+        return [t for t in self.by_local.values() if t.local_id not in self.stopped]
+
+    def last_reading(self, local_id: int) -> tuple[float, float]:
+        row = self.store.execute("SELECT last_wh, last_ts FROM transactions WHERE local_id=?",
+                                 (local_id,)).fetchone()
+        return float(row[0]), float(row[1])
+
+    def find_by_id(self, transaction_id: int) -> Optional[Transaction]:
+        for tx in self.by_local.values():
+            if tx.transaction_id == transaction_id and tx.local_id not in self.stopped:
+                return tx
+        return None
+
+
+# -------------------------------------------------------------------- begin / end
+def begin(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Decision,
+          register_wh: float, reservation_id: Optional[int] = None,
+          begin_values: Optional[list] = None) -> Transaction:
+    """Commit the transaction and its StartTransaction.req; returns it running.
+
+    `begin_values`: Transaction.Begin entries kept for StopTransaction.transactionData.
+    """
+    meter_start = wh(register_wh)
+    extra = {"parentIdTag": decision.parent_id_tag} if decision.parent_id_tag else {}
+    payload = {"connectorId": conn.id, "idTag": id_tag, "meterStart": meter_start,
+               "timestamp": stamp(st)}
+    if reservation_id is not None:
+        payload["reservationId"] = reservation_id
+    with st.store.transaction():
+        cur = st.store.execute(
+            "INSERT INTO transactions(connector_id, id_tag, meter_start, started, reservation_id, "
+            "last_wh, last_ts, info) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+            (conn.id, id_tag, meter_start, st.now, reservation_id, register_wh, st.now,
+             json.dumps(extra)))
+        tx = Transaction(cur.lastrowid, conn.id, id_tag, meter_start, st.now,
+                         parent_id_tag=decision.parent_id_tag, reservation_id=reservation_id,
+                         info=extra)
+        st.outbox.produce("StartTransaction", payload, tx.local_id, st.now)
+        for value in begin_values or []:
+            st.store.execute("INSERT INTO tx_stop_data(tx_local, meter_value) VALUES(?, ?)",
+                             (tx.local_id, json.dumps(value, separators=(",", ":"))))
+    st.ledger.by_local[tx.local_id] = tx
+    log.info("transaction %d started on connector %d for %s (meterStart %d Wh, %s)",
+             tx.local_id, conn.id, id_tag, meter_start, decision.source)
+    return tx
+
+
+def end(st: "Station", tx: Transaction, reason: str, register_wh: float,
+        id_tag: Optional[str] = None, at: Optional[float] = None,
+        end_values: Optional[list] = None) -> None:
+    """Commit the end of `tx` and its StopTransaction.req (with its transactionData)."""
+    if reason not in STOP_REASONS:
+        raise ValueError(f"{reason!r} is not a StopTransaction reason")
+    at = st.now if at is None else at
+    meter_stop = max(wh(register_wh), tx.meter_start_wh)
+    payload = {"meterStop": meter_stop, "timestamp": stamp(st, at), "reason": reason}
+    if id_tag:
+        payload["idTag"] = id_tag
+    with st.store.transaction():
+        data = [json.loads(text) for (text,) in st.store.execute(
+            "SELECT meter_value FROM tx_stop_data WHERE tx_local=? ORDER BY seq",
+            (tx.local_id,)).fetchall()]
+        data += end_values or []
+        if data:
+            payload["transactionData"] = data
+        st.store.execute("DELETE FROM tx_stop_data WHERE tx_local=?", (tx.local_id,))
+        st.store.execute("UPDATE transactions SET stopped=1, last_wh=?, last_ts=? "
+                         "WHERE local_id=?", (register_wh, at, tx.local_id))
+        st.outbox.produce("StopTransaction", payload, tx.local_id, st.now)
+    st.ledger.stopped.add(tx.local_id)
+    log.info("transaction %d on connector %d stopped: %s, meterStop %d Wh (%d Wh charged)",
+             tx.local_id, tx.connector_id, reason, meter_stop, meter_stop - tx.meter_start_wh)
+
+
+def recover(st: "Station") -> list[Transaction]:
+    """Stop the transactions a power cut left open (reason PowerLoss, TC_032_2)."""
+    stopped = []
+    for tx in st.ledger.open_transactions():
+        last_wh, last_ts = st.ledger.last_reading(tx.local_id)
+        log.warning("transaction %d on connector %d was open at the last shutdown; stopping "
+                    "it with reason PowerLoss at the last stored reading (%.0f Wh)",
+                    tx.local_id, tx.connector_id, last_wh)
+        end(st, tx, "PowerLoss", last_wh, at=last_ts)
+        stopped.append(tx)
+    return stopped
+
+
+# -------------------------------------------------------------------- sending and answers
+def _resolve_times(st: "Station", value):
+    if isinstance(value, str) and value.startswith(LOCAL_TIME):
+        at = float(value[len(LOCAL_TIME):])
+        return st.timestamp(at + (st.time_offset or 0.0)) or st.timestamp(st.now)
+    if isinstance(value, dict):
+        return {k: _resolve_times(st, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_times(st, v) for v in value]
+    return value
+
+
+def payload_for_send(st: "Station", item: Item) -> Optional[dict]:
+    """The payload as it goes on the wire now; None if it cannot be sent yet."""
+    payload = _resolve_times(st, item.payload)
+    if item.action in ("StopTransaction", "MeterValues") and item.tx_local is not None:
+        tx = st.ledger.by_local.get(item.tx_local)
+        if tx is None or tx.transaction_id is None:
+            # Its StartTransaction is ahead in the queue and was delivered, so the id is
+            # known; this only happens if that StartTransaction was discarded.
+            if item.action == "MeterValues":
+                return payload
+            return None
+        payload = {**payload, "transactionId": tx.transaction_id}
+    return payload
+
+
+def delivered(st: "Station", item: Item, response: dict) -> None:
+    """The CSMS confirmed `item`: record what it said, durably, with the row's deletion."""
+    tx = st.ledger.by_local.get(item.tx_local) if item.tx_local is not None else None
+    if item.action == "StartTransaction" and tx is not None:
+        tx.transaction_id = int(response["transactionId"])
+        info = response["idTagInfo"]
+
+        def write() -> None:
+            st.store.execute("UPDATE transactions SET transaction_id=? WHERE local_id=?",
+                             (tx.transaction_id, tx.local_id))
+        st.outbox.delivered(item, also=write)
+        authorize.remember(st, tx.id_tag, info)
+        log.info("transaction %d is transactionId %d at the CSMS (idTag %s)", tx.local_id,
+                 tx.transaction_id, info.get("status"))
+        if info.get("status") != "Accepted" and tx.local_id not in st.ledger.stopped:
+            from chargepoint import sessions
+
+            sessions.deauthorized(st, tx, info)
+        return
+    if item.action == "StopTransaction" and tx is not None:
+        info = response.get("idTagInfo")
+        stop_tag = item.payload.get("idTag")
+
+        def forget() -> None:
+            st.store.execute("DELETE FROM transactions WHERE local_id=?", (tx.local_id,))
+        st.outbox.delivered(item, also=forget)
+        st.ledger.by_local.pop(tx.local_id, None)
+        st.ledger.stopped.discard(tx.local_id)
+        if info and stop_tag:
+            authorize.remember(st, stop_tag, info)
+        return
+    st.outbox.delivered(item)
