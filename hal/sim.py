@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -543,12 +544,21 @@ class SimMeter(EnergyMeter):
     measurands = frozenset({"Energy.Active.Import.Register", "Power.Active.Import",
                             "Current.Import", "Voltage", "Frequency"})
 
-    def __init__(self, sim: SimCharger, connector_id: int):
+    def __init__(self, sim: SimCharger, connector_id: int, register_file: str = ""):
         self.sim = sim
         self.connector_id = connector_id
+        self.register_file = register_file
 
     def read(self) -> MeterReading:
-        return self.sim.read_meter(self.connector_id)
+        reading = self.sim.read_meter(self.connector_id)
+        if self.register_file:
+            # Kept before the reading is handed out, so no reading the firmware stored
+            # can exceed the register after a restart (a real meter keeps it in itself).
+            tmp = f"{self.register_file}.tmp"
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(repr(reading.energy_import_wh))
+            os.replace(tmp, self.register_file)
+        return reading
 
 
 class SimContactor(Contactor):
@@ -645,6 +655,8 @@ def _finite(value: float) -> bool:
 @dataclass
 class SimMeterSettings:
     initial_wh: float = 0.0          # the import register when the firmware starts
+    register_file: str = ""          # keeps the register across restarts (then initial_wh
+                                     # only applies while the file does not exist yet)
 
     def __post_init__(self):
         if not _finite(self.initial_wh) or self.initial_wh < 0:
@@ -652,8 +664,18 @@ class SimMeterSettings:
 
     def build(self, ctx) -> SimMeter:
         sim = _connector(ctx)
-        sim.configure_meter(ctx.connector_id, self.initial_wh)
-        return SimMeter(sim, ctx.connector_id)
+        initial = self.initial_wh
+        if self.register_file:
+            try:
+                with open(self.register_file, encoding="ascii") as f:
+                    initial = float(f.read().strip())
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"register_file: cannot read {self.register_file}: "
+                                 f"{exc}") from None
+        sim.configure_meter(ctx.connector_id, initial)
+        return SimMeter(sim, ctx.connector_id, self.register_file)
 
 
 @dataclass
