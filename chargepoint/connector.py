@@ -88,6 +88,8 @@ class Connector:
             before, self.pilot = self.pilot, event.state
             if before.vehicle_connected != event.state.vehicle_connected:
                 sessions.vehicle_changed(self.station, self, event.state.vehicle_connected)
+            elif not self.occupied_by_ev:
+                self.finishing = False          # e.g. the first report after a restart
         elif isinstance(event, hal_events.MeterSampled):
             was_allowed = self.authorized
             self.reading = event.reading
@@ -97,7 +99,9 @@ class Connector:
             return
         elif isinstance(event, hal_events.CableDetected):
             self.cable_ampacity = event.ampacity_a
-            self.station.refresh_outputs(self.id)
+            if not self.occupied_by_ev:
+                self.finishing = False
+            self.changed()
             return
         if isinstance(event, hal_events.HardwareFault):
             sessions.fault_changed(self.station, self, event)
@@ -157,12 +161,18 @@ class Connector:
             return "Unavailable"
         if self.id == 0:
             return "Available"
-        if (self.finishing or tx is not None) and self.pilot.vehicle_connected:
+        if (self.finishing or tx is not None) and self.occupied_by_ev:
             return "Finishing"
         if self.pilot.vehicle_connected or self.starting or \
                 self.station.sessions.waiting_for_plug(self):
             return "Preparing"
         return "Available"
+
+    @property
+    def occupied_by_ev(self) -> bool:
+        """An EV is connected, or a charging cable is still in this socket outlet."""
+        return self.pilot.vehicle_connected or (not self.info.fixed_cable
+                                                and self.cable_ampacity is not None)
 
     def status_info(self) -> str:
         """StatusNotification.info beyond the fault text (TC_005_3)."""

@@ -161,7 +161,8 @@ def vehicle_changed(st: "Station", conn: "Connector", connected: bool) -> None:
             start(st, conn, pending.id_tag, pending.decision, pending.reservation_id)
             _notify_all(st)
         return
-    conn.finishing = False
+    if not conn.occupied_by_ev:
+        conn.finishing = False
     if tx is None or tx.stopping:
         return
     if st.keys.bool("StopTransactionOnEVSideDisconnect"):
@@ -246,7 +247,7 @@ def _best_register(st: "Station", conn: "Connector", tx, reading) -> float:
 
 def _ended(st: "Station", conn: "Connector", reason: str) -> None:
     conn.tx = None
-    conn.finishing = conn.pilot.vehicle_connected
+    conn.finishing = conn.occupied_by_ev
     if conn.info.has_lock and (reason != "EVDisconnected"
                                or st.keys.bool("UnlockConnectorOnEVSideDisconnect")):
         st.emit(act.SetLock(conn.id, False))
