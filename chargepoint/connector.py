@@ -23,6 +23,7 @@ log = logging.getLogger("chargepoint.connector")
 #: Faults that make a connector unusable (status Faulted). Others are reported as a
 #: warning errorCode with the normal status (e.g. ReaderFailure on connector 0).
 BLOCKING_FAULTS = frozenset({
+    hal_events.FaultCode.CONNECTOR_LOCK_FAILURE,       # TC_024: a plug that is not held
     hal_events.FaultCode.POWER_METER_FAILURE, hal_events.FaultCode.POWER_SWITCH_FAILURE,
     hal_events.FaultCode.GROUND_FAILURE, hal_events.FaultCode.EV_COMMUNICATION_ERROR,
     hal_events.FaultCode.HIGH_TEMPERATURE, hal_events.FaultCode.OVER_CURRENT_FAILURE,

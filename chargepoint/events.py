@@ -31,3 +31,12 @@ class Tick:
 @dataclass(frozen=True)
 class ShutdownRequested:
     """SIGTERM: stop cleanly (transactions stay open and are resumed or closed on start)."""
+
+
+@dataclass(frozen=True)
+class LockResult:
+    """The runtime carried out SetLock; `ok` is False when the lock did not confirm."""
+
+    connector_id: int
+    locked: bool
+    ok: bool

@@ -210,12 +210,14 @@ class Runtime:
                     "meter not started"))
         elif isinstance(action, act.SetLock):
             lock = conns[action.connector_id].lock
-            if lock is not None and not lock.set_locked(action.locked):
+            ok = False
+            try:
+                ok = lock is None or lock.set_locked(action.locked)
+            finally:
+                self.events.put(ev.LockResult(action.connector_id, action.locked, ok))
+            if not ok:
                 log.warning("connector %d lock did not confirm %s", action.connector_id,
                             "locking" if action.locked else "unlocking")
-                self.events.put(hal_events.HardwareFault(
-                    action.connector_id, hal_events.FaultCode.CONNECTOR_LOCK_FAILURE, True,
-                    "lock did not confirm " + ("locking" if action.locked else "unlocking")))
         elif isinstance(action, act.ShowIndicator):
             conn = conns.get(action.connector_id)
             if conn is not None and conn.indicator is not None:

@@ -22,7 +22,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
-from chargepoint import actions as act
 from chargepoint.connector import BLOCKING_FAULTS
 from chargepoint.operations import authorize, metering, transactions
 from hal import events as hal_events
@@ -206,12 +205,22 @@ def start(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Dec
                                 reservation_id, begin_values)
         conn.tx = tx
         conn.finishing = False
-        if conn.info.has_lock:
-            st.emit(act.SetLock(conn.id, True))
         metering.transaction_started(st, conn, tx)
         conn.changed()
 
-    conn.read_meter(begin)
+    def locked(ok: bool) -> None:
+        if not ok:                      # TC_024: ConnectorLockFailure, no transaction
+            conn.starting = False
+            log.warning("connector %d: the lock failed; transaction for %s not started",
+                        conn.id, id_tag)
+            conn.changed()
+            return
+        conn.read_meter(begin)
+
+    if conn.info.has_lock:              # the plug is held before any energy can flow
+        st.set_lock(conn.id, True, locked)
+    else:
+        conn.read_meter(begin)
     return True
 
 
@@ -250,7 +259,7 @@ def _ended(st: "Station", conn: "Connector", reason: str) -> None:
     conn.finishing = conn.occupied_by_ev
     if conn.info.has_lock and (reason != "EVDisconnected"
                                or st.keys.bool("UnlockConnectorOnEVSideDisconnect")):
-        st.emit(act.SetLock(conn.id, False))
+        st.set_lock(conn.id, False)
     conn.changed()
     for hook in st.sessions.on_transaction_ended:
         hook(conn)

@@ -52,6 +52,29 @@ class Outgoing:
     unique_id: str = field(default_factory=ocppj.new_unique_id)
 
 
+class Deferred:
+    """Returned by a handler whose answer depends on the hardware (UnlockConnector):
+    the CALLRESULT goes out when `resolve(payload)` is called, in a later turn."""
+
+    def __init__(self) -> None:
+        self._station: Optional["Station"] = None
+        self._unique_id = ""
+        self._action = ""
+        self.resolved = False
+
+    def bind(self, station: "Station", unique_id: str, action: str) -> None:
+        self._station, self._unique_id, self._action = station, unique_id, action
+
+    def resolve(self, payload: dict) -> None:
+        if self.resolved or self._station is None:
+            return
+        self.resolved = True
+        st = self._station
+        ocppj.check_outgoing(ocppj.CALLRESULT, self._action, payload)
+        if st.connected:
+            st._send(ocppj.encode_result(self._unique_id, payload))
+
+
 @dataclass
 class StationConfig:
     charge_point_id: str
@@ -87,6 +110,8 @@ class Station:
         self.firmware_status = "Idle"
         #: connector id -> (contactor closed, offered amps) last commanded.
         self._commanded: dict[int, tuple[bool, Optional[float]]] = {}
+        #: connector id -> callbacks waiting for the result of the next SetLock.
+        self.lock_waiters: dict[int, list[Callable[[bool], None]]] = {}
         self._queue: deque[Outgoing] = deque()
         self._inflight: Optional[Outgoing] = None
         self._actions: list[Any] = []
@@ -261,6 +286,16 @@ class Station:
             self.connectors[event.connector_id].on_hardware(event)
         elif isinstance(event, hal_events.TagPresented):
             self.on_tag(event.id_tag)
+        elif isinstance(event, ev.LockResult):
+            conn = self.connectors.get(event.connector_id)
+            failing = hal_events.FaultCode.CONNECTOR_LOCK_FAILURE in (conn.faults if conn else {})
+            if conn is not None and failing == event.ok:     # the lock's health changed
+                conn.on_hardware(hal_events.HardwareFault(
+                    conn.id, hal_events.FaultCode.CONNECTOR_LOCK_FAILURE, not event.ok,
+                    "" if event.ok else "lock did not " + ("lock" if event.locked else "unlock")))
+            waiters = self.lock_waiters.pop(event.connector_id, [])
+            for then in waiters:
+                then(event.ok)
         else:
             log.debug("ignored event %r", event)
 
@@ -285,8 +320,15 @@ class Station:
 
     def busy(self) -> bool:
         """Work is under way that will produce more events soon (a CALL, a meter read)."""
-        return (self._inflight is not None or bool(self._queue)
+        return (self._inflight is not None or bool(self._queue) or any(self.lock_waiters.values())
                 or any(c.reading_pending for c in self.connectors.values()))
+
+    def set_lock(self, connector_id: int, locked: bool,
+                 then: Optional[Callable[[bool], None]] = None) -> None:
+        """Lock or unlock; `then(ok)` runs when the hardware has answered."""
+        if then is not None:
+            self.lock_waiters.setdefault(connector_id, []).append(then)
+        self.emit(act.SetLock(connector_id, locked))
 
     def _on_connected(self) -> None:
         self.connected = True
@@ -412,8 +454,11 @@ class Station:
         # a restart, a switched contactor), so the CSMS always hears it first.
         side_effects = self._actions[mark:]
         del self._actions[mark:]
-        ocppj.check_outgoing(ocppj.CALLRESULT, action, response)
-        self._send(ocppj.encode_result(call.unique_id, response))
+        if isinstance(response, Deferred):
+            response.bind(self, call.unique_id, action)
+        else:
+            ocppj.check_outgoing(ocppj.CALLRESULT, action, response)
+            self._send(ocppj.encode_result(call.unique_id, response))
         self._actions.extend(side_effects)
 
     def _on_response(self, frame) -> None:
