@@ -6,6 +6,7 @@ where a test needs one), so every timestamp on the wire can be checked exactly.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from datetime import datetime, timezone
@@ -166,4 +167,168 @@ def test_tc036_meter_values_queued_while_offline_go_first_in_order(csms, firmwar
     assert sns(csms, 0, after=mark) == ["Available"]
     assert "Charging" not in sns(csms, 1, after=mark)
     assert not undelivered_on_disk(fw, csms)
+    assert not csms.violations
+
+
+# -------------------------------------------------------------------- TC_037 - TC_039
+def _cache_tag(csms, fw, tag):
+    """Put `tag` in the authorization cache the way it gets there: an Authorize.conf."""
+    fw.sim.tap(tag)                       # no EV: it is authorized, then waits for a plug
+    csms.wait_for("Authorize", lambda r: r["idTag"] == tag)
+    fw.settle()
+    fw.advance(fw.runtime.keys.int("ConnectionTimeOut"))   # let the wait for a plug lapse
+    assert fw.station.sessions.pending is None
+
+
+@pytest.mark.parametrize("how", ["cache", "unknown-id"])
+def test_tc037_1_offline_start_with_a_valid_id(csms, firmware, how):
+    """An id valid offline (cached, or any id with AllowOfflineTxForUnknownId) starts
+    charging at once; StartTransaction with its original time goes out on reconnect."""
+    ocpp = {"AllowOfflineTxForUnknownId": how == "unknown-id"}
+    fw = boot(csms, firmware, ocpp)
+    if how == "cache":
+        _cache_tag(csms, fw, "TAG1")
+    link_down(csms, fw)
+    plug_and_tap(fw, "TAG1")
+    tx = running(fw)
+    started_at = fw.clock.now()
+    assert fw.sim.contactor_commanded(1), "charging must begin while offline"
+    assert db(fw, "SELECT action FROM outbox") == [("StartTransaction",)]
+    fw.advance(30)
+
+    csms.start_transaction_response = {"transactionId": 77, "idTagInfo": {"status": "Accepted"}}
+    mark = link_up(csms, fw)
+    assert drained(fw)
+    start = csms.wait_for("StartTransaction", after=mark)
+    assert start["idTag"] == "TAG1" and start["connectorId"] == 1
+    assert start["timestamp"] == iso(started_at)
+    assert "Authorize" not in [r.action for r in records(csms, after=mark)]
+    assert sns(csms, 1, after=mark) == ["Charging"]
+    assert tx.transaction_id == 77
+    assert db(fw, "SELECT transaction_id FROM transactions") == [(77,)]
+    assert fw.sim.contactor_commanded(1)
+    assert not csms.violations
+
+
+def test_tc037_1_offline_start_refused_for_an_unknown_id(csms, firmware):
+    """Counter-check: without AllowOfflineTxForUnknownId an unknown id starts nothing."""
+    fw = boot(csms, firmware, {"AllowOfflineTxForUnknownId": False})
+    link_down(csms, fw)
+    plug_and_tap(fw, "STRANGER")
+    fw.advance(5)
+    assert fw.station.connectors[1].tx is None
+    assert not fw.sim.contactor_commanded(1)
+    assert not db(fw, "SELECT * FROM outbox")
+
+
+def _offline_start_answered_invalid(csms, firmware, stop_on_invalid):
+    fw = boot(csms, firmware, {"AllowOfflineTxForUnknownId": True,
+                               "StopTransactionOnInvalidId": stop_on_invalid,
+                               "MaxEnergyOnInvalidId": 0})
+    link_down(csms, fw)
+    plug_and_tap(fw, "BADTAG")
+    running(fw)
+    fw.advance(30)
+    assert fw.sim.contactor_commanded(1)
+    csms.start_transaction_response = {"transactionId": 5, "idTagInfo": {"status": "Invalid"}}
+    mark = link_up(csms, fw)
+    csms.wait_for("StartTransaction", after=mark)
+    assert drained(fw)
+    return fw, mark
+
+
+def test_tc037_2_offline_start_invalid_id_keeps_transaction_suspended(csms, firmware):
+    """StopTransactionOnInvalidId=false: the transaction stays open but no energy flows."""
+    fw, mark = _offline_start_answered_invalid(csms, firmware, False)
+    csms.wait_for("StatusNotification", lambda r: r["status"] == "SuspendedEVSE", after=mark)
+    fw.settle()
+    assert sns(csms, 1, after=mark) == ["Charging", "SuspendedEVSE"]
+    assert not fw.sim.contactor_commanded(1)
+    assert fw.station.connectors[1].tx is not None
+    assert "StopTransaction" not in [r.action for r in records(csms, after=mark)]
+    fw.advance(120)                        # still open, still no energy
+    assert fw.station.connectors[1].tx is not None and not fw.sim.contactor_commanded(1)
+    # The CSMS's verdict is cached: the same id is refused offline from now on.
+    (info,) = db(fw, "SELECT info FROM auth_cache WHERE id_tag='BADTAG'")[0]
+    assert json.loads(info)["status"] == "Invalid"
+    assert not csms.violations
+
+
+def test_tc037_3_offline_start_invalid_id_stops_deauthorized(csms, firmware):
+    """StopTransactionOnInvalidId=true: StopTransaction reason DeAuthorized, Finishing."""
+    fw, mark = _offline_start_answered_invalid(csms, firmware, True)
+    stop = csms.wait_for("StopTransaction", after=mark)
+    assert stop["reason"] == "DeAuthorized" and stop["transactionId"] == 5
+    csms.wait_for("StatusNotification", lambda r: r["status"] == "Finishing", after=mark)
+    fw.settle()
+    assert sns(csms, 1, after=mark) == ["Charging", "Finishing"]
+    assert not fw.sim.contactor_commanded(1)
+    assert fw.station.connectors[1].tx is None
+    assert not db(fw, "SELECT * FROM transactions")
+    assert not csms.violations
+
+
+def test_tc038_offline_stop(csms, firmware):
+    """A transaction stopped by its id while offline: StopTransaction (Local, with the
+    transactionId the CSMS gave online) goes out on reconnect; the connector is Finishing."""
+    fw = boot(csms, firmware)
+    start = start_online(csms, fw)
+    tid = start.reply["transactionId"]
+    link_down(csms, fw)
+    fw.advance(90)
+    fw.sim.tap("TAG1")
+    stopped(fw)
+    stopped_at = fw.clock.now()
+    assert not fw.sim.contactor_commanded(1)
+    assert [a for (a,) in db(fw, "SELECT action FROM outbox ORDER BY seq")] == \
+        ["MeterValues", "StopTransaction"]
+
+    mark = link_up(csms, fw)
+    assert drained(fw)
+    msgs = tx_messages(csms, after=mark)
+    assert [m.action for m in msgs] == ["MeterValues", "StopTransaction"]
+    stop = msgs[-1]
+    assert stop["reason"] == "Local" and stop["idTag"] == "TAG1"
+    assert stop["transactionId"] == tid and msgs[0]["transactionId"] == tid
+    assert stop["timestamp"] == iso(stopped_at)
+    assert stop["meterStop"] >= energy(msgs[0]) > start["meterStart"]
+    assert sns(csms, 1, after=mark) == ["Finishing"]
+    assert not db(fw, "SELECT * FROM transactions")
+    assert not csms.violations
+
+
+def test_tc039_whole_transaction_offline(csms, firmware):
+    """Start, samples and stop all offline: delivered in order after the reconnect, the
+    transactionId from StartTransaction.conf filled into every later message."""
+    fw = boot(csms, firmware, {"AllowOfflineTxForUnknownId": True})
+    link_down(csms, fw)
+    plug_and_tap(fw, "TAG9")
+    running(fw)
+    t0 = fw.clock.now()
+    fw.advance(150)                                          # samples at +60 and +120
+    fw.sim.tap("TAG9")
+    stopped(fw)
+    fw.sim.unplug(1)
+    fw.settle()
+    on_disk = db(fw, "SELECT action, unique_id, payload FROM outbox ORDER BY seq")
+    assert [a for a, _, _ in on_disk] == ["StartTransaction", "MeterValues", "MeterValues",
+                                         "StopTransaction"]
+    assert all("transactionId" not in p for _, _, p in on_disk), "no made-up transactionId"
+
+    csms.start_transaction_response = {"transactionId": 4242,
+                                       "idTagInfo": {"status": "Accepted"}}
+    mark = link_up(csms, fw)
+    assert drained(fw)
+    msgs = tx_messages(csms, after=mark)
+    assert [(m.action, m.unique_id) for m in msgs] == [(a, u) for a, u, _ in on_disk]
+    start, mv1, mv2, stop = msgs
+    assert start["timestamp"] == iso(t0) and "transactionId" not in start.payload
+    assert [m["transactionId"] for m in (mv1, mv2, stop)] == [4242] * 3
+    assert [m["meterValue"][0]["timestamp"] for m in (mv1, mv2)] == [iso(t0 + 60),
+                                                                     iso(t0 + 120)]
+    assert stop["timestamp"] == iso(t0 + 150) and stop["reason"] == "Local"
+    assert start["meterStart"] < energy(mv1) < energy(mv2) <= stop["meterStop"]
+    assert sns(csms, 1, after=mark) == ["Available"]
+    assert not db(fw, "SELECT * FROM transactions")
+    assert not fw.station.ledger.by_local
     assert not csms.violations
