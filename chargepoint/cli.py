@@ -61,11 +61,18 @@ def _run_runtime(settings) -> int:
         import subprocess
 
         command = settings.system.reboot_command
-        log.warning("hard reset: running %s", " ".join(command))
-        try:
-            subprocess.run(command, check=True, timeout=60)
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.error("reboot command failed (%s); restarting the process instead", exc)
+        attempts = 1 + runtime.keys.int("ResetRetries")
+        for attempt in range(1, attempts + 1):
+            log.warning("hard reset: running %s (attempt %d of %d)", " ".join(command),
+                        attempt, attempts)
+            try:
+                subprocess.run(command, check=True, timeout=60)
+                break
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.error("reboot command failed: %s", exc)
+        else:
+            log.error("the reboot command failed %d times; restarting the process instead",
+                      attempts)
     log.warning("restarting the firmware (%s reset)", outcome.kind)
     os.execv(sys.executable, [sys.executable, "-m", "chargepoint", *sys.argv[1:]])
     return 0  # not reached

@@ -44,6 +44,11 @@ class Pending:
     id_tag: str
     decision: authorize.Decision
     reservation_id: Optional[int] = None
+    #: Only this connector may take it (RemoteStartTransaction with a connectorId).
+    connector_id: Optional[int] = None
+
+    def fits(self, conn: "Connector") -> bool:
+        return self.connector_id is None or self.connector_id == conn.id
 
 
 class Sessions:
@@ -57,7 +62,7 @@ class Sessions:
         self.on_transaction_ended: list[Callable[["Connector"], None]] = []
 
     def waiting_for_plug(self, conn: "Connector") -> bool:
-        return self.pending is not None and is_free(self.st, conn)
+        return self.pending is not None and self.pending.fits(conn) and is_free(self.st, conn)
 
 
 def is_free(st: "Station", conn: "Connector") -> bool:
@@ -131,7 +136,7 @@ def offer(st: "Station", id_tag: str, decision: authorize.Decision,
     if not candidates:
         log.info("idTag %s accepted but no connector is free any more", id_tag)
         return False
-    st.sessions.pending = Pending(id_tag, decision, reservation_id)
+    st.sessions.pending = Pending(id_tag, decision, reservation_id, connector_id)
     timeout = st.keys.int("ConnectionTimeOut")
     st.timers.set("connection-timeout", st.now + timeout, lambda: _connection_timed_out(st))
     log.info("idTag %s accepted; waiting %d s for a plug", id_tag, timeout)
@@ -154,7 +159,7 @@ def vehicle_changed(st: "Station", conn: "Connector", connected: bool) -> None:
             tx.ev_disconnected = False
             log.info("connector %d: the EV is back; transaction %d resumes", conn.id,
                      tx.local_id)
-        elif tx is None and st.sessions.pending is not None and is_free(st, conn):
+        elif tx is None and st.sessions.waiting_for_plug(conn):
             pending, st.sessions.pending = st.sessions.pending, None
             st.timers.cancel("connection-timeout")
             start(st, conn, pending.id_tag, pending.decision, pending.reservation_id)

@@ -125,6 +125,9 @@ class Station:
         self.outbox = Outbox(store)
         self.sessions = sessions.Sessions(self)
         sessions.recover(self)
+        from chargepoint.operations import availability
+
+        availability.install(self)
         for connector_id in self.connectors:  # fail safe from the first turn
             self.refresh_outputs(connector_id)
         boot.on_start(self)

@@ -9,7 +9,12 @@ chargepoint/connector.py (status, faults, the contactor/pilot safety rule).
 - authorize.py       Authorize, the authorization cache, offline rules; ClearCache
 - transactions.py    StartTransaction, StopTransaction, power-loss recovery
 - metering.py        MeterValues: sampled, clock-aligned, StopTransaction.transactionData
+- remote.py          RemoteStartTransaction, RemoteStopTransaction
+- reset.py           Reset (Soft, Hard)
+- unlock.py          UnlockConnector
+- availability.py    ChangeAvailability
 - configuration.py   GetConfiguration, ChangeConfiguration
+- data_transfer.py   DataTransfer (both ways) and the vendor registry
 - trigger.py         TriggerMessage
 
 The driver's side of a session (tags, plugging in and out) is chargepoint/sessions.py;
@@ -42,5 +47,6 @@ def handles(action: str) -> Callable[[Handler], Handler]:
 
 def load_all() -> None:
     """Import every operation module so their handlers register."""
-    from chargepoint.operations import (authorize, boot, configuration, metering,  # noqa: F401
-                                        status, transactions, trigger)
+    from chargepoint.operations import (authorize, availability, boot,  # noqa: F401
+                                        configuration, data_transfer, metering, remote, reset,
+                                        status, transactions, trigger, unlock)

@@ -1,0 +1,67 @@
+"""ChangeAvailability: take a connector, or the whole charger (0), in or out of service.
+
+The change is stored at once and survives restarts and power cuts (TC_034). While a
+transaction runs on an affected connector the answer is Scheduled: the change is
+stored as pending and applied when the transaction ends (or, after a power cut,
+at the next start once the open transaction has been closed).
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from chargepoint.operations import handles
+
+if TYPE_CHECKING:
+    from chargepoint.connector import Connector
+    from chargepoint.station import Station
+
+log = logging.getLogger("chargepoint.availability")
+
+
+def _scheduled_key(cid: int) -> str:
+    return f"availability-scheduled:{cid}"
+
+
+def _busy(st: "Station", cid: int) -> bool:
+    ids = [c for c in st.connectors if c != 0] if cid == 0 else [cid]
+    return any(st.connectors[i].tx is not None or st.connectors[i].starting for i in ids)
+
+
+def _apply(st: "Station", cid: int, operative: bool) -> None:
+    conn = st.connectors[cid]
+    st.store.delete_state(_scheduled_key(cid))
+    if conn.operative != operative:
+        conn.set_operative(operative)
+        log.info("connector %d is now %s", cid, "Operative" if operative else "Inoperative")
+        if cid == 0:
+            for other in st.connectors.values():
+                if other.id != 0:
+                    other.changed()
+
+
+@handles("ChangeAvailability")
+def change_availability(st: "Station", payload: dict) -> dict:
+    cid, kind = payload["connectorId"], payload["type"]
+    if cid not in st.connectors:
+        return {"status": "Rejected"}
+    operative = kind == "Operative"
+    if _busy(st, cid):
+        st.store.set_state(_scheduled_key(cid), kind)
+        log.info("connector %d becomes %s when its transaction ends", cid, kind)
+        return {"status": "Scheduled"}
+    _apply(st, cid, operative)
+    return {"status": "Accepted"}
+
+
+def apply_scheduled(st: "Station", conn: "Connector" = None) -> None:
+    """Apply the changes that waited for transactions to end."""
+    for cid in sorted(st.connectors):
+        kind = st.store.get_state(_scheduled_key(cid))
+        if kind is not None and not _busy(st, cid):
+            _apply(st, cid, kind == "Operative")
+
+
+def install(st: "Station") -> None:
+    st.sessions.on_transaction_ended.append(lambda conn: apply_scheduled(st, conn))
+    apply_scheduled(st)

@@ -1,0 +1,46 @@
+"""UnlockConnector: release a stuck plug from afar (TC_017, 018, 030, 031).
+
+A connector without a lock (a fixed cable, or none fitted) answers NotSupported, as
+does an unknown one. A running transaction is stopped first (reason UnlockCommand),
+then the lock is driven; the answer waits for the hardware: Unlocked, or
+UnlockFailed when the lock does not confirm.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from chargepoint import sessions
+from chargepoint.operations import handles
+
+if TYPE_CHECKING:
+    from chargepoint.station import Station
+
+log = logging.getLogger("chargepoint.unlock")
+
+
+@handles("UnlockConnector")
+def unlock_connector(st: "Station", payload: dict):
+    from chargepoint.station import Deferred
+
+    cid = payload["connectorId"]
+    conn = st.connectors.get(cid)
+    if cid == 0 or conn is None:
+        log.warning("UnlockConnector for unknown connector %s", cid)
+        return {"status": "NotSupported"}
+    if conn.info.fixed_cable or not conn.info.has_lock:
+        return {"status": "NotSupported"}
+    answer = Deferred()
+
+    def unlocked(ok: bool) -> None:
+        log.info("connector %d %s on the CSMS's request", cid,
+                 "unlocked" if ok else "did not unlock")
+        answer.resolve({"status": "Unlocked" if ok else "UnlockFailed"})
+
+    if conn.tx is not None:
+        sessions.stop(st, conn, "UnlockCommand")
+        # sessions releases the lock when the StopTransaction is written; wait for it.
+        st.lock_waiters.setdefault(cid, []).append(unlocked)
+    else:
+        st.set_lock(cid, False, unlocked)
+    return answer
