@@ -99,6 +99,14 @@ def undelivered_on_disk(fw, csms) -> list:
             if row[1] not in confirmed]
 
 
+def fresh_reading(fw, cid=1) -> float:
+    """Have the meter poller read now (it polls on real time, the test runs on virtual)."""
+    fw.runtime.meter_poller.request()
+    assert wait_until(lambda: fw.station.connectors[cid].reading.time >= fw.clock.now())
+    fw.settle()
+    return fw.station.connectors[cid].reading.energy_import_wh
+
+
 def plug_and_tap(fw, tag="TAG1", cid=1):
     fw.sim.plug(cid)
     fw.settle()
@@ -331,4 +339,72 @@ def test_tc039_whole_transaction_offline(csms, firmware):
     assert sns(csms, 1, after=mark) == ["Available"]
     assert not db(fw, "SELECT * FROM transactions")
     assert not fw.station.ledger.by_local
+    assert not csms.violations
+
+
+# -------------------------------------------------------------------- power cut, reboot
+def test_tc032_2_power_cut_stops_the_transaction_with_power_loss(csms, firmware):
+    """After a power cut the open transaction is stopped with reason PowerLoss at the last
+    reading that reached the disk; messages queued before the cut are all delivered."""
+    fw = boot(csms, firmware)
+    start = start_online(csms, fw)
+    tid = start.reply["transactionId"]
+    fw.advance(60)
+    csms.wait_for("MeterValues")
+    link_down(csms, fw)
+    fw.advance(60)                                           # one sample queued offline
+    fw.advance(30)                                           # energy the disk never saw
+    assert fw.sim.read_meter(1).energy_import_wh > \
+        float(db(fw, "SELECT last_wh FROM transactions")[0][0])
+    queued = db(fw, "SELECT action, unique_id FROM outbox ORDER BY seq")
+    assert [a for a, _ in queued] == ["MeterValues"]
+    fw.cut_power()
+
+    fw.start()                                               # boots while the CSMS is away
+    fw.settle()
+    fw.sim.plug(1)                                           # the driver comes back
+    fw.settle()
+    mark = link_up(csms, fw)
+    assert drained(fw)
+    after = records(csms, after=mark)
+    assert after[0].action == "BootNotification"
+    first_tx = next(i for i, r in enumerate(after) if r.action in ("MeterValues",
+                                                                  "StopTransaction"))
+    # Statuses of every connector come with the boot (OCTT: 1 is Preparing, Finishing or
+    # Charging; the EV showed up after the boot here, so Preparing).
+    boot_sns = {r["connectorId"]: r["status"] for r in after[:first_tx]
+                if r.action == "StatusNotification"}
+    assert boot_sns == {0: "Available", 1: "Preparing"}
+    msgs = tx_messages(csms, after=mark)
+    assert [(m.action, m.unique_id) for m in msgs] == queued + [
+        ("StopTransaction", msgs[-1].unique_id)]
+    mv, stop = msgs
+    assert stop["reason"] == "PowerLoss" and stop["transactionId"] == tid
+    assert stop["meterStop"] == round(energy(mv))
+    assert stop["timestamp"] == mv["meterValue"][0]["timestamp"]
+    assert "StartTransaction" not in [m.action for m in msgs]
+    assert fw.station.connectors[1].tx is None and not fw.sim.contactor_commanded(1)
+    assert not db(fw, "SELECT * FROM transactions")
+    assert not csms.violations
+
+
+def test_clean_restart_during_a_transaction_stops_it_with_reason_reboot(csms, firmware):
+    """A clean stop ends the transaction itself (Reboot), so no PowerLoss stop follows."""
+    fw = boot(csms, firmware)
+    start = start_online(csms, fw)
+    fw.advance(90)
+    mv = csms.wait_for("MeterValues")
+    stopped_at = fw.clock.now()
+    latest = fresh_reading(fw)
+    mark = len(csms.received)
+    fw.restart()
+    csms.wait_for("BootNotification", after=mark, timeout=10)
+    stop = csms.wait_for("StopTransaction", after=mark)
+    assert drained(fw)
+    assert stop["reason"] == "Reboot"
+    assert stop["transactionId"] == start.reply["transactionId"]
+    assert stop["timestamp"] == iso(stopped_at)
+    assert stop["meterStop"] == round(latest) > energy(mv)
+    assert [r.action for r in tx_messages(csms, after=mark)] == ["StopTransaction"]
+    assert not db(fw, "SELECT * FROM transactions")
     assert not csms.violations
