@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from hal.events import FaultCode, HardwareFault, PilotStateChanged, TagPresented
+from hal.events import CableDetected, FaultCode, HardwareFault, PilotStateChanged, TagPresented
 from hal.interfaces import (Clock, Contactor, ConnectorLock, EnergyMeter, Emit, EVInterface,
                             IdReader, Indicator, IndicatorColour, MeterReading,
                             MeterUnavailable, PilotState, monotonic_clock)
@@ -52,6 +52,13 @@ FAULTS: dict[str, Optional[FaultCode]] = {
     "overcurrent": FaultCode.OVER_CURRENT_FAILURE,
     "temperature": FaultCode.HIGH_TEMPERATURE,
 }
+
+#: Which end of the cable `unplug` pulls: both (the default), the EV end only (the cable
+#: stays in a socket outlet), or the socket end.
+UNPLUG_SIDES = ("both", "ev", "socket")
+
+#: Cable ampacities a PP resistor can code (IEC 61851-1).
+CABLE_AMPACITIES = (13.0, 20.0, 32.0, 63.0)
 
 #: Faults that may also be injected charger-wide, on connector 0.
 CHARGER_FAULTS = frozenset({"ground", "overcurrent", "temperature"})
@@ -89,9 +96,11 @@ class SimConnector:
         self.ev_reaction_s = 0.0
         # which devices are simulated
         self.pilot_fitted = False
-        self.lock_fitted = False
+        self.lock_fitted = False                      # a socket outlet (its cable detachable)
+        self.cable_ampacity_a = 32.0                  # what the cable's PP resistor codes
         # state
-        self.plugged = False
+        self.plugged = False                          # the EV end of the cable is in the EV
+        self.cable_in_socket = False                  # socket outlets only
         self.ev_suspended = False
         self.ev_requesting = False                    # EV shows C (power wanted)
         self.c_due: Optional[float] = None            # when the EV will switch B -> C
@@ -197,9 +206,13 @@ class SimCharger:
             if welded:
                 self._set_fault(self._conn(connector_id), "contactor-welded", True)
 
-    def configure_lock(self, connector_id: int) -> None:
+    def configure_lock(self, connector_id: int, cable_ampacity_a: float = 32.0) -> None:
+        """A lock makes the connector a socket outlet: the driver brings the cable, whose
+        presence (and ampacity) the connector reports as `CableDetected`."""
         with self._mutex:
-            self._conn(connector_id).lock_fitted = True
+            conn = self._conn(connector_id)
+            conn.lock_fitted = True
+            conn.cable_ampacity_a = cable_ampacity_a
 
     @property
     def connector_ids(self) -> list[int]:
@@ -236,24 +249,47 @@ class SimCharger:
             if not 0 <= soc <= 100:
                 raise SimError(f"state of charge must be 0-100 %, got {soc}")
             self._close_segment(conn, now)
+            if conn.lock_fitted and not conn.cable_in_socket:
+                self._set_cable(conn, True)           # the socket end goes in first
             conn.plugged = True
             conn.ev_suspended = False
             conn.seg_battery_wh = conn.battery_wh * soc / 100.0
             self._reconsider(conn, now)
             return self._finish(conn)
 
-    def unplug(self, connector_id: int, force: bool = False) -> dict:
-        """Unplug; a locked plug cannot be pulled out (unless `force`: a broken lock)."""
+    def unplug(self, connector_id: int, force: bool = False, side: str = "both") -> dict:
+        """Unplug; a locked plug cannot be pulled out (unless `force`: a broken lock).
+
+        `side` says which end of a socket outlet's cable is pulled: "both" (the EV's and
+        the socket's), "ev" (the EV end only: allowed while locked, the cable stays in the
+        socket, as when a driver unplugs at the car) or "socket" (the cable leaves the
+        socket, and the EV if it was still attached). On a fixed cable "ev" is the same as
+        "both" and "socket" is refused.
+        """
+        if side not in UNPLUG_SIDES:
+            raise SimError(f"unplug side must be one of {', '.join(UNPLUG_SIDES)}, "
+                           f"got {side!r}")
         with self._mutex:
             conn, now = self._prepare(connector_id)
-            if not conn.plugged:
+            socket_outlet = conn.lock_fitted
+            if side == "socket" and not socket_outlet:
+                raise SimError(f"connector {connector_id} has no socket outlet (no lock "
+                               f"fitted): its cable is fixed")
+            if side == "socket" and not conn.cable_in_socket:
+                raise SimError(f"connector {connector_id}: no cable is in the socket")
+            if side != "socket" and not conn.plugged and not (side == "both"
+                                                              and conn.cable_in_socket):
                 raise SimError(f"connector {connector_id}: no EV is plugged in")
-            if conn.lock_fitted and conn.locked and not force:
+            pulls_socket_end = socket_outlet and side != "ev"
+            if pulls_socket_end and conn.locked and not force:
                 raise SimError(f"connector {connector_id}: the plug is locked in; "
                                f"stop the charging session first")
-            conn.plugged = False
-            conn.ev_suspended = False
-            self._reconsider(conn, now)
+            if conn.plugged:
+                conn.plugged = False
+                conn.ev_suspended = False
+                self._reconsider(conn, now)
+            if pulls_socket_end:
+                self._set_cable(conn, False)
             return self._finish(conn)
 
     def ev_suspend(self, connector_id: int) -> dict:
@@ -362,6 +398,12 @@ class SimCharger:
         with self._mutex:
             return self._conn(connector_id).locked
 
+    def cable_ampacity(self, connector_id: int) -> Optional[float]:
+        """The PP ampacity the connector sees (None: fixed cable or no cable)."""
+        with self._mutex:
+            conn = self._conn(connector_id)
+            return conn.cable_ampacity_a if conn.cable_in_socket else None
+
     def show(self, connector_id: int, colour: IndicatorColour) -> None:
         with self._mutex:
             self._conn(connector_id).indicator = IndicatorColour(colour).value
@@ -468,6 +510,11 @@ class SimCharger:
         self._start_segment(conn)
         self._note_pilot(conn)
 
+    def _set_cable(self, conn: SimConnector, present: bool) -> None:
+        conn.cable_in_socket = present
+        self._pending.append(CableDetected(conn.connector_id,
+                                           conn.cable_ampacity_a if present else None))
+
     def _note_pilot(self, conn: SimConnector) -> None:
         state = conn.pilot_state()
         if conn.pilot_fitted and state != conn.reported_pilot:
@@ -527,6 +574,7 @@ class SimCharger:
             "contactor": "closed" if conn.commanded_closed else "open",
             "contactor_feedback": "closed" if conn.contactor_physically_closed else "open",
             "lock": (("locked" if conn.locked else "unlocked") if conn.lock_fitted else None),
+            "cable_in_socket": conn.cable_in_socket if conn.lock_fitted else None,
             "energy_wh": energy,
             "power_w": conn.power_w,
             "current_a": conn.drawn_current_a(),
@@ -606,6 +654,9 @@ class SimPilot(EVInterface):
 
     def state(self) -> PilotState:
         return self.sim.pilot_state(self.connector_id)
+
+    def cable_ampacity(self) -> Optional[float]:
+        return self.sim.cable_ampacity(self.connector_id)
 
     def start(self) -> None:
         self.sim.start_pilot(self.connector_id)
@@ -690,9 +741,16 @@ class SimContactorSettings:
 
 @dataclass
 class SimLockSettings:
+    cable_ampacity_a: float = 32.0   # what the driver's cable codes on PP (13, 20, 32, 63 A)
+
+    def __post_init__(self):
+        if self.cable_ampacity_a not in CABLE_AMPACITIES:
+            raise ValueError(f"cable_ampacity_a: must be one of 13, 20, 32, 63 (A), "
+                             f"got {self.cable_ampacity_a}")
+
     def build(self, ctx) -> SimLock:
         sim = _connector(ctx)
-        sim.configure_lock(ctx.connector_id)
+        sim.configure_lock(ctx.connector_id, float(self.cable_ampacity_a))
         return SimLock(sim, ctx.connector_id)
 
 

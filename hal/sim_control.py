@@ -23,7 +23,7 @@ import sys
 import threading
 from typing import Any, Callable, Optional
 
-from hal.sim import FAULTS, SimCharger, SimError
+from hal.sim import FAULTS, UNPLUG_SIDES, SimCharger, SimError
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,15 @@ IDLE_TIMEOUT_S = 60.0
 """A connection that sends nothing for this long is closed (frees its thread)."""
 
 COMMANDS = {
-    "plug": "[N]            plug an EV into connector N",
-    "unplug": "[N]            unplug the EV",
-    "tap": "IDTAG          present an RFID card",
-    "ev-suspend": "[N]            the EV pauses charging (SuspendedEV)",
-    "ev-resume": "[N]            the EV asks for power again",
-    "fault": f"WHAT [N]       inject a fault ({', '.join(FAULTS)})",
-    "clear-fault": "WHAT [N]       clear an injected fault",
-    "status": "               show every connector",
+    "plug": "[N]              plug an EV into connector N",
+    "unplug": "[N] [ev|socket]  unplug the EV (ev: at the car only; socket: the cable "
+              "from the socket)",
+    "tap": "IDTAG            present an RFID card",
+    "ev-suspend": "[N]              the EV pauses charging (SuspendedEV)",
+    "ev-resume": "[N]              the EV asks for power again",
+    "fault": f"WHAT [N]         inject a fault ({', '.join(FAULTS)})",
+    "clear-fault": "WHAT [N]         clear an injected fault",
+    "status": "                 show every connector",
 }
 
 
@@ -86,11 +87,18 @@ def execute(sim: SimCharger, cmd: Any, args: Any) -> Any:
         raise SimError("'args' must be a list")
     if cmd not in COMMANDS:
         raise SimError(f"unknown command {cmd!r} (commands: {', '.join(COMMANDS)})")
-    if cmd in ("plug", "unplug", "ev-suspend", "ev-resume"):
+    if cmd == "unplug":
+        _check_count(cmd, args, 0, 2)
+        side = "both"
+        if args and args[-1] in UNPLUG_SIDES:
+            side, args = args[-1], args[:-1]
+        _check_count(cmd, args, 0, 1)
+        return sim.unplug(_connector_arg(sim, args, 0), side=side)
+    if cmd in ("plug", "ev-suspend", "ev-resume"):
         _check_count(cmd, args, 0, 1)
         cid = _connector_arg(sim, args, 0)
-        action = {"plug": sim.plug, "unplug": sim.unplug,
-                  "ev-suspend": sim.ev_suspend, "ev-resume": sim.ev_resume}[cmd]
+        action = {"plug": sim.plug, "ev-suspend": sim.ev_suspend,
+                  "ev-resume": sim.ev_resume}[cmd]
         return action(cid)
     if cmd == "tap":
         _check_count(cmd, args, 1, 1)
@@ -338,6 +346,8 @@ def format_connector(st: dict) -> str:
     parts = [f"connector {st['connector_id']}: pilot {st['pilot']}",
              "EV plugged in" if st["plugged"] else "no EV",
              f"contactor {st['contactor']}"]
+    if not st["plugged"] and st.get("cable_in_socket"):
+        parts.insert(2, "cable in the socket")
     if st["plugged"]:
         parts.append(f"battery {_fmt_number(st['soc_percent'], '%', digits=0)}")
     if st["faults"]:
@@ -347,8 +357,8 @@ def format_connector(st: dict) -> str:
 
 def format_status(status: dict) -> str:
     """A small table of every connector."""
-    header = ("conn", "pilot", "offered", "contactor", "lock", "power", "energy", "soc",
-              "light", "faults")
+    header = ("conn", "pilot", "offered", "contactor", "lock", "cable", "power", "energy",
+              "soc", "light", "faults")
     rows = [header]
     for st in status["connectors"].values():
         contactor = st["contactor"]
@@ -360,6 +370,7 @@ def format_status(status: dict) -> str:
             _fmt_number(st["offered_a"], "A"),
             contactor,
             st["lock"] or "-",
+            {True: "in socket", False: "out"}.get(st.get("cable_in_socket"), "-"),
             _fmt_number(st["power_w"], "kW", 1000.0, 2),
             _fmt_number(st["energy_wh"], "kWh", 1000.0, 3),
             _fmt_number(st["soc_percent"], "%", digits=0),

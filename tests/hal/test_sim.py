@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hal.events import FaultCode, HardwareFault, PilotStateChanged, TagPresented
+from hal.events import CableDetected, FaultCode, HardwareFault, PilotStateChanged, TagPresented
 from hal.factory import build_hardware, parse_device
 from hal.interfaces import IndicatorColour, MeterUnavailable, PilotState
 from hal.settings import SettingsError
@@ -39,7 +39,8 @@ class Rig:
         specs = [SimpleNamespace(
             id=i, phases=phases, nominal_voltage_v=230.0, max_current_a=max_current_a,
             meter=meter or SimMeterSettings(), contactor=contactor or SimContactorSettings(),
-            pilot=pilot or SimPilotSettings(), lock=SimLockSettings() if lock else None,
+            pilot=pilot or SimPilotSettings(),
+            lock=lock if isinstance(lock, SimLockSettings) else SimLockSettings() if lock else None,
             indicator=SimIndicatorSettings()) for i in range(1, connectors + 1)]
         self.hw = build_hardware(specs, [SimReaderSettings()], emit=self.events.append,
                                  clock=self.clock)
@@ -64,8 +65,8 @@ class Rig:
 def test_start_reports_initial_state_and_plug_gives_b():
     rig = Rig(connectors=2)
     assert rig.take() == [PilotStateChanged(1, A), PilotStateChanged(2, A)]
-    rig.sim.plug(2)
-    assert rig.take() == [PilotStateChanged(2, B)]
+    rig.sim.plug(2)                                  # a socket outlet: the cable goes in first
+    assert rig.take() == [CableDetected(2, 32.0), PilotStateChanged(2, B)]
     assert rig.conn(2).pilot.state() == B
     assert rig.conn(1).pilot.state() == A
 
@@ -276,6 +277,103 @@ def test_a_locked_plug_cannot_be_pulled_out():
     assert rig.conn().pilot.state() == A
 
 
+def test_ev_side_unplug_leaves_the_cable_in_a_locked_socket():
+    """TC_005: the driver unplugs at the car; the socket end stays locked in the charger."""
+    rig = Rig()
+    rig.charging()
+    rig.conn().lock.set_locked(True)
+    assert rig.conn().pilot.cable_ampacity() == 32.0
+    rig.sim.unplug(1, side="ev")                      # allowed although locked
+    assert rig.take() == [PilotStateChanged(1, A)]
+    assert rig.conn().meter.read().power_w == 0
+    status = rig.sim.status()["connectors"]["1"]
+    assert status["plugged"] is False and status["cable_in_socket"] is True
+    assert rig.conn().pilot.cable_ampacity() == 32.0
+    with pytest.raises(SimError, match="no EV"):
+        rig.sim.unplug(1, side="ev")
+    with pytest.raises(SimError, match="locked"):
+        rig.sim.unplug(1, side="socket")
+    with pytest.raises(SimError, match="locked"):
+        rig.sim.unplug(1)
+    assert rig.take() == []
+    rig.conn().lock.set_locked(False)
+    rig.sim.unplug(1, side="socket")
+    assert rig.take() == [CableDetected(1, None)]
+    assert rig.conn().pilot.cable_ampacity() is None
+    assert rig.sim.status()["connectors"]["1"]["cable_in_socket"] is False
+    with pytest.raises(SimError, match="no cable"):
+        rig.sim.unplug(1, side="socket")
+    with pytest.raises(SimError, match="no EV"):
+        rig.sim.unplug(1)
+
+
+def test_the_ev_comes_back_to_the_cable_left_in_the_socket():
+    rig = Rig()
+    rig.sim.plug(1)
+    rig.sim.unplug(1, side="ev")
+    rig.take()
+    rig.sim.plug(1)                                   # the same cable: no new detection
+    assert rig.take() == [PilotStateChanged(1, B)]
+
+
+def test_default_unplug_pulls_both_ends():
+    rig = Rig()
+    rig.take()
+    rig.sim.plug(1)
+    rig.sim.unplug(1)
+    assert rig.take() == [CableDetected(1, 32.0), PilotStateChanged(1, B),
+                          PilotStateChanged(1, A), CableDetected(1, None)]
+    rig.sim.plug(1)
+    rig.sim.unplug(1, side="ev")
+    rig.take()
+    rig.sim.unplug(1)                                 # only the cable was left
+    assert rig.take() == [CableDetected(1, None)]
+
+
+def test_socket_end_first_disconnects_the_ev_too():
+    rig = Rig()
+    rig.charging()
+    rig.sim.unplug(1, side="socket")
+    assert rig.take() == [PilotStateChanged(1, A), CableDetected(1, None)]
+    assert rig.conn().meter.read().power_w == 0
+
+
+def test_a_forced_unplug_pulls_a_locked_cable_out():
+    rig = Rig()
+    rig.sim.plug(1)
+    rig.conn().lock.set_locked(True)
+    rig.take()
+    rig.sim.unplug(1, force=True)
+    assert rig.take() == [PilotStateChanged(1, A), CableDetected(1, None)]
+
+
+def test_a_fixed_cable_reports_no_cable_and_has_no_socket_end():
+    rig = Rig(lock=False)
+    rig.take()
+    rig.sim.plug(1)
+    assert rig.take() == [PilotStateChanged(1, B)]
+    assert rig.conn().pilot.cable_ampacity() is None
+    assert rig.sim.status()["connectors"]["1"]["cable_in_socket"] is None
+    with pytest.raises(SimError, match="fixed"):
+        rig.sim.unplug(1, side="socket")
+    with pytest.raises(SimError, match="side"):
+        rig.sim.unplug(1, side="middle")
+    rig.sim.unplug(1, side="ev")                      # the same as a plain unplug
+    assert rig.take() == [PilotStateChanged(1, A)]
+
+
+def test_cable_ampacity_is_configurable():
+    rig = Rig(lock=SimLockSettings(cable_ampacity_a=20.0))
+    rig.take()
+    rig.sim.plug(1)
+    assert rig.take() == [CableDetected(1, 20.0), PilotStateChanged(1, B)]
+    assert parse_device("lock", {"type": "sim", "cable_ampacity_a": 63}, "l") == \
+        SimLockSettings(cable_ampacity_a=63.0)
+    with pytest.raises(SettingsError) as err:
+        parse_device("lock", {"type": "sim", "cable_ampacity_a": 25}, "l")
+    assert err.value.key == "l.cable_ampacity_a"
+
+
 def test_commands_refuse_nonsense():
     rig = Rig()
     rig.sim.plug(1)
@@ -400,7 +498,7 @@ def test_status_is_json_and_shows_everything():
     assert status["connectors"]["1"] == {
         "connector_id": 1, "plugged": True, "pilot": "C", "ev_suspended": False,
         "offered_a": 16.0, "contactor": "closed", "contactor_feedback": "closed",
-        "lock": "locked", "energy_wh": pytest.approx(1104.0), "power_w": 11040.0,
+        "lock": "locked", "cable_in_socket": True, "energy_wh": pytest.approx(1104.0), "power_w": 11040.0,
         "current_a": 16.0, "soc_percent": pytest.approx(20 + 100 * 1104 / 60000),
         "faults": [], "indicator": "charging"}
 

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from hal.events import FaultCode, HardwareFault, PilotStateChanged, TagPresented
+from hal.events import (CableDetected, FaultCode, HardwareFault, PilotStateChanged,
+                        TagPresented)
 from hal.factory import build_hardware
 from hal.interfaces import PilotState
 from hal.sim import (SimContactorSettings, SimIndicatorSettings, SimLockSettings,
@@ -99,7 +100,7 @@ def test_socket_is_private(rig):
 def test_every_command_through_send_command(rig):
     reply = send_command(rig.path, "plug", ["1"])
     assert reply["ok"] is True and reply["result"]["pilot"] == "B"
-    assert rig.events == [PilotStateChanged(1, PilotState.B)]
+    assert rig.events == [CableDetected(1, 32.0), PilotStateChanged(1, PilotState.B)]
     assert rig.woken == [True]                        # after the change, not before
     rig.hw.connectors[1].pilot.set_max_current(16)
     rig.events.clear()
@@ -130,6 +131,32 @@ def test_every_command_through_send_command(rig):
 def test_connector_may_be_left_out_with_one_connector(rig1):
     assert send_command(rig1.path, "plug", [])["result"]["connector_id"] == 1
     assert send_command(rig1.path, "fault", ["temperature"])["result"]["faults"] == ["temperature"]
+    assert send_command(rig1.path, "unplug", ["ev"])["result"]["cable_in_socket"] is True
+
+
+def test_unplug_at_the_ev_side_then_the_socket(rig, capsys):
+    """The EV end first (allowed while locked), then the cable out of the socket."""
+    send_command(rig.path, "plug", ["1"])
+    rig.hw.connectors[1].lock.set_locked(True)
+    rig.events.clear()
+    reply = send_command(rig.path, "unplug", ["1", "ev"])
+    assert reply["ok"] is True
+    assert reply["result"]["plugged"] is False and reply["result"]["cable_in_socket"] is True
+    assert rig.events == [PilotStateChanged(1, PilotState.A)]
+    reply = send_command(rig.path, "unplug", ["1", "socket"])
+    assert reply["ok"] is False and "locked" in reply["error"]
+    rig.hw.connectors[1].lock.set_locked(False)
+    rig.events.clear()
+    assert client_main(["unplug", "1", "socket"], rig.path) == 0
+    assert capsys.readouterr().out == "connector 1: pilot A, no EV, contactor open\n"
+    assert rig.events == [CableDetected(1, None)]
+
+
+def test_client_main_shows_a_cable_left_in_the_socket(rig, capsys):
+    assert client_main(["plug", "2"], rig.path) == 0
+    assert client_main(["unplug", "2", "ev"], rig.path) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        "connector 2: pilot A, no EV, cable in the socket, contactor open"
 
 
 @pytest.mark.parametrize("cmd,args,error", [
@@ -143,6 +170,9 @@ def test_connector_may_be_left_out_with_one_connector(rig1):
     ("fault", ["smoke", "1"], "unknown fault 'smoke'"),
     ("fault", ["meter", "0"], "not to the whole charger"),
     ("unplug", ["1"], "no EV is plugged in"),
+    ("unplug", ["1", "socket"], "no cable is in the socket"),
+    ("unplug", ["1", "top"], "usage: unplug [N] [ev|socket]"),
+    ("unplug", ["1", "2", "ev"], "usage: unplug [N] [ev|socket]"),
     ("status", ["x"], "usage: status"),
 ])
 def test_bad_commands_get_a_clear_error(rig, cmd, args, error):
@@ -191,11 +221,11 @@ def test_client_main_prints_results(rig, capsys):
     rig.clock.t += 1800
     assert client_main(["status"], rig.path) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["conn", "pilot", "offered", "contactor", "lock", "power",
-                                "energy", "soc", "light", "faults"]
-    assert lines[1].split() == ["1", "C", "16.0", "A", "closed", "unlocked", "11.04", "kW",
-                                "5.520", "kWh", "29", "%", "-", "-"]
-    assert lines[2].split() == ["2", "A", "-", "open", "unlocked", "0.00", "kW",
+    assert lines[0].split() == ["conn", "pilot", "offered", "contactor", "lock", "cable",
+                                "power", "energy", "soc", "light", "faults"]
+    assert lines[1].split() == ["1", "C", "16.0", "A", "closed", "unlocked", "in", "socket",
+                                "11.04", "kW", "5.520", "kWh", "29", "%", "-", "-"]
+    assert lines[2].split() == ["2", "A", "-", "open", "unlocked", "out", "0.00", "kW",
                                 "0.000", "kWh", "-", "-", "-"]
     assert lines[3] == "charger faults: temperature"
     assert client_main(["unplug", "1"], rig.path) == 0
