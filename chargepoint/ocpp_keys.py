@@ -98,6 +98,15 @@ KEY_SPECS: dict[str, KeySpec] = _specs(
     KeySpec("TransactionMessageRetryInterval", "int", "60", minimum=1, maximum=86400),
     KeySpec("UnlockConnectorOnEVSideDisconnect", "bool", "true"),
     KeySpec("WebSocketPingInterval", "int", "60", minimum=0, maximum=3600),
+    # -- Local Auth List Management profile (OCPP 1.6 section 9.2)
+    KeySpec("LocalAuthListEnabled", "bool", "true", profile="LocalAuthListManagement"),
+    KeySpec("LocalAuthListMaxLength", "int", "10000", readonly=True,
+            profile="LocalAuthListManagement"),
+    KeySpec("SendLocalListMaxLength", "int", "1000", readonly=True,
+            profile="LocalAuthListManagement"),
+    # -- Reservation profile (OCPP 1.6 section 9.3)
+    KeySpec("ReserveConnectorZeroSupported", "bool", "true", readonly=True,
+            profile="Reservation"),
     # -- Security whitepaper keys usable with 1.6
     KeySpec("SecurityProfile", "int", "0", readonly=True, profile="Security"),
     KeySpec("AuthorizationKey", "str", "", write_only=True, min_length=16, max_str=40,

@@ -81,6 +81,17 @@ MIGRATIONS: list[str] = [
         meter_value TEXT NOT NULL
     );
     """,
+    # 3: the local authorization list and reservations
+    """
+    CREATE TABLE local_list (id_tag TEXT PRIMARY KEY, info TEXT NOT NULL);
+    CREATE TABLE reservations (
+        reservation_id INTEGER PRIMARY KEY,
+        connector_id INTEGER NOT NULL,
+        id_tag TEXT NOT NULL,
+        parent_id_tag TEXT,
+        expiry REAL NOT NULL
+    );
+    """,
 ]
 
 
