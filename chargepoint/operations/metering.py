@@ -197,19 +197,22 @@ def schedule_aligned(st: "Station", boundary: Optional[float] = None) -> None:
     if boundary is None:
         boundary = (math.floor(st.station_time() / interval) + 1) * interval
     local = boundary - (st.time_offset or 0.0)
-    st.timers.set("aligned", local, lambda: _aligned_due(st, boundary, local))
+    st.timers.set("aligned", local, lambda: _aligned_due(st, boundary))
 
 
-def _aligned_due(st: "Station", boundary: float, local: float) -> None:
+def _aligned_due(st: "Station", boundary: float) -> None:
     interval = st.keys.int("ClockAlignedDataInterval")
     if interval > 0:
         nxt = boundary + interval
         if nxt - (st.time_offset or 0.0) <= st.now:
             nxt = None                          # fell behind (clock jump): realign
         schedule_aligned(st, nxt)
+    # Stamped with the boundary itself: the offset may have moved a little since the
+    # timer was armed (a correction too small to re-arm it).
+    at = boundary - (st.time_offset or 0.0)
     for cid, conn in st.connectors.items():
         if cid != 0:
-            conn.read_meter(lambda reading, conn=conn: _record_aligned(st, conn, reading, local))
+            conn.read_meter(lambda reading, conn=conn: _record_aligned(st, conn, reading, at))
 
 
 def _record_aligned(st: "Station", conn: "Connector", reading: Optional[MeterReading],
