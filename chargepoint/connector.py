@@ -164,8 +164,11 @@ class Connector:
             return "Available"
         if (self.finishing or tx is not None) and self.occupied_by_ev:
             return "Finishing"
-        if self.pilot.vehicle_connected or self.starting or \
-                self.station.sessions.waiting_for_plug(self):
+        if self.starting or self.station.sessions.waiting_for_plug(self):
+            return "Preparing"
+        if self.station.reservations.reserved(self):
+            return "Reserved"
+        if self.pilot.vehicle_connected:
             return "Preparing"
         return "Available"
 

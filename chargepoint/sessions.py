@@ -62,13 +62,19 @@ class Sessions:
         self.on_transaction_ended: list[Callable[["Connector"], None]] = []
 
     def waiting_for_plug(self, conn: "Connector") -> bool:
-        return self.pending is not None and self.pending.fits(conn) and is_free(self.st, conn)
+        pending = self.pending
+        return pending is not None and pending.fits(conn) and is_free(
+            self.st, conn, pending.id_tag, pending.decision.parent_id_tag)
 
 
-def is_free(st: "Station", conn: "Connector") -> bool:
-    """Could a new transaction start on `conn` (plug aside)?"""
-    return (conn.id != 0 and conn.tx is None and not conn.starting and conn.available()
-            and not conn.faulted and not st.connectors[0].faulted)
+def is_free(st: "Station", conn: "Connector", id_tag: Optional[str] = None,
+            parent_id_tag: Optional[str] = None, check_reservations: bool = True) -> bool:
+    """Could a new transaction (of `id_tag`, when a reservation holds `conn`) start on
+    `conn`, plug aside?"""
+    if not (conn.id != 0 and conn.tx is None and not conn.starting and conn.available()
+            and not conn.faulted and not st.connectors[0].faulted):
+        return False
+    return not (check_reservations and st.reservations.blocks(conn, id_tag, parent_id_tag))
 
 
 def _notify_all(st: "Station") -> None:
@@ -97,7 +103,7 @@ def on_tag(st: "Station", id_tag: str) -> None:
     if st.sessions.pending is not None and st.sessions.pending.id_tag == id_tag:
         log.info("idTag %s is already waiting for a plug", id_tag)
         return
-    if not any(is_free(st, c) for c in st.connectors.values()):
+    if not any(is_free(st, c, check_reservations=False) for c in st.connectors.values()):
         log.info("idTag %s presented but no connector is free", id_tag)
         return
     authorize.authorize(st, id_tag, lambda d: _authorized(st, id_tag, d, set()))
@@ -127,7 +133,8 @@ def _authorized(st: "Station", id_tag: str, decision: authorize.Decision,
 def offer(st: "Station", id_tag: str, decision: authorize.Decision,
           connector_id: Optional[int] = None, reservation_id: Optional[int] = None) -> bool:
     """An accepted id: start where an EV waits, else wait `ConnectionTimeOut` for a plug."""
-    candidates = [c for c in st.connectors.values() if is_free(st, c)
+    candidates = [c for c in st.connectors.values()
+                  if is_free(st, c, id_tag, decision.parent_id_tag)
                   and (connector_id is None or c.id == connector_id)]
     plugged = [c for c in candidates if c.pilot.vehicle_connected]
     if plugged:
@@ -193,14 +200,19 @@ def fault_changed(st: "Station", conn: "Connector", event: hal_events.HardwareFa
 def start(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Decision,
           reservation_id: Optional[int] = None) -> bool:
     """Start a transaction on `conn` once a fresh reading gives its meterStart."""
-    if not is_free(st, conn) or not conn.pilot.vehicle_connected:
+    parent = decision.parent_id_tag
+    if not is_free(st, conn, id_tag, parent) or not conn.pilot.vehicle_connected:
         return False
+    if reservation_id is None:
+        used = st.reservations.match(conn, id_tag, parent)
+        reservation_id = used.reservation_id if used is not None else None
     conn.starting = True
     conn.changed()
 
     def begin(reading) -> None:
         conn.starting = False
-        if reading is None or not is_free(st, conn) or not conn.pilot.vehicle_connected:
+        if reading is None or not is_free(st, conn, id_tag, parent) \
+                or not conn.pilot.vehicle_connected:
             log.warning("connector %d: transaction for %s not started (%s)", conn.id, id_tag,
                         "no meter reading" if reading is None else "connector no longer ready")
             conn.changed()
@@ -210,6 +222,8 @@ def start(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Dec
                                 reservation_id, begin_values)
         conn.tx = tx
         conn.finishing = False
+        if reservation_id is not None:
+            st.reservations.remove(reservation_id, f"used by transaction {tx.local_id}")
         metering.transaction_started(st, conn, tx)
         conn.changed()
 

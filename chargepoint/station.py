@@ -124,6 +124,10 @@ class Station:
         self.ledger = Ledger(store)
         self.outbox = Outbox(store)
         self.sessions = sessions.Sessions(self)
+        from chargepoint.operations import local_list, reservation
+
+        local_list.install(self)
+        reservation.install(self)
         sessions.recover(self)
         from chargepoint.operations import availability
 
@@ -183,6 +187,7 @@ class Station:
             from chargepoint.operations import metering
 
             metering.schedule_aligned(self)
+            self.reservations.rearm()
 
     # ------------------------------------------------------------------ outgoing CALLs
     def send_call(self, action: str, payload: dict,
@@ -500,6 +505,10 @@ class Station:
             from chargepoint.operations import metering
 
             metering.schedule_aligned(self)
+        elif name == "MeterValueSampleInterval":
+            from chargepoint.operations import metering
+
+            metering.sample_interval_changed(self)
         elif name == "WebSocketPingInterval":
             self.emit(act.LinkSettingsChanged(int(value)))
         elif name == "AuthorizationKey":

@@ -13,6 +13,8 @@ chargepoint/connector.py (status, faults, the contactor/pilot safety rule).
 - reset.py           Reset (Soft, Hard)
 - unlock.py          UnlockConnector
 - availability.py    ChangeAvailability
+- reservation.py     ReserveNow, CancelReservation
+- local_list.py      SendLocalList, GetLocalListVersion
 - configuration.py   GetConfiguration, ChangeConfiguration
 - data_transfer.py   DataTransfer (both ways) and the vendor registry
 - trigger.py         TriggerMessage
@@ -48,5 +50,6 @@ def handles(action: str) -> Callable[[Handler], Handler]:
 def load_all() -> None:
     """Import every operation module so their handlers register."""
     from chargepoint.operations import (authorize, availability, boot,  # noqa: F401
-                                        configuration, data_transfer, metering, remote, reset,
-                                        status, transactions, trigger, unlock)
+                                        configuration, data_transfer, local_list, metering,
+                                        remote, reservation, reset, status, transactions,
+                                        trigger, unlock)

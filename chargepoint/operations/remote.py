@@ -26,14 +26,14 @@ log = logging.getLogger("chargepoint.remote")
 REMOTE_START_PROFILE_HOOKS: list[Callable[["Station", int, str, dict], bool]] = []
 
 
-def _pick_connector(st: "Station", wanted: Optional[int]):
+def _pick_connector(st: "Station", wanted: Optional[int], id_tag: str):
     """The connector a remote start goes to, or None when it must be rejected."""
     if wanted is not None:
         conn = st.connectors.get(wanted)
-        if wanted == 0 or conn is None or not sessions.is_free(st, conn):
+        if wanted == 0 or conn is None or not sessions.is_free(st, conn, id_tag):
             return None
         return conn
-    free = [c for c in st.connectors.values() if sessions.is_free(st, c)]
+    free = [c for c in st.connectors.values() if sessions.is_free(st, c, id_tag)]
     plugged = [c for c in free if c.pilot.vehicle_connected]
     return (plugged or free or [None])[0]
 
@@ -41,7 +41,7 @@ def _pick_connector(st: "Station", wanted: Optional[int]):
 @handles("RemoteStartTransaction")
 def remote_start(st: "Station", payload: dict) -> dict:
     id_tag = payload["idTag"]
-    conn = _pick_connector(st, payload.get("connectorId"))
+    conn = _pick_connector(st, payload.get("connectorId"), id_tag)
     if conn is None:
         log.warning("RemoteStartTransaction for %s on connector %s rejected: not free",
                     id_tag, payload.get("connectorId", "(any)"))
