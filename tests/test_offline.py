@@ -408,3 +408,181 @@ def test_clean_restart_during_a_transaction_stops_it_with_reason_reboot(csms, fi
     assert [r.action for r in tx_messages(csms, after=mark)] == ["StopTransaction"]
     assert not db(fw, "SELECT * FROM transactions")
     assert not csms.violations
+
+
+# -------------------------------------------------------------------- retries
+class Script:
+    """A CSMS handler that plays given answers in turn, then `then` (default: accept)."""
+
+    def __init__(self, *answers, then=None):
+        self.answers = list(answers)
+        self.then = then
+        self.calls = 0
+
+    def __call__(self, cp_id, payload):
+        self.calls += 1
+        answer = self.answers.pop(0) if self.answers else self.then
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def jump(fw, seconds):
+    """Move virtual time while a CALL of ours is left unanswered on purpose (`advance`
+    would wait for that answer in each settle); the caller waits for the effect."""
+    fw.clock.advance(seconds)
+    fw.runtime.wake()
+
+
+def outbox_row(fw, action):
+    return db(fw, "SELECT unique_id, attempts, next_attempt FROM outbox WHERE action=?",
+              (action,))
+
+
+def dead(fw):
+    return db(fw, "SELECT action, unique_id, attempts, reason FROM outbox_dead ORDER BY seq")
+
+
+def test_callerror_is_retried_after_interval_times_attempts_with_the_same_id(csms, firmware):
+    """A CALLERROR is a failed attempt: the retry waits RetryInterval x attempts, keeps the
+    unique id, and nothing behind it overtakes it."""
+    csms.handlers["StartTransaction"] = Script(
+        InternalError(description="database busy"), InternalError(description="again"),
+        then={"transactionId": 900, "idTagInfo": {"status": "Accepted"}})
+    fw = boot(csms, firmware, {"TransactionMessageAttempts": 3,
+                               "TransactionMessageRetryInterval": 30,
+                               "MeterValueSampleInterval": 20})
+    plug_and_tap(fw)
+    first = csms.wait_for("StartTransaction")
+    t0 = fw.clock.now()
+    fw.settle()
+    assert first.error and first.error[0] == "InternalError"
+    assert outbox_row(fw, "StartTransaction") == [(first.unique_id, 1, t0 + 30)]
+    assert fw.sim.contactor_commanded(1), "charging goes on while the CSMS is unsure"
+
+    fw.advance(29)
+    assert len(records(csms, "StartTransaction")) == 1
+    assert not records(csms, "MeterValues"), "a later message overtook the StartTransaction"
+    fw.advance(1)
+    second = csms.wait_for("StartTransaction", after=first.index + 1)
+    fw.settle()
+    assert second.unique_id == first.unique_id and second.payload == first.payload
+    assert outbox_row(fw, "StartTransaction") == [(first.unique_id, 2, t0 + 30 + 60)]
+
+    fw.advance(59)
+    assert len(records(csms, "StartTransaction")) == 2
+    fw.advance(1)
+    assert drained(fw)
+    starts = records(csms, "StartTransaction")
+    assert len(starts) == 3 and {s.unique_id for s in starts} == {first.unique_id}
+    assert starts[-1].reply["transactionId"] == 900
+    msgs = tx_messages(csms)
+    assert [m.action for m in msgs] == ["StartTransaction"] * 3 + ["MeterValues"] * 4
+    assert [m["meterValue"][0]["timestamp"] for m in msgs[3:]] == [
+        iso(t0 + 20 * k) for k in range(1, 5)]
+    assert all(m["transactionId"] == 900 for m in msgs[3:])
+    assert not dead(fw)
+
+
+def test_start_given_up_after_max_attempts_takes_its_messages_to_outbox_dead(csms, firmware):
+    """After TransactionMessageAttempts failures the StartTransaction, and the messages of
+    its transaction that could never carry a transactionId, move to outbox_dead; the next
+    transaction flows normally."""
+    csms.handlers["StartTransaction"] = lambda cp_id, p: (
+        (_ for _ in ()).throw(InternalError(description="no")) if p["idTag"] == "DOOMED"
+        else {"transactionId": 31, "idTagInfo": {"status": "Accepted"}})
+    fw = boot(csms, firmware, {"TransactionMessageAttempts": 2,
+                               "TransactionMessageRetryInterval": 30,
+                               "MeterValueSampleInterval": 20})
+    plug_and_tap(fw, "DOOMED")
+    first = csms.wait_for("StartTransaction")
+    fw.advance(25)                                           # a sample queues behind it
+    fw.sim.tap("DOOMED")                                     # stopped before the retry
+    stopped(fw)
+    fw.sim.unplug(1)
+    fw.settle()
+    fw.advance(5)                                            # the retry fails: give up
+    assert len(records(csms, "StartTransaction")) == 2
+    buried = dead(fw)
+    assert [(a, n) for a, _, n, _ in buried] == [("StartTransaction", 2), ("MeterValues", 0),
+                                                ("StopTransaction", 0)]
+    assert buried[0][1] == first.unique_id and buried[0][3] == "InternalError"
+    assert all(first.unique_id in reason for _, _, _, reason in buried[1:])
+    assert not db(fw, "SELECT * FROM outbox")
+    assert [r.action for r in tx_messages(csms)] == ["StartTransaction"] * 2
+
+    mark = len(csms.received)
+    start_online(csms, fw, "GOOD")
+    fw.advance(20)
+    fw.sim.tap("GOOD")
+    stopped(fw)
+    assert drained(fw)
+    msgs = tx_messages(csms, after=mark)
+    assert [m.action for m in msgs] == ["StartTransaction", "MeterValues", "StopTransaction"]
+    assert msgs[0]["idTag"] == "GOOD"
+    assert msgs[1]["transactionId"] == msgs[2]["transactionId"] == 31
+    assert len(dead(fw)) == 3
+    assert not csms.violations
+
+
+def test_timeout_counts_as_an_attempt(csms, firmware):
+    """No answer within the response timeout (link up) is a failed attempt like a
+    CALLERROR: retried with the same id, and given up after the last attempt."""
+    csms.handlers["StartTransaction"] = lambda cp_id, p: NO_RESPONSE
+    fw = boot(csms, firmware, {"TransactionMessageAttempts": 2,
+                               "TransactionMessageRetryInterval": 10})
+    assert fw.settings.csms.response_timeout_s == 5
+    fw.sim.plug(1)
+    fw.settle()
+    fw.sim.tap("TAG1")
+    first = csms.wait_for("StartTransaction")
+    t0 = fw.clock.now()
+    assert wait_until(lambda: fw.station.timers.when("rpc-timeout") == t0 + 5)
+    assert outbox_row(fw, "StartTransaction") == [(first.unique_id, 0, 0.0)]
+    jump(fw, 5)                                              # the timeout
+    assert wait_until(lambda: outbox_row(fw, "StartTransaction") == [
+        (first.unique_id, 1, t0 + 5 + 10)])
+    fw.advance(9)
+    assert len(records(csms, "StartTransaction")) == 1
+    jump(fw, 1)
+    second = csms.wait_for("StartTransaction", after=first.index + 1)
+    assert second.unique_id == first.unique_id
+    jump(fw, 5)                                              # second timeout: the last one
+    assert wait_until(lambda: dead(fw) == [("StartTransaction", first.unique_id, 2,
+                                            "timeout")])
+    assert fw.station.connected, "a timeout must not be mistaken for a lost link"
+
+
+@pytest.mark.parametrize("action", ["StartTransaction", "MeterValues", "StopTransaction"])
+def test_message_in_flight_when_the_link_drops_is_resent_with_the_same_id(
+        csms, firmware, action):
+    """A lost link is not an attempt (one attempt allowed here, so counting it would
+    discard the message); after the reconnect the same unique id goes out again."""
+    script = csms.handlers[action] = Script(NO_RESPONSE, then=None)
+    fw = boot(csms, firmware, {"TransactionMessageAttempts": 1})
+    fw.sim.plug(1)
+    fw.settle()
+    fw.sim.tap("TAG1")
+    if action != "StartTransaction":
+        csms.wait_for("StatusNotification", lambda r: r["status"] == "Charging")
+        fw.settle()
+        fw.advance(59)
+        jump(fw, 1)                                          # the sample
+    if action == "StopTransaction":
+        csms.wait_for("MeterValues")
+        fw.settle()
+        fw.sim.tap("TAG1")
+    lost = csms.wait_for(action)
+    assert wait_until(lambda: script.calls == 1)            # the CSMS chose not to answer
+    assert fw.station.busy(), "the message should await its answer"
+    link_down(csms, fw)
+    assert outbox_row(fw, action)[0][:2] == (lost.unique_id, 0)
+    assert not dead(fw)
+
+    mark = link_up(csms, fw)
+    again = csms.wait_for(action, after=mark)
+    assert drained(fw)
+    assert again.unique_id == lost.unique_id and again.payload == lost.payload
+    assert again.reply is not None
+    assert not dead(fw) and not undelivered_on_disk(fw, csms)
+    assert not csms.violations
