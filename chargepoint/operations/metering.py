@@ -122,6 +122,24 @@ def transaction_started(st: "Station", conn: "Connector", tx: Transaction) -> No
     _schedule_checkpoint(st, conn, tx)
 
 
+def sample_interval_changed(st: "Station") -> None:
+    """MeterValueSampleInterval changed: running transactions follow the new value at once
+    (next sample on the new grid counted from their start; 0 stops sampling), and keep a
+    checkpoint when sampling no longer stores the reading often enough."""
+    interval = st.keys.int("MeterValueSampleInterval")
+    for conn in st.connectors.values():
+        tx = conn.tx
+        if tx is None or tx.stopping:
+            continue
+        st.timers.cancel(_timer(conn))
+        if interval > 0:
+            due = tx.started + (math.floor((st.now - tx.started) / interval) + 1) * interval
+            st.timers.set(_timer(conn), due,
+                          lambda conn=conn, tx=tx, due=due: _sample_due(st, conn, tx, due))
+        if st.timers.when(f"checkpoint:{conn.id}") is None:
+            _schedule_checkpoint(st, conn, tx)
+
+
 def transaction_ended(st: "Station", conn: "Connector") -> None:
     st.timers.cancel(_timer(conn))
     st.timers.cancel(f"checkpoint:{conn.id}")
