@@ -586,3 +586,135 @@ def test_message_in_flight_when_the_link_drops_is_resent_with_the_same_id(
     assert again.reply is not None
     assert not dead(fw) and not undelivered_on_disk(fw, csms)
     assert not csms.violations
+
+
+def test_retry_state_survives_a_power_cut(csms, firmware):
+    """Attempts and the next attempt's time are in the row: after a power cut the retry
+    neither comes early nor starts counting again."""
+    csms.handlers["StartTransaction"] = Script(then=InternalError(description="no"))
+    fw = boot(csms, firmware, {"TransactionMessageAttempts": 2,
+                               "TransactionMessageRetryInterval": 60})
+    plug_and_tap(fw)
+    first = csms.wait_for("StartTransaction")
+    t0 = fw.clock.now()
+    fw.advance(10)
+    assert outbox_row(fw, "StartTransaction") == [(first.unique_id, 1, t0 + 60)]
+    fw.cut_power()
+
+    mark = len(csms.received)
+    fw.start()
+    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1, after=mark)
+    fw.settle()
+    assert len(records(csms, "StartTransaction")) == 1, "retried before its time"
+    assert outbox_row(fw, "StartTransaction") == [(first.unique_id, 1, t0 + 60)]
+    fw.advance(t0 + 59 - fw.clock.now())
+    assert len(records(csms, "StartTransaction")) == 1, "retried before its time"
+    fw.advance(1)
+    starts = records(csms, "StartTransaction")
+    assert [s.unique_id for s in starts] == [first.unique_id] * 2
+    # The second failure was the last allowed: the count went on from before the cut.
+    assert [(a, u, n) for a, u, n, _ in dead(fw)] == [
+        ("StartTransaction", first.unique_id, 2),
+        ("StopTransaction", dead(fw)[1][1], 0)]            # the PowerLoss stop went with it
+    assert json.loads(db(fw, "SELECT payload FROM outbox_dead WHERE action='StopTransaction'")
+                      [0][0])["reason"] == "PowerLoss"
+    assert not db(fw, "SELECT * FROM outbox")
+    assert "StopTransaction" not in [r.action for r in csms.received]
+
+
+def test_message_in_flight_at_a_power_cut_is_resent_with_the_same_id(csms, firmware):
+    """A message sent but not confirmed when the power went is sent again after the boot,
+    with the same unique id, before the PowerLoss stop."""
+    script = csms.handlers["MeterValues"] = Script(NO_RESPONSE, then=None)
+    fw = boot(csms, firmware)
+    start = start_online(csms, fw)
+    fw.advance(59)
+    jump(fw, 1)
+    lost = csms.wait_for("MeterValues")
+    assert wait_until(lambda: script.calls == 1)
+    fw.cut_power()
+
+    mark = len(csms.received)
+    fw.start()
+    stop = csms.wait_for("StopTransaction", after=mark, timeout=10)
+    assert drained(fw)
+    msgs = tx_messages(csms, after=mark)
+    assert [(m.action, m.unique_id) for m in msgs] == [("MeterValues", lost.unique_id),
+                                                      ("StopTransaction", stop.unique_id)]
+    assert msgs[0].payload == lost.payload
+    assert stop["reason"] == "PowerLoss" and stop["meterStop"] == round(energy(lost))
+    assert stop["transactionId"] == start.reply["transactionId"]
+    assert not csms.violations
+
+
+# -------------------------------------------------------------------- unknown clock
+CSMS_EPOCH = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+
+
+def test_timestamps_made_before_the_clock_is_known_are_corrected_on_sending(csms, firmware):
+    """A controller without RTC boots near 1970. A transaction run before the CSMS told the
+    time is delivered with the CSMS's clock applied to every timestamp, never a 1970 one."""
+    boot_time = 1000.0
+    clock = VirtualClock(start=boot_time)
+    offset = CSMS_EPOCH - boot_time                # CSMS time = local time + offset
+    csms.stop()
+    fw = boot(csms, firmware, {"AllowOfflineTxForUnknownId": True,
+                               "StopTxnSampledData": REGISTER},
+              clock=clock, csms_offset=offset)
+    fw.settle()
+    assert not fw.station.time_known
+    plug_and_tap(fw, "EARLY")
+    running(fw)
+    t0 = clock.now()
+    fw.advance(130)                                          # samples at +60 and +120
+    fw.sim.tap("EARLY")
+    stopped(fw)
+    fw.sim.unplug(1)
+    fw.settle()
+    fw.advance(20)
+    stored = [p for (p,) in db(fw, "SELECT payload FROM outbox ORDER BY seq")]
+    assert all("1970" not in p for p in stored)
+    assert json.loads(stored[0])["timestamp"] == f"$local:{t0!r}"
+
+    mark = link_up(csms, fw)
+    assert drained(fw)
+    msgs = tx_messages(csms, after=mark)
+    assert [m.action for m in msgs] == ["StartTransaction", "MeterValues", "MeterValues",
+                                        "StopTransaction"]
+    start, mv1, mv2, stop = msgs
+    assert start["timestamp"] == iso(t0 + offset)
+    assert [m["meterValue"][0]["timestamp"] for m in (mv1, mv2)] == [
+        iso(t0 + offset + 60), iso(t0 + offset + 120)]
+    assert stop["timestamp"] == iso(t0 + offset + 130)
+    data_stamps = [v["timestamp"] for v in stop["transactionData"]]
+    assert data_stamps == [iso(t0 + offset), iso(t0 + offset + 60), iso(t0 + offset + 120),
+                           iso(t0 + offset + 130)]
+    for record in records(csms, after=0):
+        assert "1970" not in json.dumps(record.payload), record
+        assert "$local" not in json.dumps(record.payload), record
+    assert not csms.violations
+
+
+# -------------------------------------------------------------------- volume
+def test_many_queued_messages_are_all_delivered_once_in_order(csms, firmware):
+    """500 samples from a long offline period: every one arrives, once, in order."""
+    fw = boot(csms, firmware, {"MeterValueSampleInterval": 10})
+    start = start_online(csms, fw)
+    t0 = fw.clock.now()
+    link_down(csms, fw)
+    fw.advance(500 * 10)
+    on_disk = db(fw, "SELECT unique_id FROM outbox WHERE action='MeterValues' ORDER BY seq")
+    assert len(on_disk) == 500
+
+    mark = link_up(csms, fw)
+    assert drained(fw, timeout=30)
+    mvs = records(csms, "MeterValues", after=mark)
+    assert [m.unique_id for m in mvs] == [u for (u,) in on_disk]
+    assert len({m.unique_id for m in mvs}) == 500
+    assert [m["meterValue"][0]["timestamp"] for m in mvs] == [
+        iso(t0 + 10 * k) for k in range(1, 501)]
+    values = [energy(m) for m in mvs]
+    assert values == sorted(values) and values[0] > start["meterStart"]
+    assert all(m["transactionId"] == start.reply["transactionId"] for m in mvs)
+    assert not undelivered_on_disk(fw, csms)
+    assert not csms.violations
