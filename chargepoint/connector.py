@@ -155,7 +155,7 @@ class Connector:
         if tx is not None and not tx.stopping:
             if tx.ev_disconnected or not self.pilot.vehicle_connected:
                 return "SuspendedEV"
-            if not self.authorized:
+            if not self.authorized or self.offered_current() is None:
                 return "SuspendedEVSE"
             return "Charging" if self.pilot.wants_power else "SuspendedEV"
         if not self.available():
@@ -204,6 +204,10 @@ class Connector:
         limit = self.info.max_current_a
         if self.cable_ampacity is not None:
             limit = min(limit, self.cable_ampacity)
+        smart = getattr(self.station, "smart", None)
+        profile_limit = smart.limit_amps(self) if smart is not None else None
+        if profile_limit is not None:
+            limit = min(limit, profile_limit)
         return limit if limit >= 6 else None
 
     def contactor_closed(self) -> bool:

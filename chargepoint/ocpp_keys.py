@@ -107,6 +107,13 @@ KEY_SPECS: dict[str, KeySpec] = _specs(
     # -- Reservation profile (OCPP 1.6 section 9.3)
     KeySpec("ReserveConnectorZeroSupported", "bool", "true", readonly=True,
             profile="Reservation"),
+    # -- Smart Charging profile (OCPP 1.6 section 9.4)
+    KeySpec("ChargeProfileMaxStackLevel", "int", "8", readonly=True, profile="SmartCharging"),
+    KeySpec("ChargingScheduleAllowedChargingRateUnit", "csl", "Current,Power", readonly=True,
+            profile="SmartCharging"),
+    KeySpec("ChargingScheduleMaxPeriods", "int", "24", readonly=True, profile="SmartCharging"),
+    KeySpec("MaxChargingProfilesInstalled", "int", "16", readonly=True,
+            profile="SmartCharging"),
     # -- Security whitepaper keys usable with 1.6
     KeySpec("SecurityProfile", "int", "0", readonly=True, profile="Security"),
     KeySpec("AuthorizationKey", "str", "", write_only=True, min_length=16, max_str=40,

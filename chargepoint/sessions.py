@@ -60,6 +60,8 @@ class Sessions:
         #: Called with the connector after each transaction ends (ChangeAvailability
         #: scheduled, reservations, ...).
         self.on_transaction_ended: list[Callable[["Connector"], None]] = []
+        #: Called with the connector once its transaction has started (smart charging).
+        self.on_transaction_started: list[Callable[["Connector"], None]] = []
 
     def waiting_for_plug(self, conn: "Connector") -> bool:
         pending = self.pending
@@ -225,6 +227,8 @@ def start(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Dec
         if reservation_id is not None:
             st.reservations.remove(reservation_id, f"used by transaction {tx.local_id}")
         metering.transaction_started(st, conn, tx)
+        for hook in st.sessions.on_transaction_started:
+            hook(conn)
         conn.changed()
 
     def locked(ok: bool) -> None:

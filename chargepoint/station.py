@@ -8,6 +8,7 @@ actions: send a frame, switch the contactor, offer a current.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import deque
@@ -33,9 +34,34 @@ VALID_TIME_FLOOR = 1577836800.0  # 2020-01-01T00:00:00Z
 _SECRET = re.compile(r'("key"\s*:\s*"AuthorizationKey"\s*,\s*"value"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
 
+def _hide_secret(node: Any) -> bool:
+    """Blank the value of every {"key": "AuthorizationKey", "value": ...} in a parsed frame."""
+    if isinstance(node, dict):
+        found = node.get("key") == "AuthorizationKey" and "value" in node
+        if found:
+            node["value"] = "***"
+        children = list(node.values())
+    elif isinstance(node, list):
+        found, children = False, node
+    else:
+        return False
+    for child in children:
+        found = _hide_secret(child) or found
+    return found
+
+
 def redact(text: str) -> str:
-    """A frame as it may be logged: the AuthorizationKey value never appears."""
-    return _SECRET.sub(r'\1"***"', text) if "AuthorizationKey" in text else text
+    """A frame as it may be logged: the AuthorizationKey value never appears, whatever the
+    order of the JSON members or the escapes that spell the key."""
+    if "AuthorizationKey" not in text and "\\u" not in text:
+        return text
+    try:
+        frame = json.loads(text)
+        found = _hide_secret(frame)
+    except (ValueError, RecursionError):
+        # Not JSON (refused unread): the key-first spelling is still blanked.
+        return _SECRET.sub(r'\1"***"', text)
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")) if found else text
 
 
 @dataclass
@@ -128,6 +154,9 @@ class Station:
 
         local_list.install(self)
         reservation.install(self)
+        from chargepoint.operations import smart_charging
+
+        smart_charging.install(self)
         sessions.recover(self)
         from chargepoint.operations import availability
 
@@ -188,6 +217,7 @@ class Station:
 
             metering.schedule_aligned(self)
             self.reservations.rearm()
+            self.smart.refresh()
 
     # ------------------------------------------------------------------ outgoing CALLs
     def send_call(self, action: str, payload: dict,

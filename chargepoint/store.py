@@ -92,6 +92,16 @@ MIGRATIONS: list[str] = [
         expiry REAL NOT NULL
     );
     """,
+    # 4: charging profiles (smart charging)
+    """
+    CREATE TABLE charging_profiles (
+        profile_id INTEGER PRIMARY KEY,
+        connector_id INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        installed REAL NOT NULL,
+        tx_local INTEGER
+    );
+    """,
 ]
 
 

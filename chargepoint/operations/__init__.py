@@ -15,6 +15,7 @@ chargepoint/connector.py (status, faults, the contactor/pilot safety rule).
 - availability.py    ChangeAvailability
 - reservation.py     ReserveNow, CancelReservation
 - local_list.py      SendLocalList, GetLocalListVersion
+- smart_charging.py  Set/ClearChargingProfile, GetCompositeSchedule, the limit on the pilot
 - configuration.py   GetConfiguration, ChangeConfiguration
 - data_transfer.py   DataTransfer (both ways) and the vendor registry
 - trigger.py         TriggerMessage
@@ -51,5 +52,5 @@ def load_all() -> None:
     """Import every operation module so their handlers register."""
     from chargepoint.operations import (authorize, availability, boot,  # noqa: F401
                                         configuration, data_transfer, local_list, metering,
-                                        remote, reservation, reset, status, transactions,
-                                        trigger, unlock)
+                                        remote, reservation, reset, smart_charging, status,
+                                        transactions, trigger, unlock)

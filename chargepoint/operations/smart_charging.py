@@ -1,0 +1,270 @@
+"""SetChargingProfile, ClearChargingProfile, GetCompositeSchedule, and the limit on the pilot.
+
+Profiles are checked against the profile's rules and this charger's limits
+(`ChargeProfileMaxStackLevel`, `ChargingScheduleMaxPeriods`,
+`MaxChargingProfilesInstalled`, `ChargingScheduleAllowedChargingRateUnit`), stored in
+SQLite (they survive restarts; a TxProfile ends with its transaction), and merged by
+the pure functions of chargepoint/charging_profiles.py.
+
+Enforcement: `limit_amps(connector)` is what `Connector.offered_current` obeys (never
+above the rating or the cable). A timer fires at the next instant any limit can
+change, and every change of profiles or transactions refreshes the outputs, so the
+pilot follows within the same loop turn. A ChargePointMaxProfile caps the whole
+charger: its current is shared equally between the connectors that are charging.
+Below 6 A (or the schedule's minChargingRate) nothing is offered: SuspendedEVSE,
+until the limit rises again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Optional
+
+from chargepoint import charging_profiles as cp
+from chargepoint.operations import PROFILES, handles, remote
+
+if TYPE_CHECKING:
+    from chargepoint.connector import Connector
+    from chargepoint.station import Station
+
+log = logging.getLogger("chargepoint.smart_charging")
+
+PROFILES.append("SmartCharging")
+
+#: How far ahead the enforcement timer looks for the next change.
+HORIZON_S = 8 * cp.DAY
+MIN_PILOT_A = 6.0
+_UNITS = {"A": "Current", "W": "Power"}
+
+
+class SmartCharging:
+    def __init__(self, st: "Station"):
+        self.st = st
+        self.profiles: list[cp.Profile] = []
+        #: connector id -> TxProfile from a RemoteStartTransaction, bound at the start.
+        self.remote_start_profiles: dict[int, dict] = {}
+        for cid, body, installed in st.store.execute(
+                "SELECT connector_id, body, installed FROM charging_profiles "
+                "WHERE tx_local IS NULL ORDER BY profile_id").fetchall():
+            self.profiles.append(cp.Profile.from_ocpp(cid, json.loads(body), installed))
+        # A TxProfile ends with its transaction, and no transaction outlives a restart.
+        st.store.execute("DELETE FROM charging_profiles WHERE tx_local IS NOT NULL")
+
+    # -- facts for the merge
+    def connection(self, conn: "Connector") -> cp.Connection:
+        return cp.Connection(conn.info.phases, conn.info.nominal_voltage_v,
+                             conn.info.max_current_a)
+
+    def _tx(self, conn: "Connector") -> tuple[Optional[float], Optional[int]]:
+        tx = conn.tx
+        if tx is None:
+            return None, None
+        return tx.started + (self.st.time_offset or 0.0), tx.transaction_id
+
+    def now(self) -> float:
+        return self.st.station_time()
+
+    # -- enforcement
+    def limit_amps(self, conn: "Connector") -> Optional[float]:
+        """Current the profiles allow on `conn` now (None: no limit; 0: nothing)."""
+        if not self.profiles:
+            return None
+        tx_start, tx_id = self._tx(conn)
+        lim = cp.limit_at([p for p in self.profiles if p.purpose != "ChargePointMaxProfile"],
+                          conn.id, self.now(), self.connection(conn), tx_start, tx_id)
+        amps = lim.amps
+        charger = cp.limit_at([p for p in self.profiles if p.purpose == "ChargePointMaxProfile"],
+                              0, self.now(), self.connection(conn), tx_start, tx_id)
+        if charger.amps is not None:
+            sharing = max(1, sum(1 for c in self.st.connectors.values()
+                                 if c.id != 0 and c.tx is not None and not c.tx.stopping))
+            share = charger.amps / sharing
+            amps = share if amps is None else min(amps, share)
+        if amps is None:
+            return None
+        floor = max(MIN_PILOT_A, lim.min_amps or 0.0)
+        return amps if amps >= floor else 0.0
+
+    def refresh(self) -> None:
+        """Re-apply every connector's limit and arm the timer for the next change."""
+        for cid in self.st.connectors:
+            if cid != 0:
+                self.st.connectors[cid].changed()
+        if not self.profiles:
+            self.st.timers.cancel("smart-charging")
+            return
+        starts = [self._tx(c)[0] for c in self.st.connectors.values()]
+        nxt = cp.next_change(self.profiles, self.now(), HORIZON_S, starts)
+        if nxt is None:
+            self.st.timers.cancel("smart-charging")
+        else:
+            local = nxt - (self.st.time_offset or 0.0)
+            self.st.timers.set("smart-charging", local, self.refresh)
+
+    # -- changes
+    def install(self, profile: cp.Profile, tx_local: Optional[int] = None) -> None:
+        replaced = [p for p in self.profiles if p.profile_id == profile.profile_id or (
+            p.stack_level == profile.stack_level and p.purpose == profile.purpose
+            and p.connector_id == profile.connector_id)]
+        with self.st.store.transaction():
+            for old in replaced:
+                self.st.store.execute("DELETE FROM charging_profiles WHERE profile_id=?",
+                                      (old.profile_id,))
+            self.st.store.execute(
+                "INSERT INTO charging_profiles(profile_id, connector_id, body, installed, "
+                "tx_local) VALUES(?, ?, ?, ?, ?)",
+                (profile.profile_id, profile.connector_id,
+                 json.dumps(profile.raw, separators=(",", ":")), profile.installed, tx_local))
+        self.profiles = [p for p in self.profiles if p not in replaced] + [profile]
+        self.refresh()
+
+    def clear(self, doomed: list[cp.Profile]) -> None:
+        if not doomed:
+            return
+        with self.st.store.transaction():
+            for p in doomed:
+                self.st.store.execute("DELETE FROM charging_profiles WHERE profile_id=?",
+                                      (p.profile_id,))
+        self.profiles = [p for p in self.profiles if p not in doomed]
+        self.refresh()
+
+    def transaction_ended(self, conn: "Connector") -> None:
+        self.clear([p for p in self.profiles
+                    if p.purpose == "TxProfile" and p.connector_id == conn.id])
+        self.refresh()
+
+    def transaction_started(self, conn: "Connector") -> None:
+        body = self.remote_start_profiles.pop(conn.id, None)
+        if body is not None and conn.tx is not None:
+            body = {**body}
+            if conn.tx.transaction_id is not None:
+                body["transactionId"] = conn.tx.transaction_id
+            self.install(cp.Profile.from_ocpp(conn.id, body, self.now()), conn.tx.local_id)
+        else:
+            self.refresh()
+
+
+def install(st: "Station") -> None:
+    st.smart = SmartCharging(st)
+    st.sessions.on_transaction_ended.append(st.smart.transaction_ended)
+    st.sessions.on_transaction_started.append(st.smart.transaction_started)
+
+
+# ------------------------------------------------------------------------- checks
+def _why_invalid(st: "Station", cid: int, body: dict) -> Optional[str]:
+    purpose = body["chargingProfilePurpose"]
+    sched = body["chargingSchedule"]
+    periods = sched["chargingSchedulePeriod"]
+    if purpose == "ChargePointMaxProfile" and cid != 0:
+        return "a ChargePointMaxProfile belongs on connector 0"
+    if purpose == "TxProfile":
+        conn = st.connectors.get(cid)
+        if cid == 0 or conn is None or conn.tx is None or conn.tx.stopping:
+            return "a TxProfile needs a running transaction on its connector"
+        wanted = body.get("transactionId")
+        if wanted is not None and wanted != conn.tx.transaction_id:
+            return f"transactionId {wanted} is not the connector's transaction"
+    if body["stackLevel"] > st.keys.int("ChargeProfileMaxStackLevel"):
+        return f"stackLevel above ChargeProfileMaxStackLevel ({st.keys.int('ChargeProfileMaxStackLevel')})"
+    if len(periods) > st.keys.int("ChargingScheduleMaxPeriods"):
+        return f"more periods than ChargingScheduleMaxPeriods ({st.keys.int('ChargingScheduleMaxPeriods')})"
+    if _UNITS[sched["chargingRateUnit"]] not in st.keys.list("ChargingScheduleAllowedChargingRateUnit"):
+        return f"unit {sched['chargingRateUnit']} is not allowed"
+    starts = [p["startPeriod"] for p in periods]
+    if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+        return "periods must start at 0 and increase"
+    if any(p["limit"] < 0 for p in periods):
+        return "a negative limit"
+    if body["chargingProfileKind"] == "Recurring" and (
+            not body.get("recurrencyKind") or sched.get("startSchedule") is None):
+        return "a Recurring profile needs recurrencyKind and startSchedule"
+    try:
+        cp.parse_time(body.get("validFrom"))
+        cp.parse_time(body.get("validTo"))
+        cp.parse_time(sched.get("startSchedule"))
+    except ValueError as exc:
+        return f"unreadable date: {exc}"
+    smart: SmartCharging = st.smart
+    kept = [p for p in smart.profiles if not (p.profile_id == body["chargingProfileId"] or (
+        p.stack_level == body["stackLevel"] and p.purpose == purpose and p.connector_id == cid))]
+    if len(kept) >= st.keys.int("MaxChargingProfilesInstalled"):
+        return "MaxChargingProfilesInstalled reached"
+    return None
+
+
+@handles("SetChargingProfile")
+def set_charging_profile(st: "Station", payload: dict) -> dict:
+    cid = payload["connectorId"]
+    body = payload["csChargingProfiles"]
+    if cid not in st.connectors:
+        return {"status": "Rejected"}
+    why = _why_invalid(st, cid, body)
+    if why:
+        log.warning("SetChargingProfile %s rejected: %s", body["chargingProfileId"], why)
+        return {"status": "Rejected"}
+    conn = st.connectors.get(cid)
+    tx_local = conn.tx.local_id if body["chargingProfilePurpose"] == "TxProfile" else None
+    st.smart.install(cp.Profile.from_ocpp(cid, body, st.station_time()), tx_local)
+    log.info("charging profile %d (%s, stack %d) installed on connector %d",
+             body["chargingProfileId"], body["chargingProfilePurpose"], body["stackLevel"], cid)
+    return {"status": "Accepted"}
+
+
+@handles("ClearChargingProfile")
+def clear_charging_profile(st: "Station", payload: dict) -> dict:
+    smart: SmartCharging = st.smart
+    pid = payload.get("id")
+    cid = payload.get("connectorId")
+    purpose = payload.get("chargingProfilePurpose")
+    level = payload.get("stackLevel")
+    doomed = [p for p in smart.profiles
+              if (pid is None or p.profile_id == pid)
+              and (pid is not None or ((cid is None or p.connector_id == cid)
+                                       and (purpose is None or p.purpose == purpose)
+                                       and (level is None or p.stack_level == level)))]
+    if not doomed:
+        return {"status": "Unknown"}
+    smart.clear(doomed)
+    log.info("cleared charging profile(s) %s", ", ".join(str(p.profile_id) for p in doomed))
+    return {"status": "Accepted"}
+
+
+@handles("GetCompositeSchedule")
+def get_composite_schedule(st: "Station", payload: dict) -> dict:
+    cid = payload["connectorId"]
+    conn = st.connectors.get(cid)
+    if conn is None:
+        return {"status": "Rejected"}
+    smart: SmartCharging = st.smart
+    unit = payload.get("chargingRateUnit") or "A"
+    start = st.station_time()
+    duration = payload["duration"]
+    if cid == 0:
+        info = cp.Connection(max(c.info.phases for c in st.connectors.values()),
+                             st.connectors[1].info.nominal_voltage_v if 1 in st.connectors
+                             else 230.0,
+                             sum(c.info.max_current_a for c in st.connectors.values()
+                                 if c.id != 0))
+        tx_start, tx_id = None, None
+    else:
+        info = smart.connection(conn)
+        tx_start, tx_id = smart._tx(conn)
+    periods = cp.composite(smart.profiles, cid, start, duration, unit, info, tx_start, tx_id)
+    return {"status": "Accepted", "connectorId": cid, "scheduleStart": cp.format_time(start),
+            "chargingSchedule": {"duration": duration, "startSchedule": cp.format_time(start),
+                                 "chargingRateUnit": unit, "chargingSchedulePeriod": periods}}
+
+
+def _remote_start_profile(st: "Station", connector_id: int, id_tag: str, body: dict) -> bool:
+    """RemoteStartTransaction's TxProfile: checked now, installed when the transaction starts."""
+    if body.get("transactionId") is not None:
+        return False               # there is no transaction yet to match
+    sched = body["chargingSchedule"]
+    if body["stackLevel"] > st.keys.int("ChargeProfileMaxStackLevel") or \
+            len(sched["chargingSchedulePeriod"]) > st.keys.int("ChargingScheduleMaxPeriods"):
+        return False
+    st.smart.remote_start_profiles[connector_id] = body
+    return True
+
+
+remote.REMOTE_START_PROFILE_HOOKS.append(_remote_start_profile)
