@@ -138,6 +138,15 @@ class Connector:
         from chargepoint.operations import status
 
         status.notify(self.station, self.id)
+        # A reservation of connector 0 holds whichever connectors are the last free ones,
+        # so this connector going busy, Unavailable or Faulted can make another Reserved
+        # (told once a start is decided: the reserved id may be the one starting here).
+        reservations = getattr(self.station, "reservations", None)
+        if self.id != 0 and not self.starting and reservations is not None and any(
+                r.connector_id == 0 for r in reservations.active.values()):
+            for other in self.station.connectors:
+                if other not in (0, self.id):
+                    status.notify(self.station, other)
 
     # -- what OCPP sees
     @property
