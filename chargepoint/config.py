@@ -206,10 +206,10 @@ def _parse_ocpp_keys(table: Any) -> dict[str, str]:
         text = str(value).lower() if isinstance(value, bool) else (
             ",".join(value) if isinstance(value, list) else str(value))
         try:
-            validate_value(spec, text, measurands=None)
+            # The canonical form: "True" must read as true, "a, b" as the items a and b.
+            out[name] = validate_value(spec, text, measurands=None)
         except KeyError_ as exc:
             raise SettingsError(f"ocpp.{name}", str(exc)) from None
-        out[name] = text
     return out
 
 
