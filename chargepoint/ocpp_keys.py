@@ -7,6 +7,7 @@ on the wire, so what the CSMS set is exactly what it reads back after a restart.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
@@ -28,6 +29,9 @@ DERIVED_MEASURANDS = frozenset({"Current.Offered", "Power.Offered"})
 PHASE_ROTATIONS = frozenset({"NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR"})
 
 CSL_MAX_LENGTH = 8
+
+#: An integer as OCPP sends it: ASCII digits only (int() alone also takes "1_0" or "١٠").
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class KeyError_(ValueError):
@@ -145,6 +149,8 @@ def validate_value(spec: KeySpec, value: str, measurands: Optional[frozenset[str
         return value.strip().lower()
     if spec.kind == "int":
         try:
+            if not _INTEGER.fullmatch(value.strip()):
+                raise ValueError(value)
             number = int(value.strip())
         except ValueError:
             raise KeyError_(f"{spec.name} takes an integer, not {value!r}") from None
