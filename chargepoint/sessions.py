@@ -105,8 +105,9 @@ def on_tag(st: "Station", id_tag: str) -> None:
     if st.sessions.pending is not None and st.sessions.pending.id_tag == id_tag:
         log.info("idTag %s is already waiting for a plug", id_tag)
         return
-    if not any(is_free(st, c, check_reservations=False) for c in st.connectors.values()):
-        log.info("idTag %s presented but no connector is free", id_tag)
+    if not any(is_free(st, c, check_reservations=False) and st.reservations.may_admit(c, id_tag)
+               for c in st.connectors.values()):
+        log.info("idTag %s presented but no connector is free for it", id_tag)
         return
     authorize.authorize(st, id_tag, lambda d: _authorized(st, id_tag, d, set()))
 

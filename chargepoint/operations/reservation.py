@@ -71,6 +71,12 @@ class Reservations:
     def reserved(self, conn: "Connector") -> bool:
         return bool(self.holding(conn))
 
+    def may_admit(self, conn: "Connector", id_tag: str) -> bool:
+        """Could `id_tag` start on `conn`, its parentIdTag still unknown? Only a reservation
+        with a parentIdTag makes another id worth an Authorize.req (TC_046_1, TC_053)."""
+        held = self.holding(conn)
+        return not held or any(r.id_tag == id_tag or r.parent_id_tag is not None for r in held)
+
     def blocks(self, conn: "Connector", id_tag: Optional[str],
                parent_id_tag: Optional[str]) -> bool:
         held = self.holding(conn)
