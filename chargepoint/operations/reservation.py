@@ -119,6 +119,10 @@ class Reservations:
     def arm(self, reservation: Reservation) -> None:
         """Set the expiry timer (the charger's clock runs `time_offset` behind the CSMS)."""
         local = reservation.expiry - (self.st.time_offset or 0.0)
+        if self.st.time_offset is not None and local <= self.st.now:
+            # Expired while the charger was off: gone before the boot reports any status.
+            self.remove(reservation.reservation_id, "expired")
+            return
         self.st.timers.set(f"reservation:{reservation.reservation_id}", local,
                            lambda: self.remove(reservation.reservation_id, "expired"))
 
