@@ -95,11 +95,13 @@ def on_tag(st: "Station", id_tag: str) -> None:
     parents = {c.tx.parent_id_tag for c in running if c.tx.parent_id_tag}
     if parents:
         local = authorize.local_entry(st, id_tag)
-        if local is not None and local[0].get("parentIdTag") in parents:
+        valid = local is not None and authorize.is_valid(st, local[0])
+        if valid and local[0].get("parentIdTag") in parents:
             _stop_by_parent(st, id_tag, local[0]["parentIdTag"])
             return
-        if local is None:
-            # Only the CSMS knows this id's group: ask before deciding (TC_069).
+        if not valid:
+            # Only the CSMS knows this id's group, or whether a refused id is valid again:
+            # ask before deciding (TC_069).
             authorize.authorize(st, id_tag, lambda d: _authorized(st, id_tag, d, parents))
             return
     if st.sessions.pending is not None and st.sessions.pending.id_tag == id_tag:
@@ -123,7 +125,7 @@ def _stop_by_parent(st: "Station", id_tag: str, parent: str) -> bool:
 
 def _authorized(st: "Station", id_tag: str, decision: authorize.Decision,
                 parents: set) -> None:
-    if decision.parent_id_tag and decision.parent_id_tag in parents:
+    if decision.accepted and decision.parent_id_tag and decision.parent_id_tag in parents:
         if _stop_by_parent(st, id_tag, decision.parent_id_tag):
             return
     if not decision.accepted:

@@ -1,6 +1,6 @@
 """Charging sessions end to end: the real firmware loop against the loopback CSMS, on the
 simulated charger, with a virtual clock. One test per behaviour, named after the official
-OCTT 1.6 test cases (tests/../shared reference: octt-1.6-charge-point.txt) where one exists.
+OCTT 1.6 charge-point test case where there is one.
 
 Energy is exact in the simulator, so meterStart / meterStop are compared with what the
 simulated meter holds: at 32 A on three phases of 230 V an EV draws 22080 W.
@@ -419,6 +419,26 @@ def test_tc_069_same_parent_id_stops_after_authorize(csms, firmware):
     assert end["transactionId"] == transaction_id(csms, begin)
     fw.settle()
     assert_power_off(fw)
+
+
+def test_tc_069_a_refused_id_of_the_same_group_does_not_stop(csms, firmware):
+    """Stopping needs an authorized id: a Blocked card stops nothing, even when the CSMS
+    names the transaction's parentIdTag for it, whether it is asked or the cache answers."""
+    csms.authorize_response = lambda cp, p: {
+        "idTagInfo": {"status": "Accepted" if p["idTag"] == "TAG1" else "Blocked",
+                      "parentIdTag": "FLEET"}}
+    csms.start_transaction_response = {
+        "idTagInfo": {"status": "Accepted", "parentIdTag": "FLEET"}}
+    fw = start(csms, firmware)
+    charge(fw, csms)
+    for _ in range(2):                                 # asked, then known from the cache
+        mark = len(csms.received)
+        act(fw, fw.sim.tap, "TAG2")
+        fw.advance(5)
+        assert [r["idTag"] for r in csms.records("Authorize", after=mark)] in (["TAG2"], [])
+    assert not csms.records("StopTransaction")
+    assert hw(fw)["contactor"] == "closed"
+    assert last_status(csms)["status"] == "Charging"
 
 
 @pytest.mark.parametrize("fault,code,reason", [
