@@ -46,7 +46,9 @@ def change_availability(st: "Station", payload: dict) -> dict:
     if cid not in st.connectors:
         return {"status": "Rejected"}
     operative = kind == "Operative"
-    if _busy(st, cid):
+    # Already so (OCPP 1.6 section 5.2): Accepted even while charging; _apply also
+    # withdraws a change still scheduled.
+    if _busy(st, cid) and st.connectors[cid].operative != operative:
         st.store.set_state(_scheduled_key(cid), kind)
         log.info("connector %d becomes %s when its transaction ends", cid, kind)
         return {"status": "Scheduled"}
