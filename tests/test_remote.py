@@ -491,6 +491,42 @@ def test_change_availability_during_a_transaction_is_scheduled(csms, firmware):
     assert remote_start(csms, "REMOTE1", 1) == "Rejected"
 
 
+def test_scheduled_inoperative_survives_a_power_cut(csms, firmware):
+    """Scheduled, then the power fails mid-transaction: at the next start the transaction is
+    closed (PowerLoss) and the stored change applies: Unavailable."""
+    fw = boot(csms, firmware)
+    charging(fw, csms)
+    assert change_availability(csms, 1, "Inoperative") == "Scheduled"
+    fw.cut_power()
+    mark = len(csms.received)
+    fw.start()
+    end = csms.wait_for("StopTransaction", after=mark)
+    assert end["reason"] == "PowerLoss"
+    wait_status(csms, "Unavailable", after=mark)
+    fw.settle()
+    assert "Available" not in statuses(csms, after=mark)
+    assert remote_start(csms, "REMOTE1", 1) == "Rejected"
+
+
+def test_change_availability_to_the_current_state_during_a_transaction(csms, firmware):
+    """OCPP 1.6 section 5.2: a change to the state a connector is already in is Accepted,
+    even while it charges; it also withdraws a change still scheduled."""
+    fw = boot(csms, firmware)
+    begin = charging(fw, csms)
+    assert change_availability(csms, 1, "Operative") == "Accepted"
+    assert change_availability(csms, 1, "Inoperative") == "Scheduled"
+    assert change_availability(csms, 1, "Operative") == "Accepted"
+    mark = len(csms.received)
+    assert csms.call(CP, "RemoteStopTransaction",
+                     {"transactionId": tx_id(begin)})["status"] == "Accepted"
+    csms.wait_for("StopTransaction", after=mark)
+    wait_status(csms, "Finishing", after=mark)
+    fw.settle()
+    assert "Unavailable" not in statuses(csms, after=mark)
+    act(fw, fw.sim.unplug, 1)
+    wait_status(csms, "Available", after=mark)
+
+
 def test_change_availability_of_an_unknown_connector_is_rejected(csms, firmware):
     fw = boot(csms, firmware)
     mark = len(csms.received)
