@@ -147,10 +147,12 @@ class Outbox:
         return doomed
 
     def _bury(self, item: Item, reason: str, now: float) -> None:
+        # outbox_dead numbers its own rows (in burial order): an outbox seq comes back once
+        # the queue has run empty, so a second dead message could carry a seq already there.
         self.store.execute(
-            "INSERT INTO outbox_dead(seq, unique_id, action, payload, tx_local, attempts, "
-            "reason, discarded) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-            (item.seq, item.unique_id, item.action,
+            "INSERT INTO outbox_dead(unique_id, action, payload, tx_local, attempts, "
+            "reason, discarded) VALUES(?, ?, ?, ?, ?, ?, ?)",
+            (item.unique_id, item.action,
              json.dumps(item.payload, separators=(",", ":")), item.tx_local, item.attempts,
              reason, now))
         self.store.execute("DELETE FROM outbox WHERE seq=?", (item.seq,))
