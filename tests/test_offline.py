@@ -525,6 +525,41 @@ def test_start_given_up_after_max_attempts_takes_its_messages_to_outbox_dead(csm
     assert not csms.violations
 
 
+def test_start_given_up_while_its_transaction_goes_on_blocks_nothing(csms, firmware):
+    """The StartTransaction of a running transaction is given up; its StopTransaction, which
+    can never carry a transactionId, follows it to outbox_dead (an outbox sequence number
+    reused after the queue ran empty must not clash there) and the next transaction flows."""
+    csms.handlers["StartTransaction"] = Script(InternalError(description="no"),
+                                               then={"transactionId": 8,
+                                                     "idTagInfo": {"status": "Accepted"}})
+    fw = boot(csms, firmware, {"TransactionMessageAttempts": 1, "MeterValueSampleInterval": 20})
+    plug_and_tap(fw, "LOST")
+    first = csms.wait_for("StartTransaction")
+    fw.settle()
+    assert [(a, u) for a, u, _, _ in dead(fw)] == [("StartTransaction", first.unique_id)]
+    fw.advance(45)                                           # the transaction goes on
+    fw.sim.tap("LOST")
+    stopped(fw)
+    fw.sim.unplug(1)
+    fw.settle()
+    assert [(a, n, r) for a, _, n, r in dead(fw)] == [
+        ("StartTransaction", 1, "InternalError"), ("StopTransaction", 1, "no transactionId")]
+    assert not db(fw, "SELECT * FROM outbox") and not len(fw.station.outbox)
+    sent = tx_messages(csms)
+    assert "StopTransaction" not in [m.action for m in sent]
+    assert all("transactionId" not in m.payload for m in sent), "a made-up transactionId"
+
+    mark = len(csms.received)
+    start_online(csms, fw, "NEXT")
+    fw.sim.tap("NEXT")
+    stopped(fw)
+    assert drained(fw)
+    msgs = tx_messages(csms, after=mark)
+    assert [m.action for m in msgs] == ["StartTransaction", "StopTransaction"]
+    assert msgs[1]["transactionId"] == 8
+    assert not csms.violations
+
+
 def test_timeout_counts_as_an_attempt(csms, firmware):
     """No answer within the response timeout (link up) is a failed attempt like a
     CALLERROR: retried with the same id, and given up after the last attempt."""
