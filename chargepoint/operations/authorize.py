@@ -83,8 +83,11 @@ def remember(st: "Station", id_tag: str, info: dict) -> None:
         st.store.execute("INSERT INTO auth_cache(id_tag, info, updated) VALUES(?, ?, ?) "
                          "ON CONFLICT(id_tag) DO UPDATE SET info=excluded.info, "
                          "updated=excluded.updated", (id_tag, text, st.now))
+        # The entry just written stays whatever ties in `updated` (refreshed in the same
+        # instant): the others make up the rest of the bound.
         st.store.execute("DELETE FROM auth_cache WHERE id_tag IN (SELECT id_tag FROM auth_cache "
-                         "ORDER BY updated DESC LIMIT -1 OFFSET ?)", (CACHE_MAX_ENTRIES,))
+                         "WHERE id_tag != ? ORDER BY updated DESC LIMIT -1 OFFSET ?)",
+                         (id_tag, CACHE_MAX_ENTRIES - 1))
 
 
 def clear_cache(st: "Station") -> None:
