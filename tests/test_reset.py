@@ -80,7 +80,8 @@ type = "sim"
             [sys.executable, "-m", "chargepoint", "run", "--config", str(self.config)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         return self
 
     def _read(self) -> None:
@@ -120,7 +121,8 @@ type = "sim"
         try:
             self.proc.wait(timeout=10)
         finally:
-            if self.proc.stdout is not None:
+            self._reader.join(timeout=5)  # EOF once the process is gone
+            if self.proc.stdout is not None and not self._reader.is_alive():
                 self.proc.stdout.close()
 
 
