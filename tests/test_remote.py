@@ -306,8 +306,9 @@ def test_tc_007_remote_start_with_a_cached_id_needs_no_authorize(csms, firmware)
     # Fill the cache the ordinary way: the CSMS accepts a card, then the wait lapses.
     act(fw, fw.sim.tap, "CACHED1")
     csms.wait_for("Authorize", lambda r: r["idTag"] == "CACHED1")
+    mark = len(csms.received)
     fw.advance(30)
-    wait_status(csms, "Available", after=len(csms.received) - 1)
+    wait_status(csms, "Available", after=mark)
     assert fw.station.sessions.pending is None
     # From now on the CSMS would refuse it: a start can only come from the cache.
     csms.authorize_response = {"idTagInfo": {"status": "Invalid"}}
@@ -528,6 +529,7 @@ def test_change_availability_to_the_current_state_during_a_transaction(csms, fir
 
 
 def test_change_availability_of_an_unknown_connector_is_rejected(csms, firmware):
+    """A connector the charger does not have: Rejected, no status sent."""
     fw = boot(csms, firmware)
     mark = len(csms.received)
     assert change_availability(csms, 2, "Inoperative") == "Rejected"
@@ -577,9 +579,11 @@ TWO = [base_connector(id=1), base_connector(id=2)]
 
 @pytest.mark.parametrize("message,connector_id,expected", [
     ("BootNotification", None, [None]),
+    ("BootNotification", 1, [None]),
     ("Heartbeat", None, [None]),
     ("Heartbeat", 1, [None]),
     ("DiagnosticsStatusNotification", None, [None]),
+    ("DiagnosticsStatusNotification", 1, [None]),
     ("FirmwareStatusNotification", None, [None]),
     ("FirmwareStatusNotification", 2, [None]),
     ("StatusNotification", None, [0, 1, 2]),
@@ -677,8 +681,9 @@ def test_tc_061_clear_cache(csms, firmware):
     act(fw, fw.sim.tap, "CARD1")
     csms.wait_for("Authorize", lambda r: r["idTag"] == "CARD1")
     wait_status(csms, "Preparing")
+    mark = len(csms.received)
     fw.advance(20)
-    wait_status(csms, "Available", after=len(csms.received) - 1)
+    wait_status(csms, "Available", after=mark)
 
     mark = len(csms.received)
     act(fw, fw.sim.tap, "CARD1")                 # from the cache: no Authorize
@@ -696,6 +701,7 @@ def test_tc_061_clear_cache(csms, firmware):
 
 
 def test_clear_cache_without_a_cache_is_rejected(csms, firmware):
+    """AuthorizationCacheEnabled false: there is no cache to clear."""
     boot(csms, firmware, ocpp={"AuthorizationCacheEnabled": False})
     assert csms.call(CP, "ClearCache", {}) == {"status": "Rejected"}
 
@@ -744,6 +750,7 @@ def test_tc_062_registered_vendor_and_unknown_message(csms, firmware, vendor):
 
 
 def test_data_transfer_vendor_without_message_id_answers_every_message(csms, firmware, vendor):
+    """A handler registered without a messageId takes every message of its vendor."""
     boot(csms, firmware)
     vendor()(lambda st, data: ("Rejected", None))
     assert data_transfer_call(csms, vendorId=VENDOR, messageId="Any") == {"status": "Rejected"}
