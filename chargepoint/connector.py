@@ -111,8 +111,8 @@ class Connector:
     # -- fresh readings on demand
     def read_meter(self, then: Callable[[Optional[MeterReading]], None]) -> None:
         """Call `then(reading)` with a reading taken now (None if the meter failed)."""
-        if self.id == 0:
-            then(None)
+        if self.id == 0 or hal_events.FaultCode.POWER_METER_FAILURE in self.faults:
+            then(None)                  # a meter known to be silent: nothing to wait for
             return
         self._reading_waiters.append(then)
         if len(self._reading_waiters) == 1:

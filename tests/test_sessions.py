@@ -472,6 +472,23 @@ def test_blocking_fault_during_a_transaction_stops_it(csms, firmware, fault, cod
     assert tx_messages(csms) == ["StartTransaction", "StopTransaction"]
 
 
+def test_meter_failing_during_a_transaction_stops_it_at_once(csms, firmware):
+    """A meter that falls silent stops the transaction (Other) in the same instant, with
+    the last reading as meterStop: no waiting for a reading the failed meter cannot give."""
+    fw = start(csms, firmware)
+    begin = charge(fw, csms)
+    fw.advance(600)                                    # the last sample reads 3680 Wh
+    act(fw, fw.sim.fault, "meter", 1)
+    faulted = csms.wait_for("StatusNotification", lambda r: r["status"] == "Faulted")
+    end = csms.wait_for("StopTransaction", timeout=2)  # virtual time stands still
+    assert faulted["errorCode"] == "PowerMeterFailure"
+    assert end["reason"] == "Other"
+    assert end["meterStop"] == begin["meterStart"] + 3680 == round(energy(fw))
+    assert end["timestamp"] == faulted["timestamp"]
+    fw.settle()
+    assert_power_off(fw)
+
+
 def test_charger_wide_fault_stops_every_transaction(csms, firmware):
     """A ground fault of the whole charger (connector 0) is an emergency stop everywhere."""
     second = base_connector(id=2)
@@ -633,3 +650,4 @@ def test_two_connectors_identification_first_starts_where_the_ev_arrives(csms, f
     fw.settle()
     assert_power_off(fw, 1)
     assert hw(fw, 2)["contactor"] == "closed"
+
