@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -49,6 +50,10 @@ def _install_signal_handlers(runtime) -> None:
     signal.signal(signal.SIGINT, stop)
 
 
+#: Pause between attempts of a failing reboot command (ResetRetries).
+REBOOT_RETRY_S = 2.0
+
+
 def _run_runtime(settings) -> int:
     from chargepoint.runtime import Runtime
 
@@ -70,6 +75,8 @@ def _run_runtime(settings) -> int:
                 break
             except (OSError, subprocess.SubprocessError) as exc:
                 log.error("reboot command failed: %s", exc)
+                if attempt < attempts:
+                    time.sleep(REBOOT_RETRY_S)    # the process is ending: no loop to block
         else:
             log.error("the reboot command failed %d times; restarting the process instead",
                       attempts)

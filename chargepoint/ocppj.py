@@ -166,9 +166,20 @@ def _schema_error_code(err: SchemaError) -> str:
     }.get(err.validator, "PropertyConstraintViolation")
 
 
+_STRING_PROBLEMS = {"maxLength": "longer than {} characters",
+                    "minLength": "shorter than {} characters",
+                    "enum": "not one of {}", "type": "not of type {}",
+                    "pattern": "does not match {}", "format": "not a valid {}"}
+
+
 def _describe(err: SchemaError) -> str:
+    """The violation in words, without quoting a string value: it may be a secret
+    (a too-long AuthorizationKey must not reach the log or the CSMS's error text)."""
     where = "/".join(str(p) for p in err.absolute_path)
-    return f"{where}: {err.message}" if where else err.message
+    message = err.message
+    if isinstance(err.instance, str) and err.validator in _STRING_PROBLEMS:
+        message = "value " + _STRING_PROBLEMS[err.validator].format(err.validator_value)
+    return f"{where}: {message}" if where else message
 
 
 def validate_payload(message_type: int, action: str, payload: Any, strict: bool = True) -> None:
