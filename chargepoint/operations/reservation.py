@@ -178,6 +178,7 @@ def reserve_now(st: "Station", payload: dict) -> dict:
     def usable(c: "Connector") -> bool:
         return (sessions.is_free(st, c, check_reservations=False)
                 and not c.pilot.vehicle_connected and not c.finishing
+                and not st.sessions.waiting_for_plug(c)
                 and not any(r.connector_id == c.id for r in others.values()))
     free = [c for c in targets if usable(c)]
     if cid == 0:
