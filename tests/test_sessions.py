@@ -299,6 +299,48 @@ def test_ev_back_after_ev_side_disconnect_resumes_charging(csms, firmware):
     assert tx_messages(csms) == ["StartTransaction", "StopTransaction"]
 
 
+def test_fixed_cable_unplugged_at_the_ev_stops_and_is_available(csms, firmware):
+    """A fixed cable leaves nothing behind: unplugging stops the transaction (EVDisconnected)
+    and the connector is Available at once, with no Finishing."""
+    fw = start(csms, firmware)
+    begin = charge(fw, csms)
+    fw.advance(300)
+    act(fw, fw.sim.unplug, 1)
+    end = csms.wait_for("StopTransaction")
+    csms.wait_for("StatusNotification", lambda r: r["status"] == "Available"
+                  and len(statuses(csms)) == 4)
+    assert end["reason"] == "EVDisconnected"
+    assert end["meterStop"] - begin["meterStart"] == 1840
+    assert statuses(csms) == ["Available", "Preparing", "Charging", "Available"]
+    fw.settle()
+    assert_power_off(fw)
+
+
+def test_ev_pausing_is_suspended_ev_and_opens_the_contactor(csms, firmware):
+    """The EV stops asking for power (pilot B): SuspendedEV, the contactor opens while the
+    offer stays; asking again closes it and Charging resumes in the same transaction."""
+    fw = start(csms, firmware)
+    begin = charge(fw, csms)
+    fw.advance(60)
+    act(fw, fw.sim.ev_suspend, 1)
+    csms.wait_for("StatusNotification", lambda r: r["status"] == "SuspendedEV")
+    state = hw(fw)
+    assert state["contactor"] == "open" and state["offered_a"] == 32.0
+    fw.advance(600)
+    act(fw, fw.sim.ev_resume, 1)
+    csms.wait_for("StatusNotification", lambda r: r["status"] == "Charging"
+                  and len(statuses(csms)) == 5)
+    assert hw(fw)["contactor"] == "closed"
+    fw.advance(60)
+    act(fw, fw.sim.tap, "TAG1")
+    end = csms.wait_for("StopTransaction")
+    csms.wait_for("StatusNotification", lambda r: r["status"] == "Finishing")
+    assert end["meterStop"] - begin["meterStart"] == 2 * 368
+    assert statuses(csms) == ["Available", "Preparing", "Charging", "SuspendedEV", "Charging",
+                              "Finishing"]
+    assert tx_messages(csms) == ["StartTransaction", "StopTransaction"]
+
+
 # --------------------------------------------------------------------------- refusing to start
 
 def test_tc_023_authorize_invalid_starts_nothing(csms, firmware):
