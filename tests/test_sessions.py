@@ -404,6 +404,23 @@ def test_failed_meter_starts_nothing_until_it_answers_again(csms, firmware):
     csms.wait_for("StatusNotification", lambda r: r["status"] == "Charging")
 
 
+def test_tc_024_lock_failure_starts_nothing(csms, firmware):
+    """A remote start waits for the plug; the lock cannot hold it: Faulted with
+    ConnectorLockFailure, no transaction and no power."""
+    fw = start(csms, firmware, connectors=[socket_outlet()])
+    assert csms.call(CP, "RemoteStartTransaction", {"idTag": "TAG1", "connectorId": 1}) == \
+        {"status": "Accepted"}
+    csms.wait_for("StatusNotification", lambda r: r["status"] == "Preparing")
+    act(fw, fw.sim.fault, "lock", 1)                   # the plug goes in only halfway
+    act(fw, fw.sim.plug, 1)
+    faulted = csms.wait_for("StatusNotification", lambda r: r["status"] == "Faulted")
+    assert faulted["errorCode"] == "ConnectorLockFailure"
+    fw.advance(120)
+    assert not csms.records("StartTransaction")
+    assert_power_off(fw)
+    assert hw(fw)["lock"] == "unlocked"
+
+
 # --------------------------------------------------------------------------- stopping
 
 def test_tc_068_only_the_same_id_stops(csms, firmware):
