@@ -78,7 +78,10 @@ def remember(st: "Station", id_tag: str, info: dict) -> None:
     text = json.dumps(info, separators=(",", ":"), sort_keys=True)
     row = st.store.execute("SELECT info FROM auth_cache WHERE id_tag=?", (id_tag,)).fetchone()
     if row is not None and row[0] == text:
-        return                                   # unchanged: spare the disk a write
+        # Unchanged, but refreshed all the same: the bound forgets the least recently
+        # refreshed first, so an id the CSMS keeps confirming must not age.
+        st.store.execute("UPDATE auth_cache SET updated=? WHERE id_tag=?", (st.now, id_tag))
+        return
     with st.store.transaction():
         st.store.execute("INSERT INTO auth_cache(id_tag, info, updated) VALUES(?, ?, ?) "
                          "ON CONFLICT(id_tag) DO UPDATE SET info=excluded.info, "
