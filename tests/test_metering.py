@@ -162,6 +162,22 @@ def test_tc070_empty_sampled_data_key_means_the_energy_register(csms, firmware):
     csms.assert_no_violations()
 
 
+def test_measurand_lists_from_config_toml_may_have_spaces(csms, firmware):
+    """"a, b" in config.toml is the list a, b; no item may be silently dropped."""
+    fw = start_firmware(csms, firmware, {
+        "MeterValueSampleInterval": 60,
+        "MeterValuesSampledData": "Energy.Active.Import.Register, Power.Active.Import"})
+    got = csms.call("CP-1", "GetConfiguration", {"key": ["MeterValuesSampledData"]})
+    assert got["configurationKey"][0]["value"] == \
+        "Energy.Active.Import.Register,Power.Active.Import"
+    start = start_charging(fw, csms)
+    run_to(fw, epoch(start["timestamp"]) + 60)
+    rec = csms.wait_for("MeterValues")
+    assert [sv["measurand"] for sv in rec["meterValue"][0]["sampledValue"]] == [
+        "Energy.Active.Import.Register", "Power.Active.Import"]
+    csms.assert_no_violations()
+
+
 def test_no_sampled_values_when_the_interval_is_zero(csms, firmware):
     fw = start_firmware(csms, firmware, {"MeterValueSampleInterval": 0})
     start_charging(fw, csms)
@@ -487,6 +503,12 @@ def test_trigger_meter_values_outside_a_transaction(csms, firmware):
                                                 "connectorId": 7}) == {"status": "Rejected"}
     fw.settle()
     assert len(meter_values(csms)) == 1
+    # Without a connectorId: every connector, never connector 0.
+    assert csms.call("CP-1", "TriggerMessage",
+                     {"requestedMessage": "MeterValues"}) == {"status": "Accepted"}
+    fw.settle()
+    assert [r["connectorId"] for r in meter_values(csms)] == [1, 1]
+    assert meter_values(csms)[-1]["meterValue"][0]["sampledValue"][0]["context"] == "Trigger"
     csms.assert_no_violations()
 
 
