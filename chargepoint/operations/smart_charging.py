@@ -21,6 +21,7 @@ import logging
 from typing import TYPE_CHECKING, Optional
 
 from chargepoint import charging_profiles as cp
+from chargepoint.connector import READ_TIMEOUT_S
 from chargepoint.operations import PROFILES, handles, remote
 
 if TYPE_CHECKING:
@@ -41,8 +42,9 @@ class SmartCharging:
     def __init__(self, st: "Station"):
         self.st = st
         self.profiles: list[cp.Profile] = []
-        #: connector id -> TxProfile from a RemoteStartTransaction, bound at the start.
-        self.remote_start_profiles: dict[int, dict] = {}
+        #: connector id -> (idTag, TxProfile, deadline) from a RemoteStartTransaction: bound
+        #: to that idTag's transaction if it begins before the remote start can have lapsed.
+        self.remote_start_profiles: dict[int, tuple[str, dict, float]] = {}
         for cid, body, installed in st.store.execute(
                 "SELECT connector_id, body, installed FROM charging_profiles "
                 "WHERE tx_local IS NULL ORDER BY profile_id").fetchall():
@@ -134,9 +136,10 @@ class SmartCharging:
         self.refresh()
 
     def transaction_started(self, conn: "Connector") -> None:
-        body = self.remote_start_profiles.pop(conn.id, None)
-        if body is not None and conn.tx is not None:
-            body = {**body}
+        entry = self.remote_start_profiles.pop(conn.id, None)
+        if entry is not None and conn.tx is not None and conn.tx.id_tag == entry[0] \
+                and self.st.now <= entry[2]:
+            body = {**entry[1]}
             if conn.tx.transaction_id is not None:
                 body["transactionId"] = conn.tx.transaction_id
             self.install(cp.Profile.from_ocpp(conn.id, body, self.now()), conn.tx.local_id)
@@ -263,7 +266,10 @@ def _remote_start_profile(st: "Station", connector_id: int, id_tag: str, body: d
     if body["stackLevel"] > st.keys.int("ChargeProfileMaxStackLevel") or \
             len(sched["chargingSchedulePeriod"]) > st.keys.int("ChargingScheduleMaxPeriods"):
         return False
-    st.smart.remote_start_profiles[connector_id] = body
+    # Authorization, then ConnectionTimeOut for the plug, then the meter's start reading:
+    # a session that begins later is not the one this remote start asked for.
+    lapse = st.config.response_timeout_s + st.keys.int("ConnectionTimeOut") + READ_TIMEOUT_S
+    st.smart.remote_start_profiles[connector_id] = (id_tag, body, st.now + lapse)
     return True
 
 
