@@ -169,7 +169,10 @@ class Station:
     # ------------------------------------------------------------------ entry point
     def handle(self, event: Any, now: float) -> list[Any]:
         """Consume one event at time `now`; return the actions to carry out, in order."""
+        stepped = now - self.now if self.now < VALID_TIME_FLOOR <= now else None
         self.now = now
+        if stepped is not None:
+            self._clock_set(stepped)
         for step in (lambda: self._dispatch(event), lambda: self.timers.fire_due(now), self._pump):
             try:
                 step()
@@ -200,6 +203,20 @@ class Station:
         t = self.station_time() if at is None else at
         return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds") \
             .replace("+00:00", "Z")
+
+    def _clock_set(self, step: float) -> None:
+        """The system clock jumped past VALID_TIME_FLOOR (NTP on a controller without RTC):
+        deadlines, the CSMS offset and everything stamped by the old clock move with it."""
+        from chargepoint.operations import transactions
+
+        log.warning("system clock set %.0f s forward; moving deadlines and queued times", step)
+        self.timers.shift(step)
+        if self.time_offset is not None:
+            self.time_offset -= step
+        try:
+            transactions.clock_set(self, step)
+        except Exception:
+            log.exception("could not move the stored times with the clock")
 
     def set_csms_time(self, text: str) -> None:
         """Adopt the CSMS's clock (BootNotification / Heartbeat currentTime)."""

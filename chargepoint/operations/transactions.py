@@ -183,6 +183,47 @@ def recover(st: "Station") -> list[Transaction]:
     return stopped
 
 
+def _shift_marks(value, step: float):
+    if isinstance(value, str) and value.startswith(LOCAL_TIME):
+        return f"{LOCAL_TIME}{float(value[len(LOCAL_TIME):]) + step!r}"
+    if isinstance(value, dict):
+        return {k: _shift_marks(v, step) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shift_marks(v, step) for v in value]
+    return value
+
+
+def clock_set(st: "Station", step: float) -> None:
+    """The system clock was set `step` seconds forward past VALID_TIME_FLOOR: local marks,
+    retry times, reading times and transaction starts taken by the old clock move with it,
+    on disk and in memory, so they keep meaning the same instant (never a 1970 date)."""
+    from chargepoint.operations import metering
+    from chargepoint.station import VALID_TIME_FLOOR
+
+    def dump(value) -> str:
+        return json.dumps(value, separators=(",", ":"))
+
+    with st.store.transaction():
+        for item in st.outbox:
+            moved = _shift_marks(item.payload, step)
+            if 0 < item.next_attempt < VALID_TIME_FLOOR:
+                item.next_attempt += step
+            item.payload = moved
+            st.store.execute("UPDATE outbox SET payload=?, next_attempt=? WHERE seq=?",
+                             (dump(moved), item.next_attempt, item.seq))
+        for seq, text in st.store.execute("SELECT seq, meter_value FROM tx_stop_data").fetchall():
+            st.store.execute("UPDATE tx_stop_data SET meter_value=? WHERE seq=?",
+                             (dump(_shift_marks(json.loads(text), step)), seq))
+        for column in ("started", "last_ts"):
+            st.store.execute(f"UPDATE transactions SET {column}={column}+? WHERE {column}<?",
+                             (step, VALID_TIME_FLOOR))
+    for tx in st.ledger.by_local.values():
+        if tx.started < VALID_TIME_FLOOR:
+            tx.started += step
+    metering.sample_interval_changed(st)            # the running samples' grid, new clock
+    metering.schedule_aligned(st)
+
+
 # -------------------------------------------------------------------- sending and answers
 def _resolve_times(st: "Station", value):
     if isinstance(value, str) and value.startswith(LOCAL_TIME):
