@@ -730,6 +730,46 @@ def test_timestamps_made_before_the_clock_is_known_are_corrected_on_sending(csms
     assert not csms.violations
 
 
+def test_system_clock_set_while_offline_moves_the_queued_timestamps(csms, firmware):
+    """The system clock is set (NTP) while offline, before the CSMS told the time: what was
+    stamped by the old clock keeps meaning the same instant, and no 1970 date goes out."""
+    clock = VirtualClock(start=1000.0)
+    csms.stop()
+    fw = boot(csms, firmware, {"AllowOfflineTxForUnknownId": True,
+                               "StopTxnSampledData": REGISTER}, clock=clock)
+    fw.settle()
+    plug_and_tap(fw, "EARLY")
+    running(fw)
+    t0 = clock.now()
+    fw.advance(130)                                          # samples at +60 and +120
+    jump = CSMS_EPOCH - clock.now()
+    clock.set(CSMS_EPOCH)                                    # NTP sets the system clock
+    fw.runtime.wake()
+    fw.settle()
+    assert fw.station.time_known
+    fw.advance(70)                                           # a sample at +180, new clock
+    fw.sim.tap("EARLY")
+    stopped(fw)
+    fw.sim.unplug(1)
+    fw.settle()
+
+    mark = link_up(csms, fw)                                 # the CSMS agrees with NTP
+    assert drained(fw)
+    msgs = tx_messages(csms, after=mark)
+    assert [m.action for m in msgs] == ["StartTransaction"] + ["MeterValues"] * 3 + [
+        "StopTransaction"]
+    real = t0 + jump
+    assert msgs[0]["timestamp"] == iso(real)
+    assert [m["meterValue"][0]["timestamp"] for m in msgs[1:4]] == [
+        iso(real + 60), iso(real + 120), iso(real + 180)]
+    assert msgs[-1]["timestamp"] == iso(real + 200)
+    assert [v["timestamp"] for v in msgs[-1]["transactionData"]] == [
+        iso(real + k) for k in (0, 60, 120, 180, 200)]
+    for record in records(csms):
+        assert "1970" not in json.dumps(record.payload), record
+    assert not csms.violations
+
+
 # -------------------------------------------------------------------- volume
 def test_many_queued_messages_are_all_delivered_once_in_order(csms, firmware):
     """500 samples from a long offline period: every one arrives, once, in order."""
