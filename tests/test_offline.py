@@ -560,6 +560,34 @@ def test_start_given_up_while_its_transaction_goes_on_blocks_nothing(csms, firmw
     assert not csms.violations
 
 
+def test_meter_values_given_up_go_alone_to_outbox_dead(csms, firmware):
+    """Only a StartTransaction takes later messages with it: a MeterValues given up is
+    buried alone and the rest of its transaction is delivered."""
+    csms.handlers["MeterValues"] = Script(InternalError(description="full"),
+                                          InternalError(description="full"), then={})
+    fw = boot(csms, firmware, {"TransactionMessageAttempts": 2,
+                               "TransactionMessageRetryInterval": 5,
+                               "MeterValueSampleInterval": 20})
+    start = start_online(csms, fw)
+    t0 = fw.clock.now()
+    fw.advance(20)
+    doomed = csms.wait_for("MeterValues")
+    fw.advance(10)                                           # retry at +25 fails: given up
+    assert [(a, u, n) for a, u, n, _ in dead(fw)] == [("MeterValues", doomed.unique_id, 2)]
+    fw.advance(10)
+    fw.sim.tap("TAG1")
+    stopped(fw)
+    assert drained(fw)
+    msgs = tx_messages(csms)
+    assert [m.action for m in msgs] == ["StartTransaction", "MeterValues", "MeterValues",
+                                        "MeterValues", "StopTransaction"]
+    assert msgs[1].unique_id == msgs[2].unique_id == doomed.unique_id
+    assert msgs[3]["meterValue"][0]["timestamp"] == iso(t0 + 40)
+    assert msgs[4]["transactionId"] == start.reply["transactionId"]
+    assert len(dead(fw)) == 1
+    assert not csms.violations
+
+
 def test_timeout_counts_as_an_attempt(csms, firmware):
     """No answer within the response timeout (link up) is a failed attempt like a
     CALLERROR: retried with the same id, and given up after the last attempt."""
