@@ -181,11 +181,15 @@ def reserve_now(st: "Station", payload: dict) -> dict:
                 and not st.sessions.waiting_for_plug(c)
                 and not any(r.connector_id == c.id for r in others.values()))
     free = [c for c in targets if usable(c)]
+    held_anywhere = sum(1 for r in others.values() if r.connector_id == 0)
     if cid == 0:
-        held_anywhere = sum(1 for r in others.values() if r.connector_id == 0)
         if len(free) <= held_anywhere:
             return {"status": "Occupied"}
     elif not free:
+        return {"status": "Occupied"}
+    elif sum(1 for c in st.connectors.values()
+             if c.id not in (0, cid) and usable(c)) < held_anywhere:
+        # The connector-0 reservations need this connector: too few others stay free.
         return {"status": "Occupied"}
     st.reservations.add(Reservation(rid, cid, payload["idTag"], payload.get("parentIdTag"),
                                     expiry))
