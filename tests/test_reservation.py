@@ -239,11 +239,15 @@ def test_tc_048_1_faulted_connector(csms, firmware):
     assert stored(fw) == []
 
 
-@pytest.mark.parametrize("occupation", ["plugged", "charging"])
+@pytest.mark.parametrize("occupation", ["plugged", "charging", "id-waiting"])
 def test_tc_048_2_occupied_connector(csms, firmware, occupation):
-    """An EV plugged in (Preparing) or a transaction running: Occupied."""
+    """An EV plugged in (Preparing), a transaction running, or an accepted id waiting for
+    its plug (Preparing, identification first): Occupied, and the waiting id still starts."""
     fw = boot(csms, firmware)
-    act(fw, fw.sim.plug, 1)
+    if occupation == "id-waiting":
+        act(fw, fw.sim.tap, "TAG1")
+    else:
+        act(fw, fw.sim.plug, 1)
     if occupation == "charging":
         act(fw, fw.sim.tap, "TAG1")
         started_with(csms, "TAG1")
@@ -252,6 +256,9 @@ def test_tc_048_2_occupied_connector(csms, firmware, occupation):
     assert reserve(csms, 1) == "Occupied"
     fw.settle()
     assert stored(fw) == []
+    if occupation == "id-waiting":
+        act(fw, fw.sim.plug, 1)
+        assert "reservationId" not in started_with(csms, "TAG1")
 
 
 def test_tc_048_3_unavailable_connector(csms, firmware):
@@ -355,6 +362,24 @@ def test_connector_zero_holds_the_last_free_connector_when_another_drops_out(
     wait_status(csms, "Available", cid=2, after=mark)
     wait_status(csms, "Available", cid=1, after=mark)
     assert statuses(csms, 1, mark) == ["Reserved", "Available"]
+
+
+@pytest.mark.parametrize("connectors", [1, 2])
+def test_direct_reservation_cannot_take_the_connector_zero_reservation_s_last_connector(
+        csms, firmware, connectors):
+    """Once a connector-0 reservation holds the last free connector, ReserveNow for that
+    connector (another reservationId) is Occupied; with a spare connector it is Accepted."""
+    fw = boot(csms, firmware, connectors=TWO_CONNECTORS[:connectors])
+    assert reserve(csms, 0, "RES0", 80) == "Accepted"
+    if connectors == 2:
+        assert reserve(csms, 1, "RES1", 81) == "Accepted"
+    assert reserve(csms, connectors, "RES2", 82) == "Occupied"
+    fw.settle()
+    assert [r[0] for r in stored(fw)] == ([80, 81] if connectors == 2 else [80])
+    mark = len(csms.received)
+    act(fw, fw.sim.plug, connectors)
+    act(fw, fw.sim.tap, "RES0")
+    assert started_with(csms, "RES0", cid=connectors, after=mark)["reservationId"] == 80
 
 
 def test_connector_zero_reservation_used_on_any_connector(csms, firmware):
