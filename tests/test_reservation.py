@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from chargepoint.clock import VirtualClock
-from tests.harness import BASE_SETTINGS
+from tests.harness import BASE_SETTINGS, wait_until
 
 UTC = timezone.utc
 CP = "CP-1"
@@ -192,6 +192,41 @@ def test_tc_046_2_remote_start_on_the_reserved_connector(csms, firmware):
     assert statuses(csms, after=mark) == ["Reserved", "Preparing", "Charging"]
     assert stored(fw) == []
     assert not csms.violations
+
+
+def test_reserved_id_that_lapses_leaves_the_connector_reserved(csms, firmware):
+    """The reserved id presented but nobody plugs in within ConnectionTimeOut: Preparing,
+    then Reserved again (not Available), and the reservation still holds."""
+    fw = boot(csms, firmware, ocpp={"ConnectionTimeOut": 30})
+    mark = len(csms.received)
+    assert reserve(csms, 1, "RES1", 45) == "Accepted"
+    act(fw, fw.sim.tap, "RES1")
+    wait_status(csms, "Preparing", after=mark)
+    fw.advance(31)
+    assert statuses(csms, after=mark) == ["Reserved", "Preparing", "Reserved"]
+    assert stored(fw) == [(45, 1, "RES1")]
+    refused(fw, csms, "OTHER")
+
+
+def test_reservation_holds_offline(csms, firmware):
+    """Offline, the reservation still decides: an unknown id (admitted offline by
+    AllowOfflineTxForUnknownId) does not start on the reserved connector, the reserved id
+    does, and its StartTransaction reaches the CSMS later with the reservationId."""
+    fw = boot(csms, firmware, ocpp={"AllowOfflineTxForUnknownId": True})
+    assert reserve(csms, 1, "RES1", 44) == "Accepted"
+    wait_status(csms, "Reserved")
+    csms.stop(graceful=False)
+    assert wait_until(lambda: not fw.station.connected)
+    fw.settle()
+    refused(fw, csms, "OTHER")
+    act(fw, fw.sim.plug, 1)
+    act(fw, fw.sim.tap, "RES1")
+    assert wait_until(lambda: fw.station.connectors[1].tx is not None)
+    assert stored(fw) == []
+    mark = len(csms.received)
+    csms.start()
+    begin = csms.wait_for("StartTransaction", after=mark, timeout=10)
+    assert begin["idTag"] == "RES1" and begin["reservationId"] == 44
 
 
 # --------------------------------------------------------------------------- TC_047
