@@ -155,6 +155,11 @@ class Connector:
 
     def available(self) -> bool:
         charger = self.station.connectors[0]
+        if self.id != 0 and self.tx is None and not self.starting:
+            from chargepoint.operations import availability
+
+            if availability.charger_going_out(self.station):
+                return False
         return self.operative and (self.id == 0 or charger.operative)
 
     def status(self) -> str:

@@ -28,9 +28,23 @@ def _busy(st: "Station", cid: int) -> bool:
     return any(st.connectors[i].tx is not None or st.connectors[i].starting for i in ids)
 
 
+def charger_going_out(st: "Station") -> bool:
+    """Connector 0 is scheduled Inoperative: idle connectors take no new session meanwhile,
+    or overlapping sessions could keep the charger in service for ever."""
+    return getattr(st, "charger_going_out", False)
+
+
+def _remember(st: "Station") -> None:
+    st.charger_going_out = st.store.get_state(_scheduled_key(0)) == "Inoperative"
+
+
 def _apply(st: "Station", cid: int, operative: bool) -> None:
     conn = st.connectors[cid]
+    was_going_out = cid == 0 and charger_going_out(st)
     st.store.delete_state(_scheduled_key(cid))
+    _remember(st)
+    if was_going_out:
+        _notify_connectors(st)
     if conn.operative != operative:
         conn.set_operative(operative)
         log.info("connector %d is now %s", cid, "Operative" if operative else "Inoperative")
@@ -50,10 +64,19 @@ def change_availability(st: "Station", payload: dict) -> dict:
     # withdraws a change still scheduled.
     if _busy(st, cid) and st.connectors[cid].operative != operative:
         st.store.set_state(_scheduled_key(cid), kind)
+        _remember(st)
         log.info("connector %d becomes %s when its transaction ends", cid, kind)
+        if cid == 0:
+            _notify_connectors(st)
         return {"status": "Scheduled"}
     _apply(st, cid, operative)
     return {"status": "Accepted"}
+
+
+def _notify_connectors(st: "Station") -> None:
+    for other in st.connectors.values():
+        if other.id != 0:
+            other.changed()
 
 
 def apply_scheduled(st: "Station", conn: "Connector" = None) -> None:
@@ -65,5 +88,6 @@ def apply_scheduled(st: "Station", conn: "Connector" = None) -> None:
 
 
 def install(st: "Station") -> None:
+    _remember(st)
     st.sessions.on_transaction_ended.append(lambda conn: apply_scheduled(st, conn))
     apply_scheduled(st)

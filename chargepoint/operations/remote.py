@@ -46,7 +46,7 @@ def remote_start(st: "Station", payload: dict) -> dict:
         log.warning("RemoteStartTransaction for %s on connector %s rejected: not free",
                     id_tag, payload.get("connectorId", "(any)"))
         return {"status": "Rejected"}
-    if st.sessions.pending is not None:
+    if st.sessions.pending is not None and not conn.pilot.vehicle_connected:
         log.warning("RemoteStartTransaction rejected: idTag %s already waits for a plug",
                     st.sessions.pending.id_tag)
         return {"status": "Rejected"}
