@@ -18,6 +18,13 @@ ALL_SIM = ("Energy.Active.Import.Register,Power.Active.Import,Current.Import,Vol
            "Frequency,Current.Offered,Power.Offered")
 
 
+@pytest.fixture(autouse=True)
+def every_message_valid(csms):
+    """Whatever a test checks, every MeterValues (and all else) must pass the schemas."""
+    yield
+    csms.assert_no_violations()
+
+
 def sim_connector(cid, **extra):
     return {"id": cid, "fixed_cable": True, "meter": {"type": "sim", "initial_wh": INITIAL_WH},
             "contactor": {"type": "sim"}, "pilot": {"type": "sim"},
