@@ -54,7 +54,7 @@ class Transaction:
     info: dict = field(default_factory=dict)
 
     def energy_allowed(self, register_wh: Optional[float]) -> bool:
-        if self.stopping:
+        if self.stopping or self.ev_disconnected:    # nobody to offer current to
             return False
         if not self.deauthorized:
             return True
