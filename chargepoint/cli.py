@@ -177,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("sim", help="drive the simulated charger of a running firmware",
-                         description="commands: plug N, unplug N [ev|socket], tap IDTAG, ev-suspend N, "
-                                     "ev-resume N, fault WHAT N, clear-fault WHAT N, status")
+                         description="commands: plug N, unplug N [ev|socket], tap IDTAG, "
+                                     "ev-suspend N, ev-resume N, fault WHAT N, "
+                                     "clear-fault WHAT N, status")
     sim.add_argument("--socket", help="control socket (default: the firmware's default)")
     sim.add_argument("--config", default="config.toml",
                      help="read system.sim_socket from this file if it exists")
