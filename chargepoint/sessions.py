@@ -89,14 +89,14 @@ def _notify_all(st: "Station") -> None:
 def on_tag(st: "Station", id_tag: str) -> None:
     running = [c for c in st.connectors.values() if c.tx is not None and not c.tx.stopping]
     for conn in running:
-        if conn.tx.id_tag == id_tag:
+        if authorize.same_id(conn.tx.id_tag, id_tag):
             stop(st, conn, "Local", id_tag)
             return
-    parents = {c.tx.parent_id_tag for c in running if c.tx.parent_id_tag}
+    parents = {authorize.id_key(c.tx.parent_id_tag) for c in running if c.tx.parent_id_tag}
     if parents:
         local = authorize.local_entry(st, id_tag)
         valid = local is not None and authorize.is_valid(st, local[0])
-        if valid and local[0].get("parentIdTag") in parents:
+        if valid and authorize.id_key(local[0].get("parentIdTag")) in parents:
             _stop_by_parent(st, id_tag, local[0]["parentIdTag"])
             return
         if not valid:
@@ -104,7 +104,7 @@ def on_tag(st: "Station", id_tag: str) -> None:
             # ask before deciding (TC_069).
             authorize.authorize(st, id_tag, lambda d: _authorized(st, id_tag, d, parents))
             return
-    if st.sessions.pending is not None and st.sessions.pending.id_tag == id_tag:
+    if st.sessions.pending is not None and authorize.same_id(st.sessions.pending.id_tag, id_tag):
         log.info("idTag %s is already waiting for a plug", id_tag)
         return
     if not any(is_free(st, c, check_reservations=False) and st.reservations.may_admit(c, id_tag)
@@ -117,7 +117,7 @@ def on_tag(st: "Station", id_tag: str) -> None:
 def _stop_by_parent(st: "Station", id_tag: str, parent: str) -> bool:
     for conn in st.connectors.values():
         tx = conn.tx
-        if tx is not None and not tx.stopping and tx.parent_id_tag == parent:
+        if tx is not None and not tx.stopping and authorize.same_id(tx.parent_id_tag, parent):
             stop(st, conn, "Local", id_tag)
             return True
     return False
@@ -125,7 +125,8 @@ def _stop_by_parent(st: "Station", id_tag: str, parent: str) -> bool:
 
 def _authorized(st: "Station", id_tag: str, decision: authorize.Decision,
                 parents: set) -> None:
-    if decision.accepted and decision.parent_id_tag and decision.parent_id_tag in parents:
+    if decision.accepted and decision.parent_id_tag and \
+            authorize.id_key(decision.parent_id_tag) in parents:
         if _stop_by_parent(st, id_tag, decision.parent_id_tag):
             return
     if not decision.accepted:
@@ -223,12 +224,13 @@ def start(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Dec
             conn.changed()
             return
         begin_values = metering.stop_values(st, conn, reading, st.now, "Transaction.Begin")
-        tx = transactions.begin(st, conn, id_tag, decision, reading.energy_import_wh,
-                                reservation_id, begin_values)
-        conn.tx = tx
-        conn.finishing = False
-        if reservation_id is not None:
-            st.reservations.remove(reservation_id, f"used by transaction {tx.local_id}")
+        with st.store.transaction():   # a used reservation ends in the same commit
+            tx = transactions.begin(st, conn, id_tag, decision, reading.energy_import_wh,
+                                    reservation_id, begin_values)
+            conn.tx = tx
+            conn.finishing = False
+            if reservation_id is not None:
+                st.reservations.remove(reservation_id, f"used by transaction {tx.local_id}")
         metering.transaction_started(st, conn, tx)
         for hook in st.sessions.on_transaction_started:
             hook(conn)

@@ -102,6 +102,19 @@ MIGRATIONS: list[str] = [
         tx_local INTEGER
     );
     """,
+    # 5: idTags are case-insensitive (IdToken is a CiString20)
+    """
+    CREATE TABLE auth_cache_ci (id_tag TEXT PRIMARY KEY COLLATE NOCASE, info TEXT NOT NULL,
+                                updated REAL NOT NULL);
+    INSERT OR REPLACE INTO auth_cache_ci SELECT id_tag, info, updated FROM auth_cache
+        ORDER BY updated;
+    DROP TABLE auth_cache;
+    ALTER TABLE auth_cache_ci RENAME TO auth_cache;
+    CREATE TABLE local_list_ci (id_tag TEXT PRIMARY KEY COLLATE NOCASE, info TEXT NOT NULL);
+    INSERT OR REPLACE INTO local_list_ci SELECT id_tag, info FROM local_list;
+    DROP TABLE local_list;
+    ALTER TABLE local_list_ci RENAME TO local_list;
+    """,
 ]
 
 

@@ -491,3 +491,18 @@ def test_sigkill_during_a_full_update_leaves_the_old_or_the_new_list(csms, kill_
         cp.start()
         _registered(csms, mark)
         assert list_version(csms, cp=KILL_CP) == installed
+
+
+def test_ids_match_without_regard_to_case(csms, firmware):
+    """IdToken is a CiString20: a list entry sent in lower case admits the card that reads
+    in upper case, a second entry differing only in case is a duplicate, and the same card
+    in another case stops the transaction it started."""
+    fw = boot(csms, firmware, ocpp={"LocalAuthorizeOffline": True,
+                                    "AllowOfflineTxForUnknownId": False})
+    assert send_list(csms, 1, [entry("abc123"), entry("ABC123")]) == "Failed"
+    assert send_list(csms, 1, [entry("abc123")]) == "Accepted"
+    link_down(csms, fw)
+    assert present(fw, "ABC123")
+    act(fw, fw.sim.tap, "Abc123")
+    fw.advance(2)
+    assert not tx_running(fw)

@@ -39,6 +39,15 @@ class Decision:
         return self.info.get("parentIdTag")
 
 
+def id_key(id_tag: Optional[str]) -> Optional[str]:
+    """IdToken is a CiString20: compare ids without regard to (ASCII) case."""
+    return None if id_tag is None else id_tag.upper()
+
+
+def same_id(a: Optional[str], b: Optional[str]) -> bool:
+    return a is not None and b is not None and a.upper() == b.upper()
+
+
 def _expiry(info: dict) -> Optional[float]:
     text = info.get("expiryDate")
     if not text:

@@ -109,7 +109,7 @@ def send_local_list(st: "Station", payload: dict) -> dict:
         log.warning("SendLocalList with %d entries refused (SendLocalListMaxLength %d)",
                     len(entries), limit)
         return {"status": "Failed"}
-    if len({e["idTag"] for e in entries}) != len(entries):
+    if len({e["idTag"].upper() for e in entries}) != len(entries):
         log.warning("SendLocalList refused: an idTag appears twice")
         return {"status": "Failed"}
     if full and any(e.get("idTagInfo") is None for e in entries):

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Optional
 
 from chargepoint.operations import PROFILES, handles
+from chargepoint.operations.authorize import same_id
 
 if TYPE_CHECKING:
     from chargepoint.connector import Connector
@@ -38,8 +39,7 @@ class Reservation:
     expiry: float                      # station time (UTC seconds)
 
     def admits(self, id_tag: Optional[str], parent_id_tag: Optional[str]) -> bool:
-        return id_tag is not None and (id_tag == self.id_tag or (
-            self.parent_id_tag is not None and parent_id_tag == self.parent_id_tag))
+        return same_id(id_tag, self.id_tag) or same_id(parent_id_tag, self.parent_id_tag)
 
 
 class Reservations:
@@ -75,7 +75,8 @@ class Reservations:
         """Could `id_tag` start on `conn`, its parentIdTag still unknown? Only a reservation
         with a parentIdTag makes another id worth an Authorize.req (TC_046_1, TC_053)."""
         held = self.holding(conn)
-        return not held or any(r.id_tag == id_tag or r.parent_id_tag is not None for r in held)
+        return not held or any(same_id(r.id_tag, id_tag) or r.parent_id_tag is not None
+                               for r in held)
 
     def blocks(self, conn: "Connector", id_tag: Optional[str],
                parent_id_tag: Optional[str]) -> bool:
