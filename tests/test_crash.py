@@ -7,7 +7,8 @@ last reading on disk. Unit tests check each piece; this checks them together aga
 process that really dies, with the meter's register surviving it (hal/sim.py
 `register_file`), judged only from the Central System's own log.
 
-The normal run does 24 kills in about 35 s. Hundreds, with a chosen seed if you like:
+The normal run does 24 kills in 25-35 s. Hundreds (300: about 6 minutes), with a chosen
+seed if you like:
 
     CRASH_KILLS=300 python3 dev.py test tests/test_crash.py
     CRASH_KILLS=300 CRASH_SEED=1234 python3 dev.py test tests/test_crash.py
