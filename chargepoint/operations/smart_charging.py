@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Optional
 
 from chargepoint import charging_profiles as cp
@@ -240,7 +241,7 @@ def get_composite_schedule(st: "Station", payload: dict) -> dict:
         return {"status": "Rejected"}
     smart: SmartCharging = st.smart
     unit = payload.get("chargingRateUnit") or "A"
-    start = st.station_time()
+    start = float(math.floor(st.station_time()))   # startSchedule is in whole seconds
     duration = payload["duration"]
     if cid == 0:
         info = cp.Connection(max(c.info.phases for c in st.connectors.values()),
