@@ -19,8 +19,9 @@ from tests.harness import BASE_SETTINGS
 
 CP = "CP-1"
 CPMAX, TXDEFAULT, TX = "ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"
-#: Station time at boot: Monday 2026-03-02 17:00:00.25 UTC.
-OFFSET = datetime(2026, 3, 2, 17, tzinfo=timezone.utc).timestamp() + 0.25 - VirtualClock().now()
+#: Station time at boot: Monday 2026-03-02 21:30:00.25 UTC.
+OFFSET = datetime(2026, 3, 2, 21, 30, tzinfo=timezone.utc).timestamp() + 0.25 \
+    - VirtualClock().now()
 THREE_PHASE_W = 230 * 3
 
 
@@ -37,7 +38,9 @@ def boot(csms, firmware, ocpp=None, connectors=None):
     """A firmware whose CSMS runs OFFSET ahead of the virtual clock, every connector
     reported."""
     clock = VirtualClock()
-    csms.now = lambda: datetime.fromtimestamp(clock.now() + OFFSET, timezone.utc)
+    shift = [0.0]                     # a later correction of the CSMS's clock, in seconds
+    csms.heartbeat_interval = 86400   # hours of virtual time without a heartbeat every 300 s
+    csms.now = lambda: datetime.fromtimestamp(clock.now() + OFFSET + shift[0], timezone.utc)
     overrides = {"ocpp": {"MeterValueSampleInterval": 0, **(ocpp or {})}}
     if connectors is not None:
         overrides["connectors"] = connectors
@@ -46,6 +49,7 @@ def boot(csms, firmware, ocpp=None, connectors=None):
         csms.wait_for("StatusNotification", lambda r, cid=conn["id"]: r["connectorId"] == cid)
     fw.settle()
     assert fw.station.time_offset == pytest.approx(OFFSET)
+    fw.csms_shift = shift
     return fw
 
 
@@ -597,6 +601,73 @@ def test_the_profile_limit_reaches_the_pilot(csms, firmware):
         assert duty_cycle_for_current(offered(fw)) == pytest.approx(duty, abs=0.001)
 
 
+def test_daily_default_follows_the_clock_across_midnight(csms, firmware):
+    """A daily TxDefaultProfile from Monday 00:00: 16 A, 8 A from 01:00, 12 A from 22:00;
+    a session from Monday 21:30 follows it into Tuesday, where it restarts at midnight."""
+    fw = boot(csms, firmware)
+    monday = datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp()
+    assert set_profile(csms, 0, body(1, TXDEFAULT, [(0, 16), (3600, 8), (22 * 3600, 12)],
+                                     kind="Recurring", recurrency="Daily",
+                                     start=monday)) == "Accepted"
+    charge(fw, csms)
+    assert offered(fw) == 8.0
+    assert periods(csms, duration=4 * 3600) == [{"startPeriod": 0, "limit": 8.0},
+                                                {"startPeriod": 1800, "limit": 12.0},
+                                                {"startPeriod": 9000, "limit": 16.0},
+                                                {"startPeriod": 12600, "limit": 8.0}]
+    seen = []
+    for t in (22 * 3600 - 1, 22 * 3600, 24 * 3600 - 1, 24 * 3600, 25 * 3600):
+        run_to(fw, csms, monday + t)
+        seen.append(offered(fw))
+    assert seen == [8.0, 12.0, 12.0, 16.0, 8.0]
+
+
+def test_relative_default_runs_from_each_transactions_start(csms, firmware):
+    fw = boot(csms, firmware)
+    assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10), (300, 20)],
+                                     kind="Relative")) == "Accepted"
+    fw.advance(1000)                                  # installed long before the session
+    begin = charge(fw, csms)
+    started = epoch(begin["timestamp"])
+    assert offered(fw) == 10.0
+    fw.advance(100)
+    assert periods(csms, duration=600) == [{"startPeriod": 0, "limit": 10.0},
+                                           {"startPeriod": 200, "limit": 20.0}]
+    run_to(fw, csms, started + 300)
+    assert offered(fw) == 20.0
+
+
+def test_clearing_a_tx_profile_restores_the_default_at_once(csms, firmware):
+    fw = boot(csms, firmware)
+    begin = charge(fw, csms)
+    assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 16)], start=now(csms))) == "Accepted"
+    assert set_profile(csms, 1, body(2, TX, [(0, 8)], tx_id=tx_id(begin))) == "Accepted"
+    fw.settle()
+    assert offered(fw) == 8.0
+    assert clear(csms, chargingProfilePurpose=TX) == "Accepted"
+    fw.settle()
+    assert offered(fw) == 16.0
+
+
+def test_a_clock_correction_applies_the_limit_of_the_new_time(csms, firmware):
+    """The CSMS's clock moves an hour ahead; the next Heartbeat brings the charger to
+    the profile's period of the new time without waiting for the old deadline."""
+    fw = boot(csms, firmware)
+    s = now(csms)
+    assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 32), (3600, 10)], start=s)) == \
+        "Accepted"
+    charge(fw, csms)
+    fw.advance(60)
+    assert offered(fw) == 32.0
+    fw.csms_shift[0] = 3600.0
+    assert csms.call(CP, "TriggerMessage", {"requestedMessage": "Heartbeat"})["status"] == \
+        "Accepted"
+    csms.wait_for("Heartbeat")
+    fw.settle()
+    assert fw.station.time_offset == pytest.approx(OFFSET + 3600)
+    assert offered(fw) == 10.0
+
+
 # --------------------------------------------------------------------------- persistence
 
 @pytest.mark.parametrize("how", ["cut_power", "restart"])
@@ -626,6 +697,21 @@ def test_profiles_survive_a_restart_except_tx_profiles(csms, firmware, how):
     assert clear(csms, id=2) == "Accepted"
     fw.settle()
     assert offered(fw) == 20.0                              # the cap is still there
+
+
+def test_absolute_profile_keeps_its_installation_time_across_a_restart(csms, firmware):
+    """Without startSchedule an Absolute profile starts when it was installed, and a
+    restart does not start it again."""
+    fw = boot(csms, firmware)
+    assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10)], duration=3600)) == "Accepted"
+    fw.advance(600)
+    mark = len(csms.received)
+    fw.restart()
+    csms.wait_for("BootNotification", after=mark)
+    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1, after=mark)
+    fw.settle()
+    assert periods(csms, duration=3600) == [{"startPeriod": 0, "limit": 10.0},
+                                            {"startPeriod": 3000, "limit": 32.0}]
 
 
 def test_a_tx_profile_ends_with_its_transaction(csms, firmware):
@@ -665,6 +751,25 @@ def test_the_chargers_limits_reject_profiles(csms, firmware):
     # and the rules of the profile itself
     assert set_profile(csms, 1, body(6, CPMAX, [(0, 10)])) == "Rejected"
     assert set_profile(csms, 7, body(6, TXDEFAULT, [(0, 10)])) == "Rejected"
+
+
+def test_composite_periods_are_counted_from_the_start_schedule_it_reports(csms, firmware):
+    """The station's clock has a fraction of a second; startSchedule is given in whole
+    seconds, so the periods must count from that very second: startSchedule + startPeriod
+    is the instant the limit changes."""
+    fw = boot(csms, firmware)
+    half_past = datetime(2026, 3, 2, 21, 30, tzinfo=timezone.utc).timestamp()
+    change = half_past + 1800
+    assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 8), (1800, 12)],
+                                     start=half_past)) == "Accepted"
+    for minute, fraction in ((10, 0.0), (11, 0.5), (12, 0.75)):
+        run_to(fw, csms, half_past + minute * 60 + fraction)
+        answer = composite(csms, 1, 3600)
+        sched = answer["chargingSchedule"]
+        assert sched["startSchedule"] == answer["scheduleStart"]
+        (first, second) = sched["chargingSchedulePeriod"]
+        assert first["limit"] == 8.0 and second["limit"] == 12.0
+        assert epoch(sched["startSchedule"]) + second["startPeriod"] == change, fraction
 
 
 def test_composite_schedule_of_connector_zero_and_an_unknown_connector(csms, firmware):
