@@ -168,8 +168,12 @@ def _why_invalid(st: "Station", cid: int, body: dict) -> Optional[str]:
         wanted = body.get("transactionId")
         if wanted is not None and wanted != conn.tx.transaction_id:
             return f"transactionId {wanted} is not the connector's transaction"
+    if body["stackLevel"] < 0:
+        return "a negative stackLevel"
     if body["stackLevel"] > st.keys.int("ChargeProfileMaxStackLevel"):
         return f"stackLevel above ChargeProfileMaxStackLevel ({st.keys.int('ChargeProfileMaxStackLevel')})"
+    if not periods:
+        return "no chargingSchedulePeriod"
     if len(periods) > st.keys.int("ChargingScheduleMaxPeriods"):
         return f"more periods than ChargingScheduleMaxPeriods ({st.keys.int('ChargingScheduleMaxPeriods')})"
     if _UNITS[sched["chargingRateUnit"]] not in st.keys.list("ChargingScheduleAllowedChargingRateUnit"):
