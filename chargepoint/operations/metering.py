@@ -264,13 +264,15 @@ def trigger(st: "Station", connector_id: Optional[int]) -> None:
         conn = st.connectors[cid]
 
         def send(reading: Optional[MeterReading], conn=conn) -> None:
-            if reading is None:
+            now = st.timestamp()
+            if reading is None or now is None:      # no reading, or no trustworthy time
+                log.warning("triggered MeterValues for connector %d not sent: %s", conn.id,
+                            "no meter reading" if reading is None else "the time is unknown")
                 return
             values = sampled_values(conn, reading, _measurands(st, "MeterValuesSampledData"),
                                     "Trigger")
             body = {"connectorId": conn.id,
-                    "meterValue": [{"timestamp": st.timestamp() or stamp(st),
-                                    "sampledValue": values}]}
+                    "meterValue": [{"timestamp": now, "sampledValue": values}]}
             if conn.tx is not None and conn.tx.transaction_id is not None:
                 body["transactionId"] = conn.tx.transaction_id
             st.send_call("MeterValues", body, before_accept=True)
