@@ -155,13 +155,15 @@ def install(st: "Station") -> None:
 
 
 # ------------------------------------------------------------------------- checks
-def _why_invalid(st: "Station", cid: int, body: dict) -> Optional[str]:
+def _why_invalid(st: "Station", cid: int, body: dict, running: bool = True) -> Optional[str]:
+    """Why `body` cannot be installed on `cid` (None: it can). `running=False` leaves out
+    the running-transaction rule, for a TxProfile that comes with a remote start."""
     purpose = body["chargingProfilePurpose"]
     sched = body["chargingSchedule"]
     periods = sched["chargingSchedulePeriod"]
     if purpose == "ChargePointMaxProfile" and cid != 0:
         return "a ChargePointMaxProfile belongs on connector 0"
-    if purpose == "TxProfile":
+    if purpose == "TxProfile" and running:
         conn = st.connectors.get(cid)
         if cid == 0 or conn is None or conn.tx is None or conn.tx.stopping:
             return "a TxProfile needs a running transaction on its connector"
@@ -267,9 +269,10 @@ def _remote_start_profile(st: "Station", connector_id: int, id_tag: str, body: d
     """RemoteStartTransaction's TxProfile: checked now, installed when the transaction starts."""
     if body.get("transactionId") is not None:
         return False               # there is no transaction yet to match
-    sched = body["chargingSchedule"]
-    if body["stackLevel"] > st.keys.int("ChargeProfileMaxStackLevel") or \
-            len(sched["chargingSchedulePeriod"]) > st.keys.int("ChargingScheduleMaxPeriods"):
+    why = _why_invalid(st, connector_id, body, running=False)
+    if why:
+        log.warning("RemoteStartTransaction's TxProfile %s rejected: %s",
+                    body["chargingProfileId"], why)
         return False
     # Authorization, then ConnectionTimeOut for the plug, then the meter's start reading:
     # a session that begins later is not the one this remote start asked for.
