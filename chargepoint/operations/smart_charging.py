@@ -98,11 +98,10 @@ class SmartCharging:
             return
         starts = [self._tx(c)[0] for c in self.st.connectors.values()]
         nxt = cp.next_change(self.profiles, self.now(), HORIZON_S, starts)
-        if nxt is None:
-            self.st.timers.cancel("smart-charging")
-        else:
-            local = nxt - (self.st.time_offset or 0.0)
-            self.st.timers.set("smart-charging", local, self.refresh)
+        if nxt is None:                 # nothing within the horizon: look again at its end
+            nxt = self.now() + HORIZON_S
+        local = nxt - (self.st.time_offset or 0.0)
+        self.st.timers.set("smart-charging", local, self.refresh)
 
     # -- changes
     def install(self, profile: cp.Profile, tx_local: Optional[int] = None) -> None:
