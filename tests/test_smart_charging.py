@@ -753,6 +753,55 @@ def test_the_chargers_limits_reject_profiles(csms, firmware):
     assert set_profile(csms, 7, body(6, TXDEFAULT, [(0, 10)])) == "Rejected"
 
 
+def test_profiles_the_schema_lets_through_but_ocpp_forbids_are_rejected(csms, firmware):
+    """No periods, a negative stack level, periods out of order or not from 0, a negative
+    limit, a Recurring profile without startSchedule: Rejected, not an error."""
+    fw = boot(csms, firmware)
+    s = now(csms)
+    bad = [body(1, TXDEFAULT, []), body(1, TXDEFAULT, [(0, 10)], stack=-1),
+           body(1, TXDEFAULT, [(60, 10)]), body(1, TXDEFAULT, [(0, 10), (0, 12)]),
+           body(1, TXDEFAULT, [(0, 10), (120, 12), (60, 8)]), body(1, TXDEFAULT, [(0, -1)]),
+           body(1, TXDEFAULT, [(0, 10)], kind="Recurring", recurrency="Daily"),
+           body(1, TXDEFAULT, [(0, 10)], kind="Recurring", start=s)]
+    for profile in bad:
+        assert set_profile(csms, 1, profile) == "Rejected", profile
+    assert clear(csms) == "Unknown"
+    fw.settle()
+    assert fw.runtime is not None and csms.connected(CP)
+
+
+def test_remote_start_profile_is_checked_like_any_other(csms, firmware):
+    """A RemoteStartTransaction's TxProfile that SetChargingProfile would reject makes the
+    remote start Rejected: unit not allowed, periods not from 0, one profile too many."""
+    fw = boot(csms, firmware, ocpp={"ChargingScheduleAllowedChargingRateUnit": "Current",
+                                    "MaxChargingProfilesInstalled": 1})
+    fw.sim.plug(1)
+    fw.settle()
+    mark = len(csms.received)
+
+    def remote(profile):
+        return csms.call(CP, "RemoteStartTransaction", {
+            "connectorId": 1, "idTag": "REMOTE1", "chargingProfile": profile})["status"]
+
+    assert remote(body(9, TX, [(0, 6900)], unit="W")) == "Rejected"
+    assert remote(body(9, TX, [(60, 10)])) == "Rejected"
+    assert set_profile(csms, 0, body(1, CPMAX, [(0, 20)])) == "Accepted"
+    assert remote(body(9, TX, [(0, 10)])) == "Rejected"
+    fw.settle()
+    assert csms.records("StartTransaction", after=mark) == []
+
+
+def test_a_change_more_than_the_timer_horizon_ahead_is_still_awaited(csms, firmware):
+    """A profile that starts in nine days: the charger keeps a timer running so that a
+    session still open then is limited on time."""
+    fw = boot(csms, firmware)
+    assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10)],
+                                     start=now(csms) + 9 * 86400)) == "Accepted"
+    fw.settle()
+    due = fw.station.timers.when("smart-charging")
+    assert due is not None and due + OFFSET <= now(csms) + 9 * 86400
+
+
 def test_composite_periods_are_counted_from_the_start_schedule_it_reports(csms, firmware):
     """The station's clock has a fraction of a second; startSchedule is given in whole
     seconds, so the periods must count from that very second: startSchedule + startPeriod
