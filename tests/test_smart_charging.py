@@ -544,6 +544,7 @@ def test_charge_point_max_profile_is_shared_between_charging_connectors(csms, fi
     assert (offered(fw, 1), offered(fw, 2)) == (20.0, 20.0)
     assert hw(fw, 1)["power_w"] + hw(fw, 2)["power_w"] == 40 * THREE_PHASE_W
     assert periods(csms, 0) == [{"startPeriod": 0, "limit": 40.0}]
+    assert periods(csms, 1) == [{"startPeriod": 0, "limit": 32.0}]   # the cap, unshared
     # below 6 A each: nobody charges; the transactions stay open
     assert set_profile(csms, 0, body(1, CPMAX, [(0, 10)], start=now(csms))) == "Accepted"
     fw.settle()
