@@ -5,6 +5,9 @@ import queue
 import threading
 import time
 
+#: Before this instant the system clock is not trusted (a Pi without RTC boots in 1970).
+VALID_TIME_FLOOR = 1577836800.0  # 2020-01-01T00:00:00Z
+
 
 class SystemClock:
     """Wall-clock seconds since the epoch (UTC). Used in production."""

@@ -3,7 +3,8 @@
 Connector 0 stands for the charger as a whole. The status is derived from the
 facts (availability, active faults, pilot state, session) rather than stored,
 so it can never disagree with them; `chargepoint.operations.status` reports it
-whenever it changes.
+whenever it changes. Hardware events reach it through `chargepoint.sessions.on_hardware`,
+which updates these facts and reacts to them.
 """
 from __future__ import annotations
 
@@ -73,41 +74,6 @@ class Connector:
         reading = self.reading.energy_import_wh if self.reading is not None else None
         return self.tx is not None and self.tx.energy_allowed(reading)
 
-    # -- facts from the hardware
-    def on_hardware(self, event) -> None:
-        from chargepoint import sessions
-
-        if isinstance(event, hal_events.HardwareFault):
-            if event.active:
-                self.faults[event.code] = event
-                log.warning("connector %d fault %s: %s", self.id, event.code.value, event.info)
-                if event.code == hal_events.FaultCode.POWER_METER_FAILURE:
-                    self._answer_readers(None)
-            elif self.faults.pop(event.code, None) is not None:
-                log.info("connector %d fault %s cleared", self.id, event.code.value)
-        elif isinstance(event, hal_events.PilotStateChanged):
-            before, self.pilot = self.pilot, event.state
-            if before.vehicle_connected != event.state.vehicle_connected:
-                sessions.vehicle_changed(self.station, self, event.state.vehicle_connected)
-            elif not self.occupied_by_ev:
-                self.finishing = False          # e.g. the first report after a restart
-        elif isinstance(event, hal_events.MeterSampled):
-            was_allowed = self.authorized
-            self.reading = event.reading
-            self._answer_readers(event.reading)
-            if self.authorized != was_allowed:      # MaxEnergyOnInvalidId reached
-                self.changed()
-            return
-        elif isinstance(event, hal_events.CableDetected):
-            self.cable_ampacity = event.ampacity_a
-            if not self.occupied_by_ev:
-                self.finishing = False
-            self.changed()
-            return
-        if isinstance(event, hal_events.HardwareFault):
-            sessions.fault_changed(self.station, self, event)
-        self.changed()
-
     # -- fresh readings on demand
     def read_meter(self, then: Callable[[Optional[MeterReading]], None]) -> None:
         """Call `then(reading)` with a reading taken now (None if the meter failed)."""
@@ -120,13 +86,14 @@ class Connector:
 
             self.station.emit(act.ReadMeter(self.id))
             self.station.timers.set(f"meter-read:{self.id}", self.station.now + READ_TIMEOUT_S,
-                                    lambda: self._answer_readers(None))
+                                    lambda: self.answer_readers(None))
 
     @property
     def reading_pending(self) -> bool:
         return bool(self._reading_waiters)
 
-    def _answer_readers(self, reading: Optional[MeterReading]) -> None:
+    def answer_readers(self, reading: Optional[MeterReading]) -> None:
+        """Hand a reading (None: the meter failed) to everyone waiting for one."""
         waiters, self._reading_waiters = self._reading_waiters, []
         self.station.timers.cancel(f"meter-read:{self.id}")
         if reading is None and waiters:
@@ -135,9 +102,8 @@ class Connector:
             then(reading)
 
     def changed(self) -> None:
-        from chargepoint.operations import status
-
-        status.notify(self.station, self.id)
+        """Something this connector's status or outputs depend on changed."""
+        self.station.connector_changed(self.id)
         # A reservation of connector 0 holds whichever connectors are the last free ones,
         # so this connector going busy, Unavailable or Faulted can make another Reserved
         # (told once a start is decided: the reserved id may be the one starting here).
@@ -146,7 +112,7 @@ class Connector:
                 r.connector_id == 0 for r in reservations.active.values()):
             for other in self.station.connectors:
                 if other not in (0, self.id):
-                    status.notify(self.station, other)
+                    self.station.connector_changed(other)
 
     # -- what OCPP sees
     @property
@@ -155,11 +121,9 @@ class Connector:
 
     def available(self) -> bool:
         charger = self.station.connectors[0]
-        if self.id != 0 and self.tx is None and not self.starting:
-            from chargepoint.operations import availability
-
-            if availability.charger_going_out(self.station):
-                return False
+        if self.id != 0 and self.tx is None and not self.starting and \
+                getattr(self.station, "charger_going_out", False):
+            return False                # the whole charger is scheduled Inoperative
         return self.operative and (self.id == 0 or charger.operative)
 
     def status(self) -> str:

@@ -63,6 +63,9 @@ class Sessions:
         #: Called with the connector once its transaction has started (smart charging).
         self.on_transaction_started: list[Callable[["Connector"], None]] = []
 
+    def deauthorized(self, tx: transactions.Transaction, info: dict) -> None:
+        deauthorized(self.st, tx, info)
+
     def waiting_for_plug(self, conn: "Connector") -> bool:
         pending = self.pending
         return pending is not None and pending.fits(conn) and is_free(
@@ -165,6 +168,36 @@ def _connection_timed_out(st: "Station") -> None:
 
 
 # -------------------------------------------------------------------- the hardware
+def on_hardware(st: "Station", conn: "Connector", event) -> None:
+    """A hardware event for `conn`: update its facts, then react (start, stop, report)."""
+    if isinstance(event, hal_events.HardwareFault):
+        if event.active:
+            conn.faults[event.code] = event
+            log.warning("connector %d fault %s: %s", conn.id, event.code.value, event.info)
+            if event.code == hal_events.FaultCode.POWER_METER_FAILURE:
+                conn.answer_readers(None)
+        elif conn.faults.pop(event.code, None) is not None:
+            log.info("connector %d fault %s cleared", conn.id, event.code.value)
+        fault_changed(st, conn, event)
+    elif isinstance(event, hal_events.PilotStateChanged):
+        before, conn.pilot = conn.pilot, event.state
+        if before.vehicle_connected != event.state.vehicle_connected:
+            vehicle_changed(st, conn, event.state.vehicle_connected)
+        elif not conn.occupied_by_ev:
+            conn.finishing = False              # e.g. the first report after a restart
+    elif isinstance(event, hal_events.MeterSampled):
+        was_allowed = conn.authorized
+        conn.reading = event.reading
+        conn.answer_readers(event.reading)
+        if conn.authorized == was_allowed:      # else MaxEnergyOnInvalidId was reached
+            return
+    elif isinstance(event, hal_events.CableDetected):
+        conn.cable_ampacity = event.ampacity_a
+        if not conn.occupied_by_ev:
+            conn.finishing = False
+    conn.changed()
+
+
 def vehicle_changed(st: "Station", conn: "Connector", connected: bool) -> None:
     tx = conn.tx
     if connected:

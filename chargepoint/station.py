@@ -19,17 +19,17 @@ from typing import Any, Callable, Optional
 from chargepoint import actions as act
 from chargepoint import events as ev
 from chargepoint import ocppj
+from chargepoint.clock import VALID_TIME_FLOOR
 from chargepoint.connector import Connector, ConnectorInfo
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.operations import HANDLERS, load_all
+from chargepoint.operations.registry import Deferred
 from chargepoint.outbox import Item, Outbox
 from chargepoint.timers import Timers
 from hal import events as hal_events
 
 log = logging.getLogger("chargepoint.station")
 
-#: Before this instant the system clock is not trusted (a Pi without RTC boots in 1970).
-VALID_TIME_FLOOR = 1577836800.0  # 2020-01-01T00:00:00Z
 
 _SECRET = re.compile(r'("key"\s*:\s*"AuthorizationKey"\s*,\s*"value"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
@@ -76,29 +76,6 @@ class Outgoing:
     #: May go out before BootNotification is Accepted (Boot itself, triggered messages).
     before_accept: bool = False
     unique_id: str = field(default_factory=ocppj.new_unique_id)
-
-
-class Deferred:
-    """Returned by a handler whose answer depends on the hardware (UnlockConnector):
-    the CALLRESULT goes out when `resolve(payload)` is called, in a later turn."""
-
-    def __init__(self) -> None:
-        self._station: Optional["Station"] = None
-        self._unique_id = ""
-        self._action = ""
-        self.resolved = False
-
-    def bind(self, station: "Station", unique_id: str, action: str) -> None:
-        self._station, self._unique_id, self._action = station, unique_id, action
-
-    def resolve(self, payload: dict) -> None:
-        if self.resolved or self._station is None:
-            return
-        self.resolved = True
-        st = self._station
-        ocppj.check_outgoing(ocppj.CALLRESULT, self._action, payload)
-        if st.connected:
-            st._send(ocppj.encode_result(self._unique_id, payload))
 
 
 @dataclass
@@ -338,14 +315,18 @@ class Station:
             self._on_disconnected(event.reason)
         elif isinstance(event, (hal_events.PilotStateChanged, hal_events.HardwareFault,
                                 hal_events.MeterSampled, hal_events.CableDetected)):
-            self.connectors[event.connector_id].on_hardware(event)
+            from chargepoint import sessions
+
+            sessions.on_hardware(self, self.connectors[event.connector_id], event)
         elif isinstance(event, hal_events.TagPresented):
             self.on_tag(event.id_tag)
         elif isinstance(event, ev.LockResult):
             conn = self.connectors.get(event.connector_id)
             failing = hal_events.FaultCode.CONNECTOR_LOCK_FAILURE in (conn.faults if conn else {})
             if conn is not None and failing == event.ok:     # the lock's health changed
-                conn.on_hardware(hal_events.HardwareFault(
+                from chargepoint import sessions
+
+                sessions.on_hardware(self, conn, hal_events.HardwareFault(
                     conn.id, hal_events.FaultCode.CONNECTOR_LOCK_FAILURE, not event.ok,
                     "" if event.ok else "lock did not " + ("lock" if event.locked else "unlock")))
             waiters = self.lock_waiters.pop(event.connector_id, [])
@@ -417,6 +398,12 @@ class Station:
     def emit_status(self) -> None:
         self.emit(act.ReportStatus(self.describe()))
 
+    def connector_changed(self, connector_id: int) -> None:
+        """A connector's facts changed: bring its outputs in line and report its status."""
+        from chargepoint.operations import status
+
+        status.notify(self, connector_id)
+
     def refresh_outputs(self, connector_id: int) -> None:
         """Bring contactor, pilot offer and indicator in line with the connector's facts.
 
@@ -446,6 +433,10 @@ class Station:
         return f"{link}, registration {self.registration}"
 
     # ------------------------------------------------------------------ frames
+    def send_frame(self, text: str) -> None:
+        """Send a frame now (a deferred answer); CALLs go through `send_call`."""
+        self._send(text)
+
     def _send(self, text: str) -> None:
         self.stats["frames_out"] += 1
         self._log_frame("->", text)

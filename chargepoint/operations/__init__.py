@@ -25,27 +25,7 @@ the durable queue of transaction messages is chargepoint/outbox.py.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
-
-if TYPE_CHECKING:
-    from chargepoint.station import Station
-
-Handler = Callable[["Station", dict], dict]
-
-#: Action -> handler(station, payload) -> response payload (or raises ocppj.OcppError).
-HANDLERS: dict[str, Handler] = {}
-
-#: Feature profiles whose every operation is implemented (SupportedFeatureProfiles).
-PROFILES: list[str] = []
-
-
-def handles(action: str) -> Callable[[Handler], Handler]:
-    def register(func: Handler) -> Handler:
-        if action in HANDLERS:
-            raise RuntimeError(f"two handlers for {action}")
-        HANDLERS[action] = func
-        return func
-    return register
+from chargepoint.operations.registry import HANDLERS, PROFILES, Deferred, handles  # noqa: F401
 
 
 def load_all() -> None:

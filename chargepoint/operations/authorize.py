@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Optional
 
-from chargepoint.operations import handles
+from chargepoint.operations.registry import handles
 
 if TYPE_CHECKING:
     from chargepoint.station import Station

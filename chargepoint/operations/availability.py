@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from chargepoint.operations import handles
+from chargepoint.operations.registry import handles
 
 if TYPE_CHECKING:
     from chargepoint.connector import Connector

@@ -5,7 +5,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from chargepoint.ocppj import OcppError
-from chargepoint.operations import handles
+from chargepoint.operations.registry import handles
 
 if TYPE_CHECKING:
     from chargepoint.station import Station

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Callable, Optional
 
-from chargepoint.operations import handles
+from chargepoint.operations.registry import handles
 
 if TYPE_CHECKING:
     from chargepoint.station import Station

@@ -17,7 +17,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Optional
 
-from chargepoint.operations import PROFILES, handles
+from chargepoint.operations.registry import PROFILES, handles
 
 if TYPE_CHECKING:
     from chargepoint.station import Station

@@ -14,7 +14,8 @@ import logging
 from typing import TYPE_CHECKING, Callable, Optional
 
 from chargepoint import sessions
-from chargepoint.operations import authorize, handles
+from chargepoint.operations import authorize
+from chargepoint.operations.registry import handles
 
 if TYPE_CHECKING:
     from chargepoint.station import Station

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Optional
 
-from chargepoint.operations import PROFILES, handles
+from chargepoint.operations.registry import PROFILES, handles
 from chargepoint.operations.authorize import same_id
 
 if TYPE_CHECKING:

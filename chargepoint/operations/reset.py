@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from chargepoint import actions as act
 from chargepoint import sessions
-from chargepoint.operations import handles
+from chargepoint.operations.registry import handles
 
 if TYPE_CHECKING:
     from chargepoint.station import Station

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Optional
 
 from chargepoint import charging_profiles as cp
 from chargepoint.connector import READ_TIMEOUT_S
-from chargepoint.operations import PROFILES, handles, remote
+from chargepoint.operations import remote
+from chargepoint.operations.registry import PROFILES, handles
 
 if TYPE_CHECKING:
     from chargepoint.connector import Connector

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
+from chargepoint.clock import VALID_TIME_FLOOR
 from chargepoint.outbox import LOCAL_TIME, Item
 from chargepoint.operations import authorize
 
@@ -198,7 +199,6 @@ def clock_set(st: "Station", step: float) -> None:
     retry times, reading times and transaction starts taken by the old clock move with it,
     on disk and in memory, so they keep meaning the same instant (never a 1970 date)."""
     from chargepoint.operations import metering
-    from chargepoint.station import VALID_TIME_FLOOR
 
     def dump(value) -> str:
         return json.dumps(value, separators=(",", ":"))
@@ -266,9 +266,7 @@ def delivered(st: "Station", item: Item, response: dict) -> None:
         log.info("transaction %d is transactionId %d at the CSMS (idTag %s)", tx.local_id,
                  tx.transaction_id, info.get("status"))
         if info.get("status") != "Accepted" and tx.local_id not in st.ledger.stopped:
-            from chargepoint import sessions
-
-            sessions.deauthorized(st, tx, info)
+            st.sessions.deauthorized(tx, info)
         return
     if item.action == "StopTransaction" and tx is not None:
         info = response.get("idTagInfo")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from chargepoint.operations import PROFILES, handles
+from chargepoint.operations.registry import PROFILES, handles
 
 if TYPE_CHECKING:
     from chargepoint.station import Station

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from chargepoint import sessions
-from chargepoint.operations import handles
+from chargepoint.operations.registry import Deferred, handles
 
 if TYPE_CHECKING:
     from chargepoint.station import Station
@@ -21,8 +21,6 @@ log = logging.getLogger("chargepoint.unlock")
 
 @handles("UnlockConnector")
 def unlock_connector(st: "Station", payload: dict):
-    from chargepoint.station import Deferred
-
     cid = payload["connectorId"]
     conn = st.connectors.get(cid)
     if cid == 0 or conn is None:
