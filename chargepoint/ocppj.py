@@ -3,7 +3,7 @@
 `parse_frame` turns a text frame into a `Call`, `CallResult` or `CallError`, or
 raises `FrameError` carrying the CALLERROR to answer. Payloads are checked
 against the official OCPP 1.6 JSON schemas shipped in the `ocpp` package
-(`ocpp.messages.get_validator`). The framing itself is hand-written because the
+(`get_validator`). The framing itself is hand-written because the
 `ocpp` package's `unpack` maps malformed frames to 2.0-style error codes and
 cannot keep the unique id of a frame whose payload is broken.
 """
@@ -12,14 +12,15 @@ from __future__ import annotations
 import decimal
 import json
 import logging
+import os
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
+import ocpp  # the package only, for its schema files
+from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError as SchemaError
-from ocpp.messages import get_validator
-from ocpp.v16.enums import Action
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,36 @@ CSMS_ACTIONS = frozenset({
     "CertificateSigned", "DeleteCertificate", "ExtendedTriggerMessage",
     "GetInstalledCertificateIds", "GetLog", "InstallCertificate", "SignedUpdateFirmware",
 })
-KNOWN_ACTIONS = frozenset(a.value for a in Action) | CSMS_ACTIONS
+#: The official OCPP 1.6 schemas as the `ocpp` package ships them, read from here: its
+#: `ocpp.messages` and `ocpp.v16` modules would load asyncio and the library's own
+#: ChargePoint, about 3 MiB of memory the firmware never uses.
+SCHEMA_DIR = os.path.join(os.path.dirname(ocpp.__file__), "v16", "schemas")
+#: Every action with a schema there (the same names as the package's v16 `Action` enum).
+KNOWN_ACTIONS = frozenset(name[:-len(".json")].removesuffix("Response")
+                          for name in os.listdir(SCHEMA_DIR)
+                          if name.endswith(".json")) | CSMS_ACTIONS
 
 #: Schemas with `multipleOf: 0.1` must be checked on Decimals, not binary floats.
 _DECIMAL_SCHEMAS = {(CALL, "SetChargingProfile"), (CALL, "RemoteStartTransaction"),
                     (CALLRESULT, "GetCompositeSchedule")}
 
 _ID_PREFIX = re.compile(r'^\s*\[\s*[234]\s*,\s*"([^"\\]{1,36})"')
+
+_validators: dict[tuple[str, bool], Draft4Validator] = {}
+
+
+def get_validator(message_type: int, action: str, decimals: bool = False) -> Draft4Validator:
+    """The Draft 4 validator of `action`'s CALL or CALLRESULT schema, read once.
+
+    With `decimals` the schema's numbers are Decimals (for `multipleOf`). An action
+    without a schema raises OSError (FileNotFoundError)."""
+    name = action + "Response" if message_type == CALLRESULT else action
+    validator = _validators.get((name, decimals))
+    if validator is None:
+        with open(os.path.join(SCHEMA_DIR, name + ".json"), encoding="utf-8-sig") as f:
+            schema = json.loads(f.read(), parse_float=decimal.Decimal if decimals else float)
+        validator = _validators[(name, decimals)] = Draft4Validator(schema)
+    return validator
 
 
 class OcppError(Exception):
@@ -292,10 +316,10 @@ def validate_payload(message_type: int, action: str, payload: Any, strict: bool 
     `strict=False` tolerates properties the schema does not define (vendors add them).
     """
     if (message_type, action) in _DECIMAL_SCHEMAS:
-        validator = get_validator(message_type, action, "1.6", parse_float=decimal.Decimal)
+        validator = get_validator(message_type, action, decimals=True)
         payload = json.loads(json.dumps(payload), parse_float=decimal.Decimal)
     else:
-        validator = get_validator(message_type, action, "1.6")
+        validator = get_validator(message_type, action)
         key = (message_type, action)
         if key not in _FAST:
             _FAST[key] = _compile(validator.schema, validator.schema)
