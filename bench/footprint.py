@@ -23,7 +23,7 @@ Then the import time: the total for `python -X importtime -c "import chargepoint
 --version`, beside `python -c pass` for the interpreter alone.
 
     .venv/bin/python bench/footprint.py              # 3 runs, 60 s phases (about 7 min)
-    .venv/bin/python bench/footprint.py --quick      # 1 run, 10 s phases
+    .venv/bin/python bench/footprint.py --quick      # 1 run, 3 s phases: a smoke test
     .venv/bin/python bench/footprint.py --runs 5 --phase 120
 
 Prints Markdown; `--json FILE` also writes the figures. Linux only (/proc).
@@ -133,14 +133,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="firmware processes measured")
     parser.add_argument("--phase", type=float, default=60.0, help="seconds per phase")
-    parser.add_argument("--quick", action="store_true", help="1 run of 10 s phases")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 run of 3 s phases, 3 import runs (a smoke test)")
     parser.add_argument("--import-runs", type=int, default=7)
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--dir", help="work directory (default: a new one in $TMPDIR)")
     args = parser.parse_args(argv)
     runs, phase = args.runs, args.phase
     if args.quick:
-        runs, phase = 1, min(phase, 10.0)
+        runs, phase = 1, 3.0
     settle = 3.0 if phase >= 30 else 1.0
 
     csms = quiet_csms()

@@ -1,0 +1,94 @@
+"""The benchmark commands in bench/ work: each runs in its reduced form (`--quick`) and
+reports figures that make sense. Timings are never asserted: they belong to the
+machine, and docs/performance.md holds the measured ones.
+
+The four commands run at the same time, as separate processes, so this file takes about
+as long as the slowest of them (footprint, about ten seconds).
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = ("footprint", "startup", "rpc", "drain")
+TIMEOUT_S = 90
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """name -> (exit code, stdout, stderr, figures from --json) for every benchmark."""
+    started = {}
+    for name in BENCHES:
+        workdir = tmp_path_factory.mktemp(f"bench-{name}")
+        figures = workdir / "figures.json"
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick",
+             "--json", str(figures), "--dir", str(workdir)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started[name] = (proc, figures)
+    done = {}
+    try:
+        for name, (proc, figures) in started.items():
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+            data = json.loads(figures.read_text()) if figures.exists() else None
+            done[name] = (proc.returncode, out, err, data)
+    finally:
+        for proc, _ in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return done
+
+
+def result(runs, name):
+    code, out, err, data = runs[name]
+    assert code == 0, f"bench/{name}.py --quick failed ({code}):\n{out}\n{err}"
+    assert data is not None, f"bench/{name}.py wrote no figures:\n{out}\n{err}"
+    assert "| ---" in out and "Python" in out, out                 # a Markdown report
+    return out, data
+
+
+def test_footprint_reports_memory_cpu_and_import_time(runs):
+    out, data = result(runs, "footprint")
+    assert data["runs"] == 1 and len(data["per_run"]) == 1
+    for phase in ("idle", "charging"):
+        m = data["median"][phase]
+        assert 5 * 1024 < m["rss_kib"] < 1024 * 1024, m             # KiB: 5 MiB .. 1 GiB
+        assert m["rss_kib"] <= m["rss_max_kib"] <= m["hwm_kib"], m
+        assert 0 <= m["cpu_pct"] < 100 * 64, m
+        assert m["seconds"] >= data["phase_s"], m
+    assert data["median"]["charging"]["meter_values"] >= 1           # it really charged
+    imports = data["imports"]
+    assert all(us > 0 for us in imports["cli_us"] + imports["runtime_us"])
+    assert all(s > 0 for s in imports["version_s"])
+    assert "idle" in out and "charging" in out
+
+
+def test_startup_reports_time_to_boot_notification(runs):
+    out, data = result(runs, "startup")
+    assert len(data["first_start_s"]) == len(data["restart_s"]) == data["runs"] >= 2
+    assert all(0 < s < 60 for s in data["first_start_s"] + data["restart_s"])
+    assert "BootNotification" in out
+
+
+def test_rpc_reports_round_trips_beside_the_echo(runs):
+    out, data = result(runs, "rpc")
+    assert len(data["echo_per_s"]) == len(data["firmware_per_s"]) == data["rounds"]
+    assert all(r > 0 for r in data["echo_per_s"] + data["firmware_per_s"])
+    assert data["bundled_csms_per_s"] > 0
+    assert all(us > 0 for us in data["firmware_cpu_us_per_call"])
+    assert "echo" in out
+
+
+def test_drain_delivers_every_queued_message_in_order(runs):
+    out, data = result(runs, "drain")
+    assert data["ok"], out
+    for kind, rs in data["results"].items():
+        assert len(rs) == data["runs"]
+        for r in rs:
+            assert r["messages"] == data["messages"] and not r["problems"], r
+            assert r["per_s"] > 0 and r["seconds"] > 0, r
+    assert "checked: ok" in out
