@@ -12,6 +12,7 @@ from __future__ import annotations
 import decimal
 import json
 import logging
+import math
 import os
 import re
 import uuid
@@ -133,6 +134,26 @@ def encode_error(unique_id: str, code: str, description: str = "",
                       separators=(",", ":"), ensure_ascii=False)
 
 
+class _Numbers:
+    """json.loads hooks that note the numbers JSON cannot carry and Python reads anyway:
+    NaN, Infinity, -Infinity, and literals beyond the double range (1e400 reads as inf)."""
+
+    __slots__ = ("odd",)
+
+    def __init__(self) -> None:
+        self.odd = ""
+
+    def constant(self, name: str) -> float:
+        self.odd = name
+        return float(name)
+
+    def real(self, text: str) -> float:
+        value = float(text)
+        if math.isinf(value):
+            self.odd = text[:24]
+        return value
+
+
 def guess_unique_id(text: str) -> Optional[str]:
     """The unique id of a frame too broken to parse, if its start is readable."""
     match = _ID_PREFIX.match(text[:200])
@@ -144,8 +165,9 @@ def parse_frame(text: str, max_bytes: int = 262144) -> Frame:
     if len(text) > max_bytes:
         raise FrameError("FormationViolation", f"frame of {len(text)} characters exceeds "
                          f"the {max_bytes} limit", guess_unique_id(text))
+    numbers = _Numbers()
     try:
-        msg = json.loads(text)
+        msg = json.loads(text, parse_constant=numbers.constant, parse_float=numbers.real)
     except (ValueError, RecursionError):
         uid = guess_unique_id(text)
         raise FrameError("FormationViolation", "frame is not valid JSON", uid,
@@ -170,6 +192,9 @@ def parse_frame(text: str, max_bytes: int = 262144) -> Frame:
             raise FrameError("FormationViolation", "Action must be a string", uid)
         if not isinstance(payload, dict):
             raise FrameError("FormationViolation", "payload must be a JSON object", uid)
+        if numbers.odd:
+            raise FrameError("FormationViolation", f"payload holds the number {numbers.odd}, "
+                             f"which JSON cannot carry", uid)
         return Call(uid, action, payload)
     if type_id == CALLRESULT:
         if len(msg) != 3:
