@@ -154,6 +154,28 @@ class _Numbers:
         return value
 
 
+#: A JSON escape of a UTF-16 surrogate; alone (not as half of a pair) Python reads it
+#: into a string that is not Unicode text and cannot be encoded as UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(node: Any) -> bool:
+    """Whether a string (key or value) of a parsed frame holds an unpaired surrogate."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def guess_unique_id(text: str) -> Optional[str]:
     """The unique id of a frame too broken to parse, if its start is readable."""
     match = _ID_PREFIX.match(text[:200])
@@ -192,6 +214,9 @@ def parse_frame(text: str, max_bytes: int = 262144) -> Frame:
             raise FrameError("FormationViolation", "Action must be a string", uid)
         if not isinstance(payload, dict):
             raise FrameError("FormationViolation", "payload must be a JSON object", uid)
+        if _SURROGATE_ESCAPE.search(text) and _has_surrogate(msg):
+            raise FrameError("FormationViolation", "a string holds an unpaired UTF-16 "
+                             "surrogate escape: not Unicode text", uid)
         if numbers.odd:
             raise FrameError("FormationViolation", f"payload holds the number {numbers.odd}, "
                              f"which JSON cannot carry", uid)
