@@ -118,20 +118,26 @@ def new_unique_id() -> str:
     return str(uuid.uuid4())
 
 
+def _encode(frame: list) -> str:
+    text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    if _SURROGATE.search(text):
+        # A lone surrogate (read from a "\ud800" escape, as in the unique id of a CALL
+        # we answer) cannot be sent as UTF-8; JSON's own escapes carry it unchanged.
+        text = json.dumps(frame, separators=(",", ":"))
+    return text
+
+
 def encode_call(unique_id: str, action: str, payload: dict) -> str:
-    return json.dumps([CALL, unique_id, action, payload], separators=(",", ":"),
-                      ensure_ascii=False)
+    return _encode([CALL, unique_id, action, payload])
 
 
 def encode_result(unique_id: str, payload: dict) -> str:
-    return json.dumps([CALLRESULT, unique_id, payload], separators=(",", ":"),
-                      ensure_ascii=False)
+    return _encode([CALLRESULT, unique_id, payload])
 
 
 def encode_error(unique_id: str, code: str, description: str = "",
                  details: Optional[dict] = None) -> str:
-    return json.dumps([CALLERROR, unique_id, code, description[:255], details or {}],
-                      separators=(",", ":"), ensure_ascii=False)
+    return _encode([CALLERROR, unique_id, code, description[:255], details or {}])
 
 
 class _Numbers:
