@@ -382,7 +382,13 @@ def validate_payload(message_type: int, action: str, payload: Any, strict: bool 
         fast = _FAST[key]
         if fast is not None and fast(payload, strict):
             return                      # valid: jsonschema would find nothing either
-    errors = sorted(validator.iter_errors(payload), key=lambda e: e.path)
+    try:
+        errors = sorted(validator.iter_errors(payload), key=lambda e: e.path)
+    except decimal.InvalidOperation:
+        # multipleOf 0.1 on a Decimal whose quotient has more digits than the context
+        # holds (a limit of 1e308): no charging value is that large.
+        raise OcppError("PropertyConstraintViolation", "a number is too large to be "
+                        "checked as a multiple of 0.1") from None
     if not strict:
         errors = [e for e in errors if e.validator != "additionalProperties"]
     if errors:
