@@ -51,7 +51,7 @@ KNOWN_ACTIONS = frozenset(name[:-len(".json")].removesuffix("Response")
 _DECIMAL_SCHEMAS = {(CALL, "SetChargingProfile"), (CALL, "RemoteStartTransaction"),
                     (CALLRESULT, "GetCompositeSchedule")}
 
-_ID_PREFIX = re.compile(r'^\s*\[\s*[234]\s*,\s*"([^"\\]{1,36})"')
+_ID_PREFIX = re.compile(r'^\s*\[\s*2\s*,\s*"([^"\\]{1,36})"')
 
 _validators: dict[tuple[str, bool], Draft4Validator] = {}
 
@@ -183,7 +183,8 @@ def _has_surrogate(node: Any) -> bool:
 
 
 def guess_unique_id(text: str) -> Optional[str]:
-    """The unique id of a frame too broken to parse, if its start is readable."""
+    """The unique id of a CALL too broken to parse, if its start is readable (a broken
+    CALLRESULT or CALLERROR is dropped: an answer is never answered)."""
     match = _ID_PREFIX.match(text[:200])
     return match.group(1) if match else None
 
