@@ -10,6 +10,7 @@ can be shown to fail on logs that lose, repeat or reorder a message.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -46,7 +47,7 @@ ENERGY = "Energy.Active.Import.Register"
 CONFIG = """\
 [csms]
 url = "{url}"
-charge_point_id = "CP-CRASH"
+charge_point_id = "{cp_id}"
 reconnect_min_s = 0.05
 reconnect_max_s = 0.2
 response_timeout_s = 5
@@ -64,9 +65,16 @@ sim_socket = "{sock}"
 MeterValueSampleInterval = {interval}
 MeterValuesSampledData = "Energy.Active.Import.Register,Power.Active.Import"
 WebSocketPingInterval = 0
+{ocpp}
+{connectors}
+[[readers]]
+type = "sim"
+"""
 
+#: One `[[connectors]]` block of CONFIG; its meter keeps its register in its own file.
+CONNECTOR = """\
 [[connectors]]
-id = 1
+id = {id}
 max_current_a = {amps}
 phases = {phases}
 nominal_voltage_v = {volts}
@@ -86,8 +94,6 @@ ev_max_current_a = {amps}
 battery_wh = 500000
 initial_soc = 10
 
-[[readers]]
-type = "sim"
 """
 
 
@@ -110,18 +116,30 @@ class CleanStop:
 
 
 class Charger:
-    """One firmware process at a time, on a fixed configuration, database and meter file."""
+    """One firmware process at a time, on a fixed configuration, database and meter files.
 
-    def __init__(self, workdir: Path, csms_url: str):
+    `connectors` simulated connectors (each with its own meter register file) and
+    `ocpp` keys besides CONFIG's serve benchmarks that drive several sessions at once.
+    """
+
+    def __init__(self, workdir: Path, csms_url: str, connectors: int = 1,
+                 ocpp: Optional[dict] = None, cp_id: str = "CP-CRASH"):
         self.workdir = workdir
+        self.cp_id = cp_id
         self.db = workdir / "cp.db"
         self.sock = workdir / "sim.sock"
         self.register_file = workdir / "register"
+        self.register_files = {cid: self.register_file if cid == 1
+                               else workdir / f"register-{cid}"
+                               for cid in range(1, connectors + 1)}
         self.config = workdir / "config.toml"
+        blocks = "".join(CONNECTOR.format(
+            id=cid, register=path, amps=MAX_CURRENT_A, phases=PHASES, volts=VOLTAGE_V,
+            initial=INITIAL_WH) for cid, path in self.register_files.items())
+        keys = "".join(f"{key} = {json.dumps(value)}\n" for key, value in (ocpp or {}).items())
         self.config.write_text(CONFIG.format(
-            url=csms_url, db=self.db, sock=self.sock, register=self.register_file,
-            interval=SAMPLE_INTERVAL_S, amps=MAX_CURRENT_A, phases=PHASES, volts=VOLTAGE_V,
-            initial=INITIAL_WH))
+            url=csms_url, cp_id=cp_id, db=self.db, sock=self.sock, interval=SAMPLE_INTERVAL_S,
+            ocpp=keys, connectors=blocks))
         self.proc: Optional[subprocess.Popen] = None
         self.runs = 0
         #: When the running process was sent SIGKILL (None: not yet). Under the lock, so a
@@ -175,9 +193,9 @@ class Charger:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
-    def register(self) -> float:
+    def register(self, connector_id: int = 1) -> float:
         try:
-            return float(self.register_file.read_text().strip())
+            return float(self.register_files[connector_id].read_text().strip())
         except FileNotFoundError:
             return INITIAL_WH
 
@@ -189,9 +207,9 @@ class Charger:
             return None
         return reply.get("result") if reply.get("ok") else None
 
-    def connector(self) -> Optional[dict]:
+    def connector(self, connector_id: int = 1) -> Optional[dict]:
         status = self.sim("status")
-        return None if status is None else status["connectors"]["1"]
+        return None if status is None else status["connectors"][str(connector_id)]
 
     def db_counts(self) -> dict[str, int]:
         """Rows left in the durable tables (read beside the running firmware: WAL allows it)."""
@@ -357,6 +375,63 @@ class Report:
 def check(entries: list[dict], kills: list[Kill], clean_stops: list[CleanStop],
           initial_wh: float, final_wh: float, episodes: int = 0) -> Report:
     """Everything the crash test asserts, from the CSMS log (`read_log` lines)."""
+    problems, receipts, replies, duplicates = deliveries(entries)
+    allowed = len(kills) + len(clean_stops)
+    if duplicates > allowed:
+        problems.append(f"{duplicates} repeated messages for {len(kills)} kills and "
+                        f"{len(clean_stops)} clean stops: more than one per restart")
+    more, txs = transactions(receipts, replies, kills, initial_wh, final_wh, episodes)
+    problems += more
+    return Report(problems, txs, duplicates, _summary(kills, txs, duplicates,
+                                                      final_wh - initial_wh))
+
+
+def check_connectors(entries: list[dict], restarts: int, initial_wh: dict[int, float],
+                     final_wh: dict[int, float], episodes: Optional[dict[int, int]] = None,
+                     kills: Optional[list[Kill]] = None) -> Report:
+    """`check` for a charger with several connectors: one FIFO queue for all of them, so
+    deliveries (lost, repeated) are judged on the whole log and order, transaction ids
+    and energy per connector. `restarts` is how many times a message may have been in
+    flight at a cut (kills, clean stops, dropped links); `kills` (register of connector
+    1 only) are for a one-connector charger."""
+    problems, receipts, replies, duplicates = deliveries(entries)
+    if duplicates > restarts:
+        problems.append(f"{duplicates} repeated messages for {restarts} restarts or dropped "
+                        f"links: more than one per cut")
+    connector_of: dict[int, int] = {}                # transactionId -> connector
+    mine: dict[int, list[tuple[str, str, dict]]] = {cid: [] for cid in initial_wh}
+    for uid, action, payload in receipts:
+        if action == "StopTransaction":
+            cid = connector_of.get(payload.get("transactionId"))
+        else:
+            cid = payload.get("connectorId")
+        if cid not in mine:
+            problems.append(f"{action} {uid} belongs to no connector of this charger "
+                            f"(connectorId {payload.get('connectorId')}, transactionId "
+                            f"{payload.get('transactionId')}): its StartTransaction was lost "
+                            f"or came later")
+            continue
+        mine[cid].append((uid, action, payload))
+        if action == "StartTransaction":
+            for answer in replies.get(uid) or []:
+                if answer.get("transactionId") is not None:
+                    connector_of[answer["transactionId"]] = cid
+    txs: list[Tx] = []
+    for cid, own in mine.items():
+        more, found = transactions(own, replies, kills or [], initial_wh[cid], final_wh[cid],
+                                   (episodes or {}).get(cid, 0))
+        problems += [f"connector {cid}: {p}" for p in more]
+        txs += found
+    charged = sum(final_wh[c] - initial_wh[c] for c in initial_wh)
+    return Report(problems, txs, duplicates, _summary(kills or [], txs, duplicates, charged))
+
+
+def deliveries(entries: list[dict]) -> tuple[list[str], list[tuple[str, str, dict]],
+                                              dict[str, list[dict]], int]:
+    """The transaction messages in a CSMS log: (problems, the first receipt of each unique
+    id in order, the CSMS's CALLRESULT payloads by unique id, the number of repeats).
+    A repeat must be the first transaction message on a new connection and the last one
+    received before it: the one message that may have been in flight at a cut."""
     problems: list[str] = []
     receipts: list[tuple[str, str, dict]] = []       # first receipt of each unique id
     replies: dict[str, list[dict]] = {}
@@ -395,11 +470,15 @@ def check(entries: list[dict], kills: list[Kill], clean_stops: list[CleanStop],
             receipts.append((uid, action, payload))
         fresh_connection = False
         last_tx_uid = uid
-    allowed = len(kills) + len(clean_stops)
-    if duplicates > allowed:
-        problems.append(f"{duplicates} repeated messages for {len(kills)} kills and "
-                        f"{len(clean_stops)} clean stops: more than one per restart")
+    return problems, receipts, replies, duplicates
 
+
+def transactions(receipts: list[tuple[str, str, dict]], replies: dict[str, list[dict]],
+                 kills: list[Kill], initial_wh: float, final_wh: float,
+                 episodes: int = 0) -> tuple[list[str], list[Tx]]:
+    """The transactions of one connector from its first receipts (`deliveries`), and the
+    problems with their order, ids, readings and energy."""
+    problems: list[str] = []
     # Order: one connector, one FIFO queue, so the first receipts are blocks of
     # Start, MeterValues..., Stop, each carrying the id the CSMS gave that Start.
     txs: list[Tx] = []
@@ -541,11 +620,35 @@ def check(entries: list[dict], kills: list[Kill], clean_stops: list[CleanStop],
     if episodes > len(txs):
         problems.append(f"the driver watched {episodes} charging sessions, the CSMS heard of "
                         f"{len(txs)} transactions")
+    return problems, txs
+
+
+#: Words in the problems `check` reports that name the promise broken, first match wins.
+PROBLEM_KINDS = (
+    ("duplicated", ("received again", "repeated")),
+    ("lost", ("never answered", "no StopTransaction", "lost", "belongs to no connector",
+              "heard of")),
+    ("reordered", ("backwards", "reordered", "came later", "stamped before")),
+)
+
+
+def problem_kinds(problems: list[str]) -> dict[str, int]:
+    """How many problems say a message was duplicated, lost, reordered, or something else
+    (transaction ids, energy); for benchmark reports."""
+    counts = {kind: 0 for kind, _ in PROBLEM_KINDS}
+    counts["other"] = 0
+    for problem in problems:
+        kind = next((kind for kind, words in PROBLEM_KINDS
+                     if any(word in problem for word in words)), "other")
+        counts[kind] += 1
+    return counts
+
+
+def _summary(kills: list[Kill], txs: list[Tx], duplicates: int, charged_wh: float) -> str:
     reasons: dict[str, int] = {}
     for tx in (t for t in txs if t.stop is not None):
         reasons[tx.stop.get("reason")] = reasons.get(tx.stop.get("reason"), 0) + 1
     mvs = sum(len(t.meter_values) for t in txs)
-    summary = (f"{len(kills)} kills, {len(txs)} transactions ({reasons}), {mvs} MeterValues, "
-               f"{duplicates} repeated, {final_wh - initial_wh:.1f} Wh charged")
-    return Report(problems, txs, duplicates, summary)
+    return (f"{len(kills)} kills, {len(txs)} transactions ({reasons}), {mvs} MeterValues, "
+            f"{duplicates} repeated, {charged_wh:.1f} Wh charged")
 
