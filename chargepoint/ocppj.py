@@ -269,16 +269,11 @@ def _describe(err: SchemaError) -> str:
 _INERT = frozenset({"$schema", "$id", "id", "title", "description", "javaType", "format",
                     "definitions", "additionalItems"})
 
-#: Draft 4 types as jsonschema's checker tests them ("number" stricter: no Decimal).
-_TYPES: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: isinstance(v, str),
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-}
+#: Draft 4 types as jsonschema's checker tests them, as Python classes; a bool (an int to
+#: Python) is only of type "boolean". "number" is stricter (no Decimal).
+_TYPES: dict[str, tuple] = {"string": (str,), "object": (dict,), "array": (list,),
+                            "boolean": (bool,), "null": (type(None),), "integer": (int,),
+                            "number": (int, float)}
 
 Check = Callable[[Any, bool], bool]
 _FAST: dict[tuple[int, str], Optional[Check]] = {}
@@ -302,7 +297,15 @@ def _compile(schema: Any, root: dict, refs: tuple = ()) -> Optional[Check]:
                 and ref[len(prefix):] in defs) or ref in refs:
             return None
         return _compile(defs[ref[len(prefix):]], root, refs + (ref,))
-    checks: list[Check] = []
+    classes: Optional[tuple] = None
+    bool_ok = True
+    allowed: Optional[frozenset] = None
+    max_length: Optional[int] = None
+    min_items: Optional[int] = None
+    required: frozenset = frozenset()
+    subs: dict[str, Check] = {}
+    closed = False
+    item_check: Optional[Check] = None
     for key, arg in schema.items():
         if key in _INERT:
             continue
@@ -310,61 +313,71 @@ def _compile(schema: Any, root: dict, refs: tuple = ()) -> Optional[Check]:
             kinds = [arg] if isinstance(arg, str) else arg
             if not isinstance(kinds, list) or not kinds or any(k not in _TYPES for k in kinds):
                 return None
-            tests = tuple(_TYPES[k] for k in kinds)
-            checks.append(lambda v, s, tests=tests: any(t(v) for t in tests))
+            classes = tuple(c for k in kinds for c in _TYPES[k])
+            bool_ok = "boolean" in kinds
         elif key == "enum":
             if not isinstance(arg, list) or not all(type(e) is str for e in arg):
                 return None
             allowed = frozenset(arg)
-            checks.append(lambda v, s, allowed=allowed: isinstance(v, str) and v in allowed)
         elif key in ("maxLength", "minItems"):
             if type(arg) is not int:
                 return None
             if key == "maxLength":
-                checks.append(lambda v, s, n=arg: not isinstance(v, str) or len(v) <= n)
+                max_length = arg
             else:
-                checks.append(lambda v, s, n=arg: not isinstance(v, list) or len(v) >= n)
+                min_items = arg
         elif key == "required":
             if not isinstance(arg, list) or not all(isinstance(n, str) for n in arg):
                 return None
-            checks.append(lambda v, s, names=tuple(arg):
-                          not isinstance(v, dict) or all(n in v for n in names))
+            required = frozenset(arg)
         elif key == "properties":
             if not isinstance(arg, dict):
                 return None
-            subs = {}
             for name, sub in arg.items():
-                subs[name] = _compile(sub, root, refs)
-                if subs[name] is None:
+                check = _compile(sub, root, refs)
+                if check is None:
                     return None
-
-            def properties(v, s, subs=subs):
-                if isinstance(v, dict):
-                    for name, value in v.items():
-                        sub = subs.get(name)
-                        if sub is not None and not sub(value, s):
-                            return False
-                return True
-            checks.append(properties)
+                subs[name] = check
         elif key == "additionalProperties":
-            if arg is True:
-                continue
-            known = schema.get("properties", {})
-            if arg is not False or not isinstance(known, dict):
+            if arg is not True and (arg is not False or
+                                    not isinstance(schema.get("properties", {}), dict)):
                 return None
-            checks.append(lambda v, s, known=frozenset(known):
-                          not s or not isinstance(v, dict) or all(k in known for k in v))
+            closed = arg is False
         elif key == "items":
-            sub = _compile(arg, root, refs) if isinstance(arg, dict) else None
-            if sub is None:
+            item_check = _compile(arg, root, refs) if isinstance(arg, dict) else None
+            if item_check is None:
                 return None
-            checks.append(lambda v, s, sub=sub:
-                          not isinstance(v, list) or all(sub(i, s) for i in v))
         else:
             return None
-    if len(checks) == 1:
-        return checks[0]
-    return lambda v, s, checks=tuple(checks): all(c(v, s) for c in checks)
+    known = frozenset(schema.get("properties", {})) if closed else frozenset()
+
+    def check(v: Any, strict: bool) -> bool:
+        if classes is not None and (not isinstance(v, classes) or
+                                    (not bool_ok and v.__class__ is bool)):
+            return False
+        if allowed is not None and not (isinstance(v, str) and v in allowed):
+            return False
+        if isinstance(v, str):
+            return max_length is None or len(v) <= max_length
+        if isinstance(v, dict):
+            if required and not v.keys() >= required:
+                return False
+            if closed and strict and not v.keys() <= known:
+                return False
+            if subs:
+                for name, value in v.items():
+                    sub = subs.get(name)
+                    if sub is not None and not sub(value, strict):
+                        return False
+        elif isinstance(v, list):
+            if min_items is not None and len(v) < min_items:
+                return False
+            if item_check is not None:
+                for value in v:
+                    if not item_check(value, strict):
+                        return False
+        return True
+    return check
 
 
 def validate_payload(message_type: int, action: str, payload: Any, strict: bool = True) -> None:
