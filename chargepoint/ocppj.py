@@ -51,7 +51,7 @@ KNOWN_ACTIONS = frozenset(name[:-len(".json")].removesuffix("Response")
 _DECIMAL_SCHEMAS = {(CALL, "SetChargingProfile"), (CALL, "RemoteStartTransaction"),
                     (CALLRESULT, "GetCompositeSchedule")}
 
-_ID_PREFIX = re.compile(r'^\s*\[\s*2\s*,\s*"([^"\\]{1,36})"')
+_ID_PREFIX = re.compile(r'^\s*\[\s*2\s*,\s*("(?:[^"\\]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})){1,36}")')
 
 _validators: dict[tuple[str, bool], Draft4Validator] = {}
 
@@ -185,8 +185,11 @@ def _has_surrogate(node: Any) -> bool:
 def guess_unique_id(text: str) -> Optional[str]:
     """The unique id of a CALL too broken to parse, if its start is readable (a broken
     CALLRESULT or CALLERROR is dropped: an answer is never answered)."""
-    match = _ID_PREFIX.match(text[:200])
-    return match.group(1) if match else None
+    match = _ID_PREFIX.match(text[:300])
+    if match is None:
+        return None
+    # The id as a JSON string, escapes and all ("a\"b", "\u00e9"), read as the CSMS wrote it.
+    return json.loads(match.group(1), strict=False)
 
 
 def parse_frame(text: str, max_bytes: int = 262144) -> Frame:
