@@ -142,12 +142,19 @@ def encode_error(unique_id: str, code: str, description: str = "",
 
 class _Numbers:
     """json.loads hooks that note the numbers JSON cannot carry and Python reads anyway:
-    NaN, Infinity, -Infinity, and literals beyond the double range (1e400 reads as inf)."""
+    NaN, Infinity, -Infinity, and literals beyond the double range (1e400 reads as inf);
+    and integers beyond 64 bits, which no field can hold (SQLite stores 64)."""
 
-    __slots__ = ("odd",)
+    __slots__ = ("odd", "big")
 
     def __init__(self) -> None:
-        self.odd = ""
+        self.odd = self.big = ""
+
+    def integer(self, text: str) -> int:
+        value = int(text)
+        if not -2 ** 63 <= value < 2 ** 63:
+            self.big = text if len(text) <= 24 else text[:20] + "…"
+        return value
 
     def constant(self, name: str) -> float:
         self.odd = name
@@ -199,7 +206,8 @@ def parse_frame(text: str, max_bytes: int = 262144) -> Frame:
                          f"the {max_bytes} limit", guess_unique_id(text))
     numbers = _Numbers()
     try:
-        msg = json.loads(text, parse_constant=numbers.constant, parse_float=numbers.real)
+        msg = json.loads(text, parse_constant=numbers.constant, parse_float=numbers.real,
+                         parse_int=numbers.integer)
     except (ValueError, RecursionError):
         uid = guess_unique_id(text)
         raise FrameError("FormationViolation", "frame is not valid JSON", uid,
@@ -230,6 +238,9 @@ def parse_frame(text: str, max_bytes: int = 262144) -> Frame:
         if numbers.odd:
             raise FrameError("FormationViolation", f"payload holds the number {numbers.odd}, "
                              f"which JSON cannot carry", uid)
+        if numbers.big:
+            raise FrameError("PropertyConstraintViolation", f"payload holds the integer "
+                             f"{numbers.big}, beyond 64 bits", uid)
         return Call(uid, action, payload)
     if type_id == CALLRESULT:
         if len(msg) != 3:
