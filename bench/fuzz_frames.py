@@ -3,6 +3,7 @@ the real firmware process over a real WebSocket.
 
     .venv/bin/python bench/fuzz_frames.py                       # 100,000 frames, seed 1
     .venv/bin/python bench/fuzz_frames.py --frames 2000 --seed 7
+    .venv/bin/python bench/fuzz_frames.py --quick               # 2,000 frames
 
 A minimal CSMS on the `websockets` library (no `ocpp` library, no validation on the way
 out) accepts the firmware (`python -m chargepoint run`, simulated hardware, one connector,
@@ -24,8 +25,9 @@ read (the firmware answers in order). The frames are:
 - CALLRESULTs and CALLERRORs with unknown ids.
 
 A frame is a well-formed CALL when it parses as JSON (as Python reads it, NaN included)
-into `[2, id, action, {...}]` with MessageTypeId the integer 2, a string id of 1 to 36
-characters and a string action. Checked:
+into `[2, id, action, {...}]` with MessageTypeId the number 2 (2.0 is the same JSON
+number), a string id of 1 to 36 characters and a string action. Frames are at most 1 MiB
+(the link reads a frame whole before the charger can refuse it by size). Checked:
 
 - every well-formed CALL gets exactly one answer, a CALLRESULT or a CALLERROR with its
   id, whatever the action and payload; a CALLERROR carries an OCPP 1.6 error code, a
@@ -64,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._common import machine_lines  # noqa: E402
+from bench._common import machine_lines, table  # noqa: E402
 from chargepoint import ocppj  # noqa: E402
 from tests.crash_driver import Charger  # noqa: E402
 
@@ -72,8 +74,9 @@ CP_ID = "CP-FUZZ"
 #: Ids of the CALLs the benchmark itself sends (markers, restoring, the final checks).
 MARK_PREFIX = "mark-"
 FINAL_TAG = "FINAL01"
-#: The firmware's own frame size limit (config.py default `max_frame_bytes`).
-MAX_FRAME = 262144
+#: The largest frame sent: four times the firmware's own limit (config.py's default
+#: `max_frame_bytes`, 262,144), so that refusals by size are tested too.
+MAX_SENT = 4 * 262144
 
 ERROR_CODES = frozenset({
     "NotImplemented", "NotSupported", "InternalError", "ProtocolError", "SecurityError",
@@ -251,8 +254,10 @@ class Frame:
     payload: Any = None
 
 
-#: The id at the start of a broken CALL, as a reader of the text can see it.
-_READABLE_ID = re.compile(r'^\s*\[\s*2\s*,\s*"([^"\\]{1,36})"')
+#: The id at the start of a broken CALL, as a reader of the text can see it: a JSON
+#: string of 1 to 36 characters or escapes.
+_READABLE_ID = re.compile(
+    r'^\s*\[\s*2\s*,\s*("(?:[^"\\]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})){1,36}")')
 
 
 def classify(frame: Frame) -> Frame:
@@ -271,12 +276,13 @@ def classify(frame: Frame) -> Frame:
     try:
         msg = json.loads(data)
     except (ValueError, RecursionError):
-        match = _READABLE_ID.match(data[:200])
-        frame.cls, frame.uid = ("may", match.group(1)) if match else ("none", None)
+        match = _READABLE_ID.match(data[:300])
+        frame.cls, frame.uid = ("may", json.loads(match.group(1), strict=False)) if match \
+            else ("none", None)
         return frame
     if isinstance(msg, list) and len(msg) >= 2 and isinstance(msg[1], str):
         frame.uid = msg[1]
-    if (isinstance(msg, list) and len(msg) == 4 and type(msg[0]) is int and msg[0] == 2
+    if (isinstance(msg, list) and len(msg) == 4 and msg[0] == 2 and type(msg[0]) is not bool
             and isinstance(msg[1], str) and 1 <= len(msg[1]) <= 36
             and isinstance(msg[2], str) and isinstance(msg[3], dict)):
         frame.cls, frame.action, frame.payload = "expect", msg[2], msg[3]
@@ -306,6 +312,12 @@ class FrameGen:
                 return uid
 
     def next(self) -> Frame:
+        while True:
+            frame = self._next()
+            if len(frame.data) <= MAX_SENT:
+                return frame
+
+    def _next(self) -> Frame:
         r = self.rng.random()
         if r < 0.05:
             frame = self.random_text()
@@ -841,7 +853,7 @@ class Fuzzer:
 
     def _note_fatal_answers(self, frames: list[Frame]) -> None:
         for frame in frames:
-            if frame.cls == "expect" and any(_fatal_answer(frame, answer) for answer in
+            if frame.uid is not None and any(_fatal_answer(frame, answer) for answer in
                                              self.csms.answers.get(frame.uid, [])):
                 self.drop_expected = True
 
@@ -1051,35 +1063,75 @@ def fuzz(frames: int, seed: int, workdir: Path, batch: int = 100, progress=None)
 
 
 # ------------------------------------------------------------------------------ report
+def rows(res: FuzzResult) -> list[tuple[str, str]]:
+    """The report's table: what was checked, and what was found."""
+    expect = res.classes["expect"]
+    errors = sum(res.callerrors.values())
+    return [
+        ("frames sent", f"{res.frames:,} ({res.bytes_sent / 1e6:,.1f} MB) in "
+                        f"{res.seconds:,.1f} s: {res.frames / max(res.seconds, 1e-9):,.0f}/s"),
+        ("well-formed CALLs", f"{expect:,}"),
+        ("… answered exactly once", f"{res.answered:,} ({res.callresults:,} CALLRESULT, "
+                                    f"{errors:,} CALLERROR)"),
+        ("… unanswered", f"{len(res.missing)}"),
+        ("… answered more than once", f"{len(res.duplicated)}"),
+        ("… cut off by a link a frame had to end", f"{res.excused}"),
+        ("broken CALLs with a readable id answered", f"{res.may_answered:,} of "
+                                                     f"{res.classes['may']:,}"),
+        ("frames answered that must not be", f"{len(res.wrongly_answered)}"),
+        ("answers with an unknown id, malformed, or breaking the schema",
+         f"{len(res.stray)}, {len(res.bad_answers)}"),
+        ("link drops after a frame that must end the link / others",
+         f"{res.drops_expected} / {res.drops_unexpected}"),
+        ("accepted Resets (the firmware restarts in its process)", f"{res.resets}"),
+        ("process deaths", f"{res.deaths}"),
+        ("exceptions in the firmware's log", f"{res.logged_errors}"),
+        ("a session and a Heartbeat afterwards", "yes" if res.final_session and res.heartbeat
+         else "NO"),
+    ]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch", type=int, default=100,
                         help="frames between two markers (default 100)")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--quick", action="store_true", help="2,000 frames (a smoke test)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--dir", help="work directory (default: a new one in $TMPDIR, "
+                                      "removed unless something failed)")
     args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="fuzz-frames-"))
-    print(f"fuzz_frames: {args.frames} frames, seed {args.seed}, work directory {workdir}",
+    frames = 2000 if args.quick else args.frames
+    workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="fuzz-frames-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"fuzz_frames: {frames:,} frames, seed {args.seed}, work directory {workdir}",
           flush=True)
-    result = fuzz(args.frames, args.seed, workdir, args.batch,
-                  progress=lambda text: print(text, flush=True))
+    res = fuzz(frames, args.seed, workdir, args.batch,
+               progress=lambda text: print(text, flush=True))
     print()
+    print("### Frame fuzzing\n")
     print("\n".join(machine_lines()))
-    print(f"- command: `.venv/bin/python bench/fuzz_frames.py --frames {args.frames} "
-          f"--seed {args.seed}`")
-    print(f"- {result.summary()}")
-    print(f"- frames by kind: {dict(sorted(result.kinds.items()))}")
-    print(f"- CALLERROR codes: {dict(sorted(result.callerrors.items()))}")
-    for problem in result.problems[:40]:
+    print(f"- command: `.venv/bin/python bench/fuzz_frames.py --frames {frames} "
+          f"--seed {args.seed}`\n")
+    print(table(("", "result"), rows(res)))
+    print("\nFrames by kind: " + ", ".join(f"{k} {v:,}" for k, v in sorted(res.kinds.items()))
+          + ". CALLERRORs by code: " + ", ".join(f"{k} {v:,}" for k, v in
+                                                 sorted(res.callerrors.items())) + ".")
+    for problem in res.problems[:40]:
         print(f"  PROBLEM {problem}")
-    if len(result.problems) > 40:
-        print(f"  … {len(result.problems) - 40} more")
-    if result.ok and not args.keep:
+    if len(res.problems) > 40:
+        print(f"  … {len(res.problems) - 40} more")
+    if args.json:
+        figures = {k: dict(v) if isinstance(v, collections.Counter) else v
+                   for k, v in vars(res).items()}
+        figures["ok"] = res.ok
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=repr))
+    if res.ok and not args.dir:
         shutil.rmtree(workdir, ignore_errors=True)
-    else:
+    elif not res.ok:
         print(f"work directory kept: {workdir}")
-    return 0 if result.ok else 1
+    return 0 if res.ok else 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ hundreds of charging sessions.
 
     .venv/bin/python bench/torture_kill.py                    # 500 sessions, seed 1
     .venv/bin/python bench/torture_kill.py --sessions 50 --seed 7
+    .venv/bin/python bench/torture_kill.py --quick              # 5 sessions
 
 The machinery is tests/crash_driver.py's, as tests/test_crash.py uses it: `Charger` runs
 `python -m chargepoint run` on simulated hardware whose meter register survives the
@@ -30,6 +31,7 @@ estimate).
 from __future__ import annotations
 
 import argparse
+import json
 import bisect
 import random
 import shutil
@@ -46,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._common import machine_lines  # noqa: E402
+from bench._common import machine_lines, table  # noqa: E402
 from bench.torture_link import Prober  # noqa: E402
 from chargepoint.csms.server import LocalCsms, read_log  # noqa: E402
 from tests.crash_driver import (INITIAL_WH, Charger, CleanStop, Kill, Sniper,  # noqa: E402
@@ -206,30 +208,59 @@ def torture(sessions: int, seed: int, workdir: Path, progress=None) -> KillResul
     return res
 
 
+def rows(res: KillResult) -> list[tuple[str, str]]:
+    k = res.kinds
+    return [
+        ("charging sessions", f"{res.sessions:,} in {res.seconds:,.0f} s"),
+        ("SIGKILLs", f"{res.kills:,} ({res.startup_kills} during start-up, {res.sniped} "
+                     f"just after a transaction message)"),
+        ("transactions / MeterValues at the CSMS",
+         f"{res.transactions:,} ({res.power_losses:,} stopped PowerLoss) / "
+         f"{res.meter_values:,}"),
+        ("transaction messages lost", f"{k.get('lost', 0)}"),
+        ("… reordered", f"{k.get('reordered', 0)}"),
+        ("… repeated (at most 1 per kill, in flight at it)",
+         f"{res.duplicates} ({k.get('duplicated', 0)} not so)"),
+        ("other problems (transaction ids, energy)", f"{k.get('other', 0)}"),
+        ("energy charged, billed or bounded after a kill", f"{res.charged_wh:,.0f} Wh"),
+        ("process deaths (not by SIGKILL)", f"{res.deaths}"),
+        ("CSMS CALLs: answered / cut by a kill / unanswered",
+         f"{res.probes_answered:,} / {res.probes_cut:,} / {len(res.unanswered)}"),
+    ]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--quick", action="store_true", help="5 sessions (a smoke test)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--dir", help="work directory (default: a new one in $TMPDIR, "
+                                      "removed unless something failed)")
     args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="torture-kill-"))
-    print(f"torture_kill: {args.sessions} sessions, seed {args.seed}, about "
-          f"{args.sessions * SESSION_S / 60:.0f} min; work directory {workdir}", flush=True)
-    result = torture(args.sessions, args.seed, workdir,
-                     progress=lambda text: print(text, flush=True))
+    sessions = 5 if args.quick else args.sessions
+    workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="torture-kill-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"torture_kill: {sessions:,} sessions, seed {args.seed}, about "
+          f"{sessions * SESSION_S / 60:.0f} min; work directory {workdir}", flush=True)
+    res = torture(sessions, args.seed, workdir, progress=lambda text: print(text, flush=True))
     print()
+    print("### SIGKILL at random instants\n")
     print("\n".join(machine_lines()))
-    print(f"- command: `.venv/bin/python bench/torture_kill.py --sessions {args.sessions} "
-          f"--seed {args.seed}`")
-    print(f"- {result.report()}")
-    print(f"- {result.summary}")
-    for problem in result.problems[:40]:
+    print(f"- command: `.venv/bin/python bench/torture_kill.py --sessions {sessions} "
+          f"--seed {args.seed}`\n")
+    print(table(("", "result"), rows(res)))
+    print(f"\n{res.summary}")
+    for problem in res.problems[:40]:
         print(f"  PROBLEM {problem}")
-    if result.ok and not args.keep:
+    if args.json:
+        figures = dict(vars(res), ok=res.ok)
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=repr))
+    if res.ok and not args.dir:
         shutil.rmtree(workdir, ignore_errors=True)
-    else:
+    elif not res.ok:
         print(f"work directory kept: {workdir}")
-    return 0 if result.ok else 1
+    return 0 if res.ok else 1
 
 
 if __name__ == "__main__":

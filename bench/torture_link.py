@@ -3,6 +3,7 @@ firmware runs charging sessions on several connectors.
 
     .venv/bin/python bench/torture_link.py                    # 1,000 sessions, 4 connectors
     .venv/bin/python bench/torture_link.py --sessions 40 --seed 7
+    .venv/bin/python bench/torture_link.py --quick              # 6 sessions, 5 drops
 
 The firmware (`python -m chargepoint run`, simulated hardware, tests/crash_driver.py
 `Charger` with 4 connectors, MeterValueSampleInterval = 1) is driven through short
@@ -32,6 +33,7 @@ about 12 minutes (the script prints its estimate).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shutil
 import sys
@@ -47,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._common import machine_lines  # noqa: E402
+from bench._common import machine_lines, table  # noqa: E402
 from chargepoint.csms.server import LocalCsms, read_log  # noqa: E402
 from tests.crash_driver import (INITIAL_WH, Charger, check_connectors,  # noqa: E402
                                 problem_kinds, wait_until)
@@ -342,32 +344,67 @@ def _busy(plans: dict[int, Plan]) -> int:
     return sum(p.state != "idle" for p in plans.values())
 
 
+def rows(res: LinkResult) -> list[tuple[str, str]]:
+    k = res.kinds
+    return [
+        ("charging sessions", f"{res.sessions:,} on {res.connectors} connectors in "
+                              f"{res.seconds:,.0f} s"),
+        ("link drops", f"{res.drops:,} ({res.restarts:,} CSMS restarts, {res.aborts:,} "
+                       f"connections aborted)"),
+        ("transactions / MeterValues at the CSMS", f"{res.transactions:,} / "
+                                                   f"{res.meter_values:,}"),
+        ("transaction messages lost", f"{k.get('lost', 0)}"),
+        ("… reordered", f"{k.get('reordered', 0)}"),
+        ("… repeated (at most 1 per drop, in flight at it)",
+         f"{res.duplicates} ({k.get('duplicated', 0)} not so)"),
+        ("other problems (transaction ids, energy)", f"{k.get('other', 0)}"),
+        ("largest gap between two MeterValues (1 s sampling)", f"{res.max_gap_s:.2f} s"),
+        ("process deaths", f"{res.deaths} (SIGTERM at the end: exit code {res.exit_code})"),
+        ("CSMS CALLs: answered / cut by a drop / unanswered",
+         f"{res.probes_answered:,} / {res.probes_cut:,} / {len(res.unanswered)}"),
+    ]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--connectors", type=int, default=4, choices=range(1, 9))
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--quick", action="store_true",
+                        help="6 sessions on 2 connectors, 5 drops (a smoke test)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--dir", help="work directory (default: a new one in $TMPDIR, "
+                                      "removed unless something failed)")
     args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="torture-link-"))
-    estimate = args.sessions * SESSION_S / args.connectors
-    print(f"torture_link: {args.sessions} sessions on {args.connectors} connectors, seed "
-          f"{args.seed}, about {estimate / 60:.0f} min; work directory {workdir}", flush=True)
-    result = torture(args.sessions, args.seed, workdir, args.connectors,
-                     progress=lambda text: print(text, flush=True))
-    print()
-    print("\n".join(machine_lines()))
-    print(f"- command: `.venv/bin/python bench/torture_link.py --sessions {args.sessions} "
-          f"--connectors {args.connectors} --seed {args.seed}`")
-    print(f"- {result.report()}")
-    print(f"- {result.summary}")
-    for problem in result.problems[:40]:
-        print(f"  PROBLEM {problem}")
-    if result.ok and not args.keep:
-        shutil.rmtree(workdir, ignore_errors=True)
+    workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="torture-link-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        sessions, connectors = 6, 2
+        options = dict(up_min=0.4, up_max=1.2, down_max=0.3, max_drops=5, min_drops=5)
     else:
+        sessions, connectors, options = args.sessions, args.connectors, {}
+    estimate = sessions * SESSION_S / connectors
+    print(f"torture_link: {sessions:,} sessions on {connectors} connectors, seed "
+          f"{args.seed}, about {estimate / 60:.0f} min; work directory {workdir}", flush=True)
+    res = torture(sessions, args.seed, workdir, connectors,
+                  progress=lambda text: print(text, flush=True), **options)
+    print()
+    print("### Link drops\n")
+    print("\n".join(machine_lines()))
+    print(f"- command: `.venv/bin/python bench/torture_link.py --sessions {sessions} "
+          f"--connectors {connectors} --seed {args.seed}`\n")
+    print(table(("", "result"), rows(res)))
+    print(f"\n{res.summary}")
+    for problem in res.problems[:40]:
+        print(f"  PROBLEM {problem}")
+    if args.json:
+        figures = dict(vars(res), ok=res.ok)
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=repr))
+    if res.ok and not args.dir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elif not res.ok:
         print(f"work directory kept: {workdir}")
-    return 0 if result.ok else 1
+    return 0 if res.ok else 1
 
 
 if __name__ == "__main__":

@@ -124,3 +124,21 @@ def test_broken_answers_are_not_answered(text):
     with pytest.raises(ocppj.FrameError) as caught:
         ocppj.parse_frame(text)
     assert not (caught.value.answerable and caught.value.unique_id)
+
+
+@pytest.mark.parametrize("uid", ['a\\"b', "a\\u0000b", "\\u00e9t\\u00e9", "a\\\\b"])
+def test_an_oversized_call_is_refused_under_its_id_even_when_the_id_has_escapes(uid):
+    """Once such a CALL got no answer: its id was only looked for without escapes."""
+    text = '[2,"' + uid + '","DataTransfer",{"vendorId":"' + "A" * 300_000 + '"}]'
+    assert _refusal(text) == ("FormationViolation", json.loads('"' + uid + '"'))
+
+
+@pytest.mark.parametrize("number", ["9223372036854775808", "-9223372036854775809",
+                                    "18446744073709551616", "1" + "0" * 400])
+def test_integers_beyond_64_bits_are_refused(number):
+    """Once stored as they came: SQLite raised OverflowError, answered InternalError."""
+    text = ('[2,"i1","ReserveNow",{"connectorId":1,"expiryDate":"2030-01-01T00:00:00Z",'
+            '"idTag":"T","reservationId":' + number + "}]")
+    assert _refusal(text) == ("PropertyConstraintViolation", "i1")
+    frame = ocppj.parse_frame(text.replace(number, "9223372036854775807"))
+    ocppj.validate_payload(ocppj.CALL, frame.action, frame.payload)
