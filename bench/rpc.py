@@ -19,8 +19,9 @@ validates every payload with the `ocpp` library, hops threads and logs each fram
 against it the CSMS is the bottleneck, not the charger. Its rate is shown for
 comparison (fewer calls, one round).
 
-Also reported: the firmware's CPU time per round trip (utime + stime of the process,
-all threads, from /proc), which is what a slower controller pays per CALL.
+Also reported: the CPU time per round trip of the client side (utime + stime of the
+firmware process, all threads, or of the echo process, from /proc), which is what a
+slower controller pays per CALL.
 
     .venv/bin/python bench/rpc.py                   # 5 rounds of 5,000 round trips each
     .venv/bin/python bench/rpc.py --rounds 9 --count 10000
@@ -63,9 +64,11 @@ def measure_raw(workdir: Path, rounds: int, count: int) -> dict:
         # Warm both paths up (first validator use, caches) before anything counts.
         raw.echo_loop("ECHO", min(200, count), frame)
         raw.call_loop(CP_ID, min(200, count), ACTION, PAYLOAD)
-        echo_rates, fw_rates, ratios, cpu_us = [], [], [], []
+        echo_rates, fw_rates, ratios, cpu_us, echo_cpu_us = [], [], [], [], []
         for _ in range(rounds):
+            cpu0 = proc_cpu_s(echo.pid)
             echo_s = raw.echo_loop("ECHO", count, frame)
+            echo_cpu_us.append((proc_cpu_s(echo.pid) - cpu0) / count * 1e6)
             cpu0 = proc_cpu_s(fw.pid)
             fw_s = raw.call_loop(CP_ID, count, ACTION, PAYLOAD)
             cpu_us.append((proc_cpu_s(fw.pid) - cpu0) / count * 1e6)
@@ -75,7 +78,8 @@ def measure_raw(workdir: Path, rounds: int, count: int) -> dict:
         if fw.proc.poll() is not None:
             raise RuntimeError("the firmware stopped:\n" + fw.tail())
         return {"echo_per_s": echo_rates, "firmware_per_s": fw_rates, "ratio": ratios,
-                "firmware_cpu_us_per_call": cpu_us, "frame_bytes": len(frame)}
+                "firmware_cpu_us_per_call": cpu_us, "echo_cpu_us_per_round_trip": echo_cpu_us,
+                "frame_bytes": len(frame)}
     finally:
         if echo is not None:
             echo.kill()
@@ -122,16 +126,18 @@ def main(argv=None) -> int:
            "bundled_csms_per_s": bundled, "median": {
                "echo_per_s": median(raw["echo_per_s"]),
                "firmware_per_s": median(raw["firmware_per_s"]), "ratio": ratio,
-               "firmware_cpu_us_per_call": median(raw["firmware_cpu_us_per_call"])},
+               "firmware_cpu_us_per_call": median(raw["firmware_cpu_us_per_call"]),
+               "echo_cpu_us_per_round_trip": median(raw["echo_cpu_us_per_round_trip"])},
            "target_ratio": TARGET_RATIO}
     print("### Sequential CALL round trips over loopback\n")
     print("\n".join(machine_lines()))
     print(f"- {rounds} round(s) of {count:,} round trips each, echo and firmware "
           f"alternating; frame of {raw['frame_bytes']} bytes; medians over the rounds\n")
-    print(table(("path", "round trips/s (median)", "min", "max", "firmware CPU µs per call"), [
+    print(table(("path", "round trips/s (median)", "min", "max",
+                 "client CPU µs per round trip"), [
         ("raw WebSocket echo (websockets server ↔ websocket-client)",
          fmt(median(raw["echo_per_s"]), 0), fmt(min(raw["echo_per_s"]), 0),
-         fmt(max(raw["echo_per_s"]), 0), "–"),
+         fmt(max(raw["echo_per_s"]), 0), fmt(median(raw["echo_cpu_us_per_round_trip"]), 0)),
         (f"firmware answering {ACTION} (raw websockets server)",
          fmt(median(raw["firmware_per_s"]), 0), fmt(min(raw["firmware_per_s"]), 0),
          fmt(max(raw["firmware_per_s"]), 0),
