@@ -15,7 +15,8 @@ address; once it is up (its sim control socket answers) the CSMS starts on that 
 the firmware reconnects, registers and drains the queue.
 
 Measured: from the StartTransaction's arrival to the StopTransaction's, at the CSMS;
-messages/s = (messages - 1) / that time. Checked: every message arrived exactly once, in
+messages/s = (messages - 1) / that time, and the firmware's CPU time (utime + stime, all
+threads, /proc) over the same span per message. Checked: every message arrived exactly once, in
 the order produced (the energy values rise one by one), each MeterValues and the
 StopTransaction carry the transactionId the CSMS gave, and after a clean stop the
 firmware's `outbox` and `outbox_dead` tables are empty.
@@ -45,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (TAG, FirmwareProcess, RawCsms, Workdir, fmt, machine,  # noqa: E402
-                     machine_lines, median, proc_status, table)
+                     machine_lines, median, proc_cpu_s, proc_status, table)
 
 TARGET_PER_S = 1000.0
 TX_ACTIONS = ("StartTransaction", "MeterValues", "StopTransaction")
@@ -184,7 +185,9 @@ def one_run(workdir: Path, messages: int, kind: str) -> dict:
         up = time.monotonic()
         boot = csms.wait_for("BootNotification", timeout=30)
         first = csms.wait_for("StartTransaction", timeout=30)
+        cpu0 = proc_cpu_s(fw.pid)
         last = csms.wait_for("StopTransaction", timeout=600)
+        cpu1 = proc_cpu_s(fw.pid)
         # The StopTransaction's answer may still be on its way back: wait until the
         # firmware has recorded it (the row deleted) before stopping it.
         deadline = time.monotonic() + 10
@@ -205,6 +208,7 @@ def one_run(workdir: Path, messages: int, kind: str) -> dict:
         problems.append(f"{left} message(s) left in outbox, {dead} in outbox_dead")
     return {"csms": kind, "messages": messages, "seconds": last - first,
             "per_s": (messages - 1) / (last - first), "reconnect_to_boot_s": boot - up,
+            "cpu_us_per_message": (cpu1 - cpu0) / (messages - 1) * 1e6,
             "boot_to_last_s": last - boot, "start_with_queue_s": loaded_s,
             "rss_kib_loaded": rss_loaded, "hwm_kib": hwm, "problems": problems}
 
@@ -245,11 +249,12 @@ def main(argv=None) -> int:
                      fmt(min(r["per_s"] for r in rs), 0), fmt(max(r["per_s"] for r in rs), 0),
                      fmt(median(r["seconds"] for r in rs), 2),
                      fmt(median(r["reconnect_to_boot_s"] for r in rs), 2),
+                     fmt(median(r["cpu_us_per_message"] for r in rs), 0),
                      fmt(median(r["start_with_queue_s"] for r in rs), 2),
                      fmt(median(r["hwm_kib"] for r in rs) / 1024, 1)))
     print(table(("CSMS", "messages/s (median)", "min", "max", "drain s",
-                 "CSMS up → BootNotification s", "process start → ready s (queue loaded)",
-                 "VmHWM MiB"), rows))
+                 "CSMS up → BootNotification s", "firmware CPU µs per message",
+                 "process start → ready s (queue loaded)", "VmHWM MiB"), rows))
     if "raw" in results:
         rate = out["median_per_s"]["raw"]
         print(f"\nTarget ≥ {TARGET_PER_S:,.0f} messages/s (firmware-bound, raw CSMS): "
