@@ -15,7 +15,7 @@ class SystemClock:
     def now(self) -> float:
         return time.time()
 
-    def wait(self, events: "queue.Queue", timeout: float):
+    def wait(self, events: "queue.SimpleQueue", timeout: float):
         """Next event, or None after `timeout` seconds."""
         try:
             return events.get(timeout=max(0.0, timeout))
@@ -45,7 +45,7 @@ class VirtualClock:
         with self._lock:
             self._now = t
 
-    def wait(self, events: "queue.Queue", timeout: float):
+    def wait(self, events: "queue.SimpleQueue", timeout: float):
         try:
             return events.get(timeout=min(max(0.0, timeout), 0.02))
         except queue.Empty:

@@ -55,7 +55,9 @@ class Runtime:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier.from_environment()
-        self.events: "queue.Queue[Any]" = queue.Queue()
+        # SimpleQueue: its put() is safe from a signal handler (SIGTERM calls stop()),
+        # where queue.Queue's lock could already be held by the interrupted loop.
+        self.events: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self.exit_action: Optional[act.Restart] = None
         self._stopping = threading.Event()
         self._power_cut = False
