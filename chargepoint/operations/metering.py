@@ -163,16 +163,23 @@ def _record_sample(st: "Station", conn: "Connector", tx: Transaction,
         return
     values = sampled_values(conn, reading, _measurands(st, "MeterValuesSampledData"),
                             "Sample.Periodic")
-    stop_measurands = st.keys.list("StopTxnSampledData")
+    _produce(st, conn, tx, reading, due, values, "StopTxnSampledData", "Sample.Periodic")
+
+
+def _produce(st: "Station", conn: "Connector", tx: Transaction, reading: MeterReading,
+             at: float, values: list[dict], stop_key: str, context: str) -> None:
+    """One durable commit: the transaction's MeterValues, its stop data (measurands of
+    `stop_key`) and its latest reading, the meterStop a power cut would use."""
+    stop_measurands = st.keys.list(stop_key)
     with st.store.transaction():
         if values:
             st.outbox.produce("MeterValues", {"connectorId": conn.id,
-                                              "meterValue": [meter_value(st, due, values)]},
+                                              "meterValue": [meter_value(st, at, values)]},
                               tx.local_id, st.now)
         if stop_measurands:
-            _keep_for_stop(st, tx, meter_value(st, due, sampled_values(
-                conn, reading, stop_measurands, "Sample.Periodic")))
-        _store_reading(st, tx, reading, due)
+            _keep_for_stop(st, tx, meter_value(st, at, sampled_values(
+                conn, reading, stop_measurands, context)))
+        _store_reading(st, tx, reading, at)
 
 
 def _keep_for_stop(st: "Station", tx: Transaction, value: dict) -> None:
@@ -245,16 +252,7 @@ def _record_aligned(st: "Station", conn: "Connector", reading: Optional[MeterRea
             st.send_call("MeterValues", {"connectorId": conn.id,
                                          "meterValue": [meter_value(st, at, values)]})
         return
-    stop_measurands = st.keys.list("StopTxnAlignedData")
-    with st.store.transaction():
-        if values:
-            st.outbox.produce("MeterValues", {"connectorId": conn.id,
-                                              "meterValue": [meter_value(st, at, values)]},
-                              tx.local_id, st.now)
-        if stop_measurands:
-            _keep_for_stop(st, tx, meter_value(st, at, sampled_values(
-                conn, reading, stop_measurands, "Sample.Clock")))
-        _store_reading(st, tx, reading, at)
+    _produce(st, conn, tx, reading, at, values, "StopTxnAlignedData", "Sample.Clock")
 
 
 def trigger(st: "Station", connector_id: Optional[int]) -> None:
