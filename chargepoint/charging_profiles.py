@@ -21,18 +21,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Optional
 
+from chargepoint.clock import parse_utc
+
 DAY = 86400.0
 WEEK = 7 * DAY
 PURPOSES = ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile")
 
 
 def parse_time(text: Optional[str]) -> Optional[float]:
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+    """UTC seconds, None when absent; ValueError when unreadable (the profile is refused)."""
+    return None if text is None else parse_utc(text)
 
 
 def format_time(t: float) -> str:

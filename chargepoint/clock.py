@@ -4,9 +4,27 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from datetime import datetime, timezone
+from typing import Optional
 
 #: Before this instant the system clock is not trusted (a Pi without RTC boots in 1970).
 VALID_TIME_FLOOR = 1577836800.0  # 2020-01-01T00:00:00Z
+
+
+def parse_utc(text: str) -> float:
+    """An OCPP dateTime as UTC seconds (no zone given means UTC); ValueError if unreadable."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def try_parse_utc(text: Optional[str]) -> Optional[float]:
+    """`parse_utc`, or None for a missing or unreadable value."""
+    try:
+        return parse_utc(text) if text else None
+    except ValueError:
+        return None
 
 
 class SystemClock:

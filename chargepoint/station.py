@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 from chargepoint import actions as act
 from chargepoint import events as ev
 from chargepoint import ocppj
-from chargepoint.clock import VALID_TIME_FLOOR
+from chargepoint.clock import VALID_TIME_FLOOR, parse_utc
 from chargepoint.connector import Connector, ConnectorInfo
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.operations import HANDLERS, load_all
@@ -198,14 +198,12 @@ class Station:
     def set_csms_time(self, text: str) -> None:
         """Adopt the CSMS's clock (BootNotification / Heartbeat currentTime)."""
         try:
-            csms = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            csms = parse_utc(text)
         except ValueError:
             log.warning("CSMS sent an unreadable currentTime %r; clock unchanged", text)
             return
-        if csms.tzinfo is None:
-            csms = csms.replace(tzinfo=timezone.utc)
         before = self.time_offset
-        self.time_offset = csms.timestamp() - self.now
+        self.time_offset = csms - self.now
         if before is None or abs(self.time_offset - before) > 0.5:
             from chargepoint.operations import metering
 

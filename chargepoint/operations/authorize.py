@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Optional
 
+from chargepoint.clock import try_parse_utc
 from chargepoint.operations.registry import handles
 
 if TYPE_CHECKING:
@@ -49,16 +49,7 @@ def same_id(a: Optional[str], b: Optional[str]) -> bool:
 
 
 def _expiry(info: dict) -> Optional[float]:
-    text = info.get("expiryDate")
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+    return try_parse_utc(info.get("expiryDate"))
 
 
 def is_valid(st: "Station", info: dict) -> bool:

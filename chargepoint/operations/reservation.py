@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Optional
 
+from chargepoint.clock import try_parse_utc
 from chargepoint.operations.registry import PROFILES, handles
 from chargepoint.operations.authorize import same_id
 
@@ -143,23 +143,13 @@ def install(st: "Station") -> None:
     st.sessions.on_transaction_ended.append(lambda conn: st.reservations._notify())
 
 
-def _parse(text: str) -> Optional[float]:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
 @handles("ReserveNow")
 def reserve_now(st: "Station", payload: dict) -> dict:
     from chargepoint import sessions
 
     cid = payload["connectorId"]
     rid = payload["reservationId"]
-    expiry = _parse(payload["expiryDate"])
+    expiry = try_parse_utc(payload["expiryDate"])
     if cid not in st.connectors or expiry is None:
         return {"status": "Rejected"}
     if cid == 0 and not st.keys.bool("ReserveConnectorZeroSupported"):
