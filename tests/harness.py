@@ -130,3 +130,30 @@ class Firmware:
         self.clock.set(target)
         self.runtime.wake()
         self.settle()
+
+
+# -- settings and CSMS-side helpers shared by the end-to-end tests
+
+def base_connector(**changes) -> dict:
+    """The base settings' connector 1 (sim devices, fixed cable), with `changes`."""
+    conn = copy.deepcopy(BASE_SETTINGS["connectors"][0])
+    conn.update(changes)
+    return conn
+
+
+def socket_outlet(**changes) -> dict:
+    """A connector without a fixed cable: the driver brings the cable, a lock holds it."""
+    changes.setdefault("lock", {"type": "sim"})
+    return base_connector(fixed_cable=False, **changes)
+
+
+def statuses(csms, cid: int = 1, after: int = 0) -> list[str]:
+    """The statuses the CSMS received for connector `cid`, in order."""
+    return [r["status"] for r in csms.records("StatusNotification", after=after)
+            if r["connectorId"] == cid]
+
+
+def wait_status(csms, status: str, cid: int = 1, after: int = 0):
+    return csms.wait_for("StatusNotification", lambda r: r["connectorId"] == cid
+                         and r["status"] == status, after=after)
+

@@ -8,30 +8,19 @@ keeps running in its own; the loop's state is only read here, never changed, exc
 through the simulator (which has its own lock) and the operation registries that a test
 fills and empties around its calls.
 """
-import copy
 import json
 
 import pytest
 from ocpp.exceptions import OCPPError
 
 from chargepoint.operations import data_transfer, remote, trigger
-from tests.harness import BASE_SETTINGS, wait_until
+from tests.harness import (base_connector, socket_outlet, statuses, wait_status,
+                           wait_until)
 
 CP = "CP-1"
 
 
 # --------------------------------------------------------------------------- set-up helpers
-
-def base_connector(**changes) -> dict:
-    conn = copy.deepcopy(BASE_SETTINGS["connectors"][0])
-    conn.update(changes)
-    return conn
-
-
-def socket_outlet(**changes) -> dict:
-    """A connector without a fixed cable: the driver brings the cable, a lock holds it."""
-    changes.setdefault("lock", {"type": "sim"})
-    return base_connector(fixed_cable=False, **changes)
 
 
 def boot(csms, firmware, ocpp=None, connectors=None):
@@ -46,16 +35,6 @@ def boot(csms, firmware, ocpp=None, connectors=None):
         csms.wait_for("StatusNotification", lambda r, cid=conn["id"]: r["connectorId"] == cid)
     fw.settle()
     return fw
-
-
-def statuses(csms, cid=1, after=0) -> list[str]:
-    return [r["status"] for r in csms.records("StatusNotification", after=after)
-            if r["connectorId"] == cid]
-
-
-def wait_status(csms, status, cid=1, after=0):
-    return csms.wait_for("StatusNotification", lambda r: r["connectorId"] == cid
-                         and r["status"] == status, after=after)
 
 
 def actions(csms, after=0) -> list[str]:

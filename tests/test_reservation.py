@@ -9,7 +9,6 @@ Expiry dates are therefore always computed from `csms.now()`.
 """
 from __future__ import annotations
 
-import copy
 import sqlite3
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
@@ -17,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from chargepoint.clock import VirtualClock
-from tests.harness import BASE_SETTINGS, wait_until
+from tests.harness import base_connector, statuses, wait_status, wait_until
 
 UTC = timezone.utc
 CP = "CP-1"
@@ -26,11 +25,6 @@ CSMS_AHEAD_S = 3600.0
 
 
 # --------------------------------------------------------------------------- set-up helpers
-
-def base_connector(**changes) -> dict:
-    conn = copy.deepcopy(BASE_SETTINGS["connectors"][0])
-    conn.update(changes)
-    return conn
 
 
 TWO_CONNECTORS = [base_connector(id=1), base_connector(id=2)]
@@ -77,16 +71,6 @@ def remote_start(csms, id_tag, connector_id=1) -> str:
 
 def change_availability(csms, cid, kind) -> str:
     return csms.call(CP, "ChangeAvailability", {"connectorId": cid, "type": kind})["status"]
-
-
-def statuses(csms, cid=1, after=0) -> list[str]:
-    return [r["status"] for r in csms.records("StatusNotification", after=after)
-            if r["connectorId"] == cid]
-
-
-def wait_status(csms, status, cid=1, after=0):
-    return csms.wait_for("StatusNotification", lambda r: r["connectorId"] == cid
-                         and r["status"] == status, after=after)
 
 
 def act(fw, action, *args, **kwargs):

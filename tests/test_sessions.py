@@ -5,29 +5,17 @@ OCTT 1.6 charge-point test case where there is one.
 Energy is exact in the simulator, so meterStart / meterStop are compared with what the
 simulated meter holds: at 32 A on three phases of 230 V an EV draws 22080 W.
 """
-import copy
 
 import pytest
 
 from hal.sim import SimError
-from tests.harness import BASE_SETTINGS
+from tests.harness import base_connector, socket_outlet, statuses
 
 CP = "CP-1"
 FULL_POWER_W = 32 * 230.0 * 3                 # what the default EV draws at 32 A
 
 
 # --------------------------------------------------------------------------- set-up helpers
-
-def base_connector(**changes) -> dict:
-    conn = copy.deepcopy(BASE_SETTINGS["connectors"][0])
-    conn.update(changes)
-    return conn
-
-
-def socket_outlet(**changes) -> dict:
-    """A connector without a fixed cable: the driver brings the cable, a lock holds it."""
-    changes.setdefault("lock", {"type": "sim"})
-    return base_connector(fixed_cable=False, **changes)
 
 
 def start(csms, firmware, ocpp=None, connectors=None, **extra):
@@ -42,11 +30,6 @@ def start(csms, firmware, ocpp=None, connectors=None, **extra):
         csms.wait_for("StatusNotification", lambda r, cid=conn["id"]: r["connectorId"] == cid)
     fw.settle()
     return fw
-
-
-def statuses(csms, cid=1) -> list[str]:
-    return [r["status"] for r in csms.records("StatusNotification")
-            if r["connectorId"] == cid]
 
 
 def last_status(csms, cid=1):
