@@ -821,3 +821,22 @@ def test_many_queued_messages_are_all_delivered_once_in_order(csms, firmware):
     assert all(m["transactionId"] == start.reply["transactionId"] for m in mvs)
     assert not undelivered_on_disk(fw, csms)
     assert not csms.violations
+
+
+def test_a_transaction_id_beyond_64_bits_survives_a_power_cut(csms, firmware):
+    """OCPP does not bound transactionId; SQLite integers stop at 64 bits. A CSMS that
+    hands out 2**70 still gets it back on the PowerLoss StopTransaction after a cut."""
+    huge = 2 ** 70
+    csms.start_transaction_response = {"transactionId": huge,
+                                       "idTagInfo": {"status": "Accepted"}}
+    fw = boot(csms, firmware)
+    start_online(csms, fw)
+    assert wait_until(lambda: fw.station.connectors[1].tx.transaction_id == huge)
+    fw.settle()
+    fw.cut_power()
+    mark = len(csms.received)
+    fw.start()
+    stop = csms.wait_for("StopTransaction", after=mark)
+    assert stop["reason"] == "PowerLoss" and stop["transactionId"] == huge
+    # Recorded the first time: the StartTransaction is not sent again after the cut.
+    assert len(csms.records("StartTransaction")) == 1

@@ -91,7 +91,8 @@ class Ledger:
             extra = json.loads(info or "{}")
             tx = Transaction(local_id, cid, id_tag, int(meter_start), started,
                              parent_id_tag=extra.get("parentIdTag"),
-                             reservation_id=reservation_id, transaction_id=tx_id, info=extra)
+                             reservation_id=reservation_id,
+                             transaction_id=None if tx_id is None else int(tx_id), info=extra)
             self.by_local[local_id] = tx
             if stopped:
                 self.stopped.add(local_id)
@@ -259,8 +260,11 @@ def delivered(st: "Station", item: Item, response: dict) -> None:
         info = response["idTagInfo"]
 
         def write() -> None:
+            # OCPP bounds no integer; SQLite stores 64 bits, so a larger id is kept as text.
+            stored = tx.transaction_id if -2**63 <= tx.transaction_id < 2**63 \
+                else str(tx.transaction_id)
             st.store.execute("UPDATE transactions SET transaction_id=? WHERE local_id=?",
-                             (tx.transaction_id, tx.local_id))
+                             (stored, tx.local_id))
         st.outbox.delivered(item, also=write)
         authorize.remember(st, tx.id_tag, info)
         log.info("transaction %d is transactionId %d at the CSMS (idTag %s)", tx.local_id,
