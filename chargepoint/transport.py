@@ -40,6 +40,10 @@ def reconnect_delay(attempt: int, min_s: float, max_s: float,
     return d / 2 + rand() * d / 2
 
 
+#: Frames larger than this many times `max_frame_bytes` end the link unread.
+FRAME_CAP_FACTOR = 4
+
+
 class LinkError(Exception):
     """Connecting failed for a reason worth a clear log line."""
 
@@ -170,7 +174,28 @@ class Transport:
             raise LinkError(f"the CSMS did not agree to the WebSocket subprotocol {SUBPROTOCOL} "
                             f"(it answered {agreed!r}); it is not an OCPP 1.6 endpoint")
         ws.sock.settimeout(self.settings.response_timeout_s)
+        self._limit_frames(ws)
         return ws
+
+    def _limit_frames(self, ws: websocket.WebSocket) -> None:
+        """Refuse a frame whose header announces more than FRAME_CAP_FACTOR x max_frame_bytes
+        before reading it: websocket-client would read it whole into memory (a 600 MB frame
+        stalled the controller for minutes). The core answers frames up to max_frame_bytes
+        and those a little larger with a CALLERROR; beyond the cap the link is dropped.
+        websocket-client has no option for this, so its frame reader's length step is
+        wrapped (websocket/_abnf.py frame_buffer.recv_length)."""
+        cap = FRAME_CAP_FACTOR * self.settings.max_frame_bytes
+        frames = getattr(ws, "frame_buffer", None)
+        original = getattr(frames, "recv_length", None)
+        if original is None:
+            return
+
+        def recv_length() -> None:
+            original()
+            if frames.length is not None and frames.length > cap:
+                raise websocket.WebSocketPayloadException(
+                    f"a frame of {frames.length} bytes, more than {cap}")
+        frames.recv_length = recv_length
 
     def _run(self) -> None:
         attempt = 0

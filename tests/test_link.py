@@ -70,6 +70,18 @@ def test_huge_frame_is_refused_not_parsed(csms, booted):
     assert csms.call("CP-1", "GetConfiguration", {"key": ["HeartbeatInterval"]})
 
 
+def test_a_frame_far_beyond_the_limit_ends_the_link_unread(csms, booted, caplog):
+    """A frame announcing more than FRAME_CAP_FACTOR x max_frame_bytes is refused from its
+    header, before its payload is read into memory; the charger connects again and keeps
+    working."""
+    monster = '[2,"big","DataTransfer",{"vendorId":"x","data":"' + "A" * 24_000_000 + '"}]'
+    csms.send_raw("CP-1", monster, expect_reply=False)
+    csms.wait_connected("CP-1", count=2, timeout=10)
+    assert wait_until(lambda: booted.station.connected and booted.station.accepted, 10)
+    assert csms.call("CP-1", "GetConfiguration", {"key": ["HeartbeatInterval"]})
+    assert "more than 1048576" in caplog.text        # 4 x the default 262144
+
+
 def test_calls_from_the_csms_are_answered_while_ours_waits(csms, firmware):
     """One CALL of ours outstanding (the CSMS holds its answer); the CSMS's own CALLs are
     still answered."""
