@@ -18,7 +18,9 @@ Run from the project directory (Linux, on the disk you care about, not a tmpfs):
     .venv/bin/python bench/storage_wear.py            # temporary directory in $TMPDIR
     .venv/bin/python bench/storage_wear.py --dir /mnt/sdcard/bench
 
-Prints Markdown and exits 0. Takes about half a minute.
+    .venv/bin/python bench/storage_wear.py --real 300 # plus 5 minutes of the real process
+
+Prints Markdown and exits 0. Takes about half a minute (plus `--real` seconds).
 """
 from __future__ import annotations
 
@@ -152,6 +154,40 @@ def charging_hour(workdir: Path, interval: int) -> dict:
         csms.stop(graceful=False)
 
 
+def real_time(workdir: Path, interval: int, seconds: float) -> dict:
+    """The real `chargepoint run` process charging for `seconds` of wall time: what the
+    kernel wrote for it (`/proc/<pid>/io` write_bytes), including the periodic write-back of
+    SQLite's shared-memory index that a compressed simulated hour leaves no time for."""
+    from bench._common import FirmwareProcess, quiet_csms
+
+    csms = quiet_csms()
+    fw = FirmwareProcess(workdir, csms.url, ocpp={"MeterValueSampleInterval": interval,
+                                                   "MeterValuesSampledData": SAMPLED},
+                         log_level="warning")
+    try:
+        fw.start()
+        csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1, timeout=20)
+        fw.wait_sim()                              # registered: a card is now authorized
+        fw.sim("plug", "1")
+        fw.sim("tap", "BENCH01")
+        csms.wait_for("StartTransaction", timeout=20)
+        time.sleep(2 * interval)                   # start-up writes are not charging
+        io = Path(f"/proc/{fw.pid}/io")
+
+        def written() -> int:
+            return next(int(line.split()[1]) for line in io.read_text().splitlines()
+                        if line.startswith("write_bytes:"))
+        mv_before, start, t0 = len(csms.records("MeterValues")), written(), time.monotonic()
+        time.sleep(seconds)
+        end, t1 = written(), time.monotonic()
+        return {"interval": interval, "seconds": t1 - t0,
+                "meter_values": len(csms.records("MeterValues")) - mv_before,
+                "per_hour": (end - start) * 3600.0 / (t1 - t0)}
+    finally:
+        fw.stop()
+        csms.stop(graceful=False)
+
+
 def kib(n: float) -> str:
     return f"{n / 1024:,.1f} KiB"
 
@@ -202,6 +238,9 @@ def report(results: list[dict], fs: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", help="where the databases go (default: a temporary directory)")
+    parser.add_argument("--real", type=float, metavar="SECONDS", default=0,
+                        help="also run the real process for SECONDS of wall time at a 10 s "
+                             "interval (e.g. 300) and report its write_bytes per hour")
     args = parser.parse_args(argv)
     if not os.path.exists("/proc/self/io"):
         print("needs Linux (/proc/self/io)", file=sys.stderr)
@@ -217,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
             workdir.mkdir()
             results.append(charging_hour(workdir, interval))
         print(report(results, fs))
+        if args.real > 0:
+            workdir = Path(tmp) / "real-time"
+            real = real_time(workdir, 10, args.real)
+            print(f"\nReal process, {real['seconds']:.0f} s of wall time at a 10 s interval "
+                  f"({real['meter_values']} MeterValues): "
+                  f"{real['per_hour'] / 1e6:.2f} MB written per hour (/proc/<pid>/io).")
         if fs in ("tmpfs", "ramfs"):
             print(f"\nNote: {tmp} is on {fs}; write_bytes stays 0 there. Use --dir on a disk.")
     return 0
