@@ -490,3 +490,31 @@ while True:
     elif opcode == websocket.ABNF.OPCODE_CLOSE:
         break
 """
+
+
+def torture_report(res, heading: str, command: str, body: str, json_path: Optional[str],
+                   workdir: Path, keep: bool, figures: dict) -> int:
+    """Print a torture benchmark's Markdown (machine, command, `body`, problems), write its
+    figures as JSON if asked, remove the work directory unless kept or something failed;
+    the exit status is 0 only when nothing failed."""
+    import json
+    import shutil
+
+    print()
+    print(f"### {heading}\n")
+    print("\n".join(machine_lines()))
+    print(f"- command: `{command}`\n")
+    print(body)
+    for problem in res.problems[:40]:
+        print(f"  PROBLEM {problem}")
+    if len(res.problems) > 40:
+        print(f"  … {len(res.problems) - 40} more")
+    if json_path:
+        Path(json_path).write_text(json.dumps({**figures, "ok": res.ok}, indent=1,
+                                              default=repr))
+    if res.ok and not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elif not res.ok:
+        print(f"work directory kept: {workdir}")
+    return 0 if res.ok else 1
+

@@ -54,7 +54,6 @@ import datetime
 import json
 import random
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -66,7 +65,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._common import machine_lines, table  # noqa: E402
+from bench._common import table, torture_report  # noqa: E402
+from chargepoint.transport import FRAME_CAP_FACTOR  # noqa: E402
 from chargepoint import ocppj  # noqa: E402
 from tests.crash_driver import Charger  # noqa: E402
 
@@ -77,6 +77,8 @@ FINAL_TAG = "FINAL01"
 #: The largest frame sent: four times the firmware's own limit (config.py's default
 #: `max_frame_bytes`, 262,144), so that refusals by size are tested too.
 MAX_SENT = 4 * 262144
+#: Frames larger than this end the link unread (chargepoint/transport.py).
+FRAME_CAP = FRAME_CAP_FACTOR * 262144
 
 ERROR_CODES = frozenset({
     "NotImplemented", "NotSupported", "InternalError", "ProtocolError", "SecurityError",
@@ -267,6 +269,10 @@ def classify(frame: Frame) -> Frame:
         frame.cls = "none"
         return frame
     data = frame.data
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+    if size > FRAME_CAP:                # refused from its header: the link ends
+        frame.cls = "fatal"
+        return frame
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
@@ -1109,29 +1115,15 @@ def main(argv: Optional[list[str]] = None) -> int:
           flush=True)
     res = fuzz(frames, args.seed, workdir, args.batch,
                progress=lambda text: print(text, flush=True))
-    print()
-    print("### Frame fuzzing\n")
-    print("\n".join(machine_lines()))
-    print(f"- command: `.venv/bin/python bench/fuzz_frames.py --frames {frames} "
-          f"--seed {args.seed}`\n")
-    print(table(("", "result"), rows(res)))
-    print("\nFrames by kind: " + ", ".join(f"{k} {v:,}" for k, v in sorted(res.kinds.items()))
-          + ". CALLERRORs by code: " + ", ".join(f"{k} {v:,}" for k, v in
-                                                 sorted(res.callerrors.items())) + ".")
-    for problem in res.problems[:40]:
-        print(f"  PROBLEM {problem}")
-    if len(res.problems) > 40:
-        print(f"  … {len(res.problems) - 40} more")
-    if args.json:
-        figures = {k: dict(v) if isinstance(v, collections.Counter) else v
-                   for k, v in vars(res).items()}
-        figures["ok"] = res.ok
-        Path(args.json).write_text(json.dumps(figures, indent=1, default=repr))
-    if res.ok and not args.dir:
-        shutil.rmtree(workdir, ignore_errors=True)
-    elif not res.ok:
-        print(f"work directory kept: {workdir}")
-    return 0 if res.ok else 1
+    command = f".venv/bin/python bench/fuzz_frames.py --frames {frames} --seed {args.seed}"
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(res.kinds.items()))
+    codes = ", ".join(f"{k} {v:,}" for k, v in sorted(res.callerrors.items()))
+    body = (table(("", "result"), rows(res))
+            + f"\n\nFrames by kind: {kinds}. CALLERRORs by code: {codes}.")
+    figures = {k: dict(v) if isinstance(v, collections.Counter) else v
+               for k, v in vars(res).items()}
+    return torture_report(res, "Frame fuzzing", command, body, args.json, workdir,
+                          bool(args.dir), figures)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,8 @@ estimate).
 from __future__ import annotations
 
 import argparse
-import json
 import bisect
 import random
-import shutil
 import signal
 import sys
 import tempfile
@@ -48,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._common import machine_lines, table  # noqa: E402
+from bench._common import table, torture_report  # noqa: E402
 from bench.torture_link import Prober  # noqa: E402
 from chargepoint.csms.server import LocalCsms, read_log  # noqa: E402
 from tests.crash_driver import (INITIAL_WH, Charger, CleanStop, Kill, Sniper,  # noqa: E402
@@ -244,23 +242,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"torture_kill: {sessions:,} sessions, seed {args.seed}, about "
           f"{sessions * SESSION_S / 60:.0f} min; work directory {workdir}", flush=True)
     res = torture(sessions, args.seed, workdir, progress=lambda text: print(text, flush=True))
-    print()
-    print("### SIGKILL at random instants\n")
-    print("\n".join(machine_lines()))
-    print(f"- command: `.venv/bin/python bench/torture_kill.py --sessions {sessions} "
-          f"--seed {args.seed}`\n")
-    print(table(("", "result"), rows(res)))
-    print(f"\n{res.summary}")
-    for problem in res.problems[:40]:
-        print(f"  PROBLEM {problem}")
-    if args.json:
-        figures = dict(vars(res), ok=res.ok)
-        Path(args.json).write_text(json.dumps(figures, indent=1, default=repr))
-    if res.ok and not args.dir:
-        shutil.rmtree(workdir, ignore_errors=True)
-    elif not res.ok:
-        print(f"work directory kept: {workdir}")
-    return 0 if res.ok else 1
+    command = (f".venv/bin/python bench/torture_kill.py --sessions {sessions} --seed {args.seed}")
+    body = table(("", "result"), rows(res)) + f"\n\n{res.summary}"
+    return torture_report(res, "SIGKILL at random instants", command, body, args.json, workdir,
+                          bool(args.dir), vars(res))
 
 
 if __name__ == "__main__":

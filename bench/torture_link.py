@@ -33,9 +33,7 @@ about 12 minutes (the script prints its estimate).
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import shutil
 import sys
 import tempfile
 import threading
@@ -49,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._common import machine_lines, table  # noqa: E402
+from bench._common import table, torture_report  # noqa: E402
 from chargepoint.csms.server import LocalCsms, read_log  # noqa: E402
 from tests.crash_driver import (INITIAL_WH, Charger, check_connectors,  # noqa: E402
                                 problem_kinds, wait_until)
@@ -388,23 +386,11 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{args.seed}, about {estimate / 60:.0f} min; work directory {workdir}", flush=True)
     res = torture(sessions, args.seed, workdir, connectors,
                   progress=lambda text: print(text, flush=True), **options)
-    print()
-    print("### Link drops\n")
-    print("\n".join(machine_lines()))
-    print(f"- command: `.venv/bin/python bench/torture_link.py --sessions {sessions} "
-          f"--connectors {connectors} --seed {args.seed}`\n")
-    print(table(("", "result"), rows(res)))
-    print(f"\n{res.summary}")
-    for problem in res.problems[:40]:
-        print(f"  PROBLEM {problem}")
-    if args.json:
-        figures = dict(vars(res), ok=res.ok)
-        Path(args.json).write_text(json.dumps(figures, indent=1, default=repr))
-    if res.ok and not args.dir:
-        shutil.rmtree(workdir, ignore_errors=True)
-    elif not res.ok:
-        print(f"work directory kept: {workdir}")
-    return 0 if res.ok else 1
+    command = (f".venv/bin/python bench/torture_link.py --sessions {sessions} "
+               f"--connectors {connectors} --seed {args.seed}")
+    body = table(("", "result"), rows(res)) + f"\n\n{res.summary}"
+    return torture_report(res, "Link drops", command, body, args.json, workdir,
+                          bool(args.dir), vars(res))
 
 
 if __name__ == "__main__":
