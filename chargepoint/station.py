@@ -184,7 +184,7 @@ class Station:
     def _clock_set(self, step: float) -> None:
         """The system clock jumped past VALID_TIME_FLOOR (NTP on a controller without RTC):
         deadlines, the CSMS offset and everything stamped by the old clock move with it."""
-        from chargepoint.operations import transactions
+        from chargepoint.operations import metering, transactions
 
         log.warning("system clock set %.0f s forward; moving deadlines and queued times", step)
         self.timers.shift(step)
@@ -192,6 +192,8 @@ class Station:
             self.time_offset -= step
         try:
             transactions.clock_set(self, step)
+            metering.sample_interval_changed(self)      # the running samples' grid, new clock
+            metering.schedule_aligned(self)
         except Exception:
             log.exception("could not move the stored times with the clock")
 

@@ -198,9 +198,8 @@ def _shift_marks(value, step: float):
 def clock_set(st: "Station", step: float) -> None:
     """The system clock was set `step` seconds forward past VALID_TIME_FLOOR: local marks,
     retry times, reading times and transaction starts taken by the old clock move with it,
-    on disk and in memory, so they keep meaning the same instant (never a 1970 date)."""
-    from chargepoint.operations import metering
-
+    on disk and in memory, so they keep meaning the same instant (never a 1970 date).
+    The station then re-arms the sampling schedules on the new clock."""
     def dump(value) -> str:
         return json.dumps(value, separators=(",", ":"))
 
@@ -221,8 +220,6 @@ def clock_set(st: "Station", step: float) -> None:
     for tx in st.ledger.by_local.values():
         if tx.started < VALID_TIME_FLOOR:
             tx.started += step
-    metering.sample_interval_changed(st)            # the running samples' grid, new clock
-    metering.schedule_aligned(st)
 
 
 # -------------------------------------------------------------------- sending and answers
