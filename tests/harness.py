@@ -18,6 +18,9 @@ from chargepoint.clock import VirtualClock
 from chargepoint.config import parse_settings
 from chargepoint.runtime import Runtime
 
+#: The instant the `station` fixture (tests/conftest.py) starts at: 2026-01-01T00:00:00Z.
+STATION_NOW = 1_767_225_600.0
+
 BASE_SETTINGS: dict[str, Any] = {
     "csms": {"charge_point_id": "CP-1", "reconnect_min_s": 0.05, "reconnect_max_s": 0.2,
              "response_timeout_s": 5},

@@ -13,7 +13,7 @@ from ocpp.exceptions import InternalError
 
 from chargepoint.clock import VirtualClock
 from chargepoint.csms.server import NO_RESPONSE
-from tests.harness import wait_until
+from tests.harness import STATION_NOW, wait_until
 
 PAST = "2020-01-01T00:00:00Z"
 FUTURE = "2030-01-01T00:00:00Z"
@@ -439,22 +439,7 @@ def test_clear_cache_rejected_when_the_cache_is_disabled(csms, firmware):
 
 
 # ------------------------------------------------------------------------ the bound (unit)
-NOW = 1_767_225_600.0
-
-
-@pytest.fixture
-def station(tmp_path):
-    from chargepoint.connector import ConnectorInfo
-    from chargepoint.ocpp_keys import OcppKeys
-    from chargepoint.station import Station, StationConfig
-    from chargepoint.store import Store
-
-    store = Store(tmp_path / "cp.db")
-    keys = OcppKeys(store, {}, {})
-    st = Station(StationConfig("CP", {"chargePointVendor": "v", "chargePointModel": "m"},
-                               [ConnectorInfo(1)]), keys, store, NOW)
-    yield st
-    store.close()
+NOW = STATION_NOW
 
 
 def cached_tags(st):

@@ -3,26 +3,13 @@ opens in the same turn that learns the EV left C/D, and opens on any fault."""
 import pytest
 
 from chargepoint import actions as act
-from chargepoint.connector import ConnectorInfo
 from chargepoint.events import Tick
-from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.operations.transactions import Transaction
-from chargepoint.station import Station, StationConfig
-from chargepoint.store import Store
 from hal import events as he
 from hal.interfaces import PilotState
+from tests.harness import STATION_NOW
 
-NOW = 1_767_225_600.0
-
-
-@pytest.fixture
-def station(tmp_path):
-    store = Store(tmp_path / "cp.db")
-    keys = OcppKeys(store, {}, {})
-    st = Station(StationConfig("CP", {"chargePointVendor": "v", "chargePointModel": "m"},
-                               [ConnectorInfo(1, max_current_a=32)]), keys, store, NOW)
-    yield st
-    store.close()
+NOW = STATION_NOW
 
 
 def hw(actions):
