@@ -187,6 +187,3 @@ class Outbox:
         if self._delivered:
             with self.store.transaction():
                 self._flush_delivered()
-
-    def pending_for(self, tx_local: int) -> int:
-        return sum(1 for i in self._items if i.tx_local == tx_local)
