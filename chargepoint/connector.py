@@ -133,7 +133,7 @@ class Connector:
         if tx is not None and not tx.stopping:
             if tx.ev_disconnected or not self.pilot.vehicle_connected:
                 return "SuspendedEV"
-            if not self.authorized or self.offered_current() is None:
+            if self.offered_current() is None:      # not authorized, or limited below 6 A
                 return "SuspendedEVSE"
             return "Charging" if self.pilot.wants_power else "SuspendedEV"
         if not self.available():
