@@ -1,4 +1,10 @@
-"""Clocks for the station loop: the system clock, or a virtual one tests advance."""
+"""Clocks for the station loop: the system's, or a virtual one tests advance.
+
+Each gives two readings. `now()` is the local clock: monotonic seconds, started at
+the wall clock's reading, for deadlines and durations (it never jumps). `wall()` is
+the system clock as it is set, which the station only uses to learn the time of day
+(chargepoint/station_clock.py).
+"""
 from __future__ import annotations
 
 import queue
@@ -28,10 +34,24 @@ def try_parse_utc(text: Optional[str]) -> Optional[float]:
 
 
 class SystemClock:
-    """Wall-clock seconds since the epoch (UTC). Used in production."""
+    """The controller's clocks. Used in production."""
+
+    def __init__(self) -> None:
+        self._base = time.time() - time.monotonic()
+        #: Added to the system clock's reading: lets the simulated charger step its
+        #: "system clock" (`chargepoint sim clock-step`) without root or the real clock.
+        self.wall_step = 0.0
 
     def now(self) -> float:
-        return time.time()
+        """Monotonic seconds, equal to the wall clock at start."""
+        return time.monotonic() + self._base
+
+    def wall(self) -> float:
+        """Seconds since the epoch (UTC) as the system clock says: it may be stepped."""
+        return time.time() + self.wall_step
+
+    def step_wall(self, seconds: float) -> None:
+        self.wall_step += seconds
 
     def wait(self, events: "queue.SimpleQueue", timeout: float):
         """Next event, or None after `timeout` seconds."""
@@ -49,11 +69,22 @@ class VirtualClock:
 
     def __init__(self, start: float = 1_767_225_600.0):  # 2026-01-01T00:00:00Z
         self._now = start
+        self._wall_step = 0.0
         self._lock = threading.Lock()
 
     def now(self) -> float:
         with self._lock:
             return self._now
+
+    def wall(self) -> float:
+        """The system clock: the local clock plus every step made by `step_wall`."""
+        with self._lock:
+            return self._now + self._wall_step
+
+    def step_wall(self, seconds: float) -> None:
+        """Step the system clock (NTP, an operator) while monotonic time goes on."""
+        with self._lock:
+            self._wall_step += seconds
 
     def advance(self, seconds: float) -> None:
         with self._lock:

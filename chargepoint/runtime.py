@@ -85,7 +85,7 @@ class Runtime:
             max_frame_bytes=settings.csms.max_frame_bytes,
             strict_schema=settings.csms.strict_schema,
             log_frames=settings.log.frames,
-        ), self.keys, self.store, self.clock.now())
+        ), self.keys, self.store, self.clock.now(), self.clock.wall())
         self.transport = Transport(settings.csms, self.events.put,
                                    password=lambda: self.keys.raw("AuthorizationKey"),
                                    ping_interval_s=self.keys.int("WebSocketPingInterval"))
@@ -104,6 +104,7 @@ class Runtime:
         self.meter_poller.start()
         sim = self.hardware.simulator
         if sim is not None:
+            sim.step_system_clock = getattr(self.clock, "step_wall", None)
             from hal.sim_control import SimControlServer, default_socket_path
 
             path = self.settings.system.sim_socket or default_socket_path()
@@ -160,7 +161,7 @@ class Runtime:
     # -- the loop
     def _loop(self) -> None:
         station = self.station
-        self._execute(station.handle(ev.Tick(), self.clock.now()))
+        self._execute(station.handle(ev.Tick(), self.clock.now(), self.clock.wall()))
         while not self._stopping.is_set() and self.exit_action is None:
             deadline = station.next_deadline()
             timeout = MAX_SLEEP_S
@@ -178,7 +179,7 @@ class Runtime:
                 except Exception:
                     log.exception("simulated charger failed to advance")
             self._execute(station.handle(event if event is not None else ev.Tick(),
-                                         self.clock.now()))
+                                         self.clock.now(), self.clock.wall()))
             self.notifier.watchdog()
 
     def quiescent(self) -> bool:

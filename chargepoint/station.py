@@ -13,18 +13,17 @@ import logging
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 from chargepoint import actions as act
 from chargepoint import events as ev
 from chargepoint import ocppj
-from chargepoint.clock import VALID_TIME_FLOOR, parse_utc
 from chargepoint.connector import Connector, ConnectorInfo
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.operations import HANDLERS, load_all
 from chargepoint.operations.registry import Deferred
 from chargepoint.outbox import Item, Outbox
+from chargepoint.station_clock import StationClock
 from chargepoint.timers import Timers
 from hal import events as hal_events
 
@@ -92,17 +91,18 @@ class StationConfig:
 class Station:
     """The charge point's logic. Not thread-safe: one loop owns it."""
 
-    def __init__(self, config: StationConfig, keys: OcppKeys, store, now: float):
+    def __init__(self, config: StationConfig, keys: OcppKeys, store, now: float,
+                 wall: Optional[float] = None):
         load_all()
         self.config = config
         self.keys = keys
         self.store = store
         self.now = now
+        self.clock = StationClock(now, wall)
         self.timers = Timers()
         self.connected = False
         #: "new" (never answered), "Pending", "Rejected" or "Accepted".
         self.registration = "new"
-        self.time_offset: Optional[float] = None
         self.connectors: dict[int, Connector] = {
             0: Connector(ConnectorInfo(0), self),
             **{c.id: Connector(c, self) for c in config.connectors},
@@ -144,12 +144,16 @@ class Station:
         metering.schedule_aligned(self)
 
     # ------------------------------------------------------------------ entry point
-    def handle(self, event: Any, now: float) -> list[Any]:
-        """Consume one event at time `now`; return the actions to carry out, in order."""
-        stepped = now - self.now if self.now < VALID_TIME_FLOOR <= now else None
+    def handle(self, event: Any, now: float, wall: Optional[float] = None) -> list[Any]:
+        """Consume one event at local time `now` (monotonic); return the actions to carry
+        out, in order. `wall` is the system clock's reading, from which the time of day is
+        learnt while the CSMS has not told it."""
         self.now = now
-        if stepped is not None:
-            self._clock_set(stepped)
+        if self.clock.observe(now, wall):
+            try:
+                self._real_time_moved()
+            except Exception:
+                log.exception("could not re-arm what follows real time")
         for step in (lambda: self._dispatch(event), lambda: self.timers.fire_due(now), self._pump):
             try:
                 step()
@@ -168,50 +172,35 @@ class Station:
     # ------------------------------------------------------------------ time
     @property
     def time_known(self) -> bool:
-        return self.time_offset is not None or self.now >= VALID_TIME_FLOOR
+        return self.clock.known
+
+    @property
+    def time_offset(self) -> Optional[float]:
+        """Real time − local time, or None while unknown (see StationClock)."""
+        return self.clock.offset
 
     def station_time(self) -> float:
-        return self.now + (self.time_offset or 0.0)
+        """Real time now, as well as it is known."""
+        return self.clock.utc(self.now)
 
-    def timestamp(self, at: Optional[float] = None) -> Optional[str]:
-        """ISO 8601 UTC for `at` (station time, default now); None while time is unknown."""
-        if not self.time_known:
-            return None
-        t = self.station_time() if at is None else at
-        return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds") \
-            .replace("+00:00", "Z")
+    def timestamp(self, local: Optional[float] = None) -> Optional[str]:
+        """OCPP dateTime for local instant `local` (default now); None while unknown."""
+        return self.clock.timestamp(self.now if local is None else local)
 
-    def _clock_set(self, step: float) -> None:
-        """The system clock jumped past VALID_TIME_FLOOR (NTP on a controller without RTC):
-        deadlines, the CSMS offset and everything stamped by the old clock move with it."""
-        from chargepoint.operations import metering, transactions
+    def _real_time_moved(self) -> None:
+        """Real time moved against local time (the clock became known, the CSMS corrected
+        it, or a stepped system clock is followed): what is scheduled by real time is
+        re-armed. Timers by local time (heartbeat, samples, timeouts) stay as they are."""
+        from chargepoint.operations import metering
 
-        log.warning("system clock set %.0f s forward; moving deadlines and queued times", step)
-        self.timers.shift(step)
-        if self.time_offset is not None:
-            self.time_offset -= step
-        try:
-            transactions.clock_set(self, step)
-            metering.sample_interval_changed(self)      # the running samples' grid, new clock
-            metering.schedule_aligned(self)
-        except Exception:
-            log.exception("could not move the stored times with the clock")
+        metering.schedule_aligned(self)
+        self.reservations.rearm()
+        self.smart.refresh()
 
     def set_csms_time(self, text: str) -> None:
         """Adopt the CSMS's clock (BootNotification / Heartbeat currentTime)."""
-        try:
-            csms = parse_utc(text)
-        except ValueError:
-            log.warning("CSMS sent an unreadable currentTime %r; clock unchanged", text)
-            return
-        before = self.time_offset
-        self.time_offset = csms - self.now
-        if before is None or abs(self.time_offset - before) > 0.5:
-            from chargepoint.operations import metering
-
-            metering.schedule_aligned(self)
-            self.reservations.rearm()
-            self.smart.refresh()
+        if self.clock.set_csms_time(text):
+            self._real_time_moved()
 
     # ------------------------------------------------------------------ outgoing CALLs
     def send_call(self, action: str, payload: dict,

@@ -27,7 +27,7 @@ import os
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hal.events import CableDetected, FaultCode, HardwareFault, PilotStateChanged, TagPresented
 from hal.interfaces import (Clock, Contactor, ConnectorLock, EnergyMeter, Emit, EVInterface,
@@ -166,6 +166,9 @@ class SimCharger:
         self._pending: deque = deque()
         self._connectors: dict[int, SimConnector] = {}
         self._charger_faults: set[str] = set()
+        #: Steps the firmware's view of the system clock (set by the runtime): a
+        #: simulated RTC that an operator or NTP sets, without root or the real clock.
+        self.step_system_clock: Optional[Callable[[float], None]] = None
 
     # --- set-up (called by the settings' build methods)
 

@@ -43,6 +43,8 @@ COMMANDS = {
     "fault": f"WHAT [N]         inject a fault ({', '.join(FAULTS)})",
     "clear-fault": "WHAT [N]         clear an injected fault",
     "status": "                 show every connector",
+    "clock-step": "SECONDS          step the charger's system clock (NTP, an operator); "
+                  "monotonic time goes on",
 }
 
 
@@ -110,6 +112,17 @@ def execute(sim: SimCharger, cmd: Any, args: Any) -> Any:
             raise SimError(f"a fault is a name, got {what!r}")
         cid = _connector_arg(sim, args, 1)
         return (sim.fault if cmd == "fault" else sim.clear_fault)(what, cid)
+    if cmd == "clock-step":
+        _check_count(cmd, args, 1, 1)
+        try:
+            seconds = float(args[0])
+        except (TypeError, ValueError):
+            raise SimError(f"a clock step is a number of seconds, got {args[0]!r}") from None
+        if sim.step_system_clock is None or not -1e10 < seconds < 1e10:
+            raise SimError("this charger's clock cannot be stepped" if
+                           sim.step_system_clock is None else f"step {seconds} s is too large")
+        sim.step_system_clock(seconds)
+        return {"stepped_s": seconds}
     _check_count(cmd, args, 0, 0)
     return sim.status()
 

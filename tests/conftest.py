@@ -1,11 +1,14 @@
 """Shared test setup. Hardware is mocked only at the pin level (gpiozero's MockFactory)."""
 import os
+import time
+from datetime import datetime, timezone
 
 os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
 
 import pytest  # noqa: E402
 
 from chargepoint.csms.server import LocalCsms  # noqa: E402
+from chargepoint.clock import VirtualClock  # noqa: E402
 from tests.harness import STATION_NOW, Firmware  # noqa: E402
 
 
@@ -22,8 +25,15 @@ def firmware(tmp_path, csms):
     """Factory: `firmware(overrides=None, clock=None)` -> a started Firmware, stopped after."""
     started = []
 
+    default_now = csms.now
+
     def make(overrides=None, clock=None, start=True):
         fw = Firmware(tmp_path, csms.url, overrides, clock)
+        if csms.now is default_now and isinstance(fw.clock, VirtualClock):
+            # The CSMS's clock runs with the charger's virtual time (from today), as a real
+            # one runs with real time; otherwise every Heartbeat would move it backwards.
+            shift = time.time() - fw.clock.now()
+            csms.now = lambda: datetime.fromtimestamp(fw.clock.now() + shift, timezone.utc)
         started.append(fw)
         return fw.start() if start else fw
 

@@ -771,7 +771,7 @@ def test_system_clock_set_while_offline_moves_the_queued_timestamps(csms, firmwa
     t0 = clock.now()
     fw.advance(130)                                          # samples at +60 and +120
     jump = CSMS_EPOCH - clock.now()
-    clock.set(CSMS_EPOCH)                                    # NTP sets the system clock
+    clock.step_wall(jump)                                    # NTP sets the system clock
     fw.runtime.wake()
     fw.settle()
     assert fw.station.time_known

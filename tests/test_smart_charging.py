@@ -149,8 +149,8 @@ def record_turns(fw) -> list:
     station = fw.station
     handle = station.handle
 
-    def recording(event, t):
-        out = handle(event, t)
+    def recording(event, t, *wall):
+        out = handle(event, t, *wall)
         turns.append(list(out))
         return out
 

@@ -91,8 +91,10 @@ def sampled_values(conn: "Connector", reading: MeterReading, measurands: list[st
     return out
 
 
-def meter_value(st: "Station", at: float, values: list[dict]) -> dict:
-    return {"timestamp": stamp(st, at), "sampledValue": values}
+def meter_value(st: "Station", at: float, values: list[dict],
+                tx: Optional[Transaction] = None) -> dict:
+    """One meterValue at local instant `at` (on `tx`'s timeline when it belongs to one)."""
+    return {"timestamp": stamp(st, at, tx), "sampledValue": values}
 
 
 def _measurands(st: "Station", key: str) -> list[str]:
@@ -106,7 +108,7 @@ def stop_values(st: "Station", conn: "Connector", reading: MeterReading, at: flo
     if not measurands:
         return []
     values = sampled_values(conn, reading, measurands, context)
-    return [meter_value(st, at, values)] if values else []
+    return [meter_value(st, at, values, conn.tx)] if values else []
 
 
 # -------------------------------------------------------------------- sampled
@@ -174,11 +176,11 @@ def _produce(st: "Station", conn: "Connector", tx: Transaction, reading: MeterRe
     with st.store.transaction():
         if values:
             st.outbox.produce("MeterValues", {"connectorId": conn.id,
-                                              "meterValue": [meter_value(st, at, values)]},
+                                              "meterValue": [meter_value(st, at, values, tx)]},
                               tx.local_id, st.now)
         if stop_measurands:
             _keep_for_stop(st, tx, meter_value(st, at, sampled_values(
-                conn, reading, stop_measurands, context)))
+                conn, reading, stop_measurands, context), tx))
         _store_reading(st, tx, reading, at)
 
 
@@ -221,20 +223,19 @@ def schedule_aligned(st: "Station", boundary: Optional[float] = None) -> None:
         return
     if boundary is None:
         boundary = (math.floor(st.station_time() / interval) + 1) * interval
-    local = boundary - (st.time_offset or 0.0)
-    st.timers.set("aligned", local, lambda: _aligned_due(st, boundary))
+    st.timers.set("aligned", st.clock.to_local(boundary), lambda: _aligned_due(st, boundary))
 
 
 def _aligned_due(st: "Station", boundary: float) -> None:
     interval = st.keys.int("ClockAlignedDataInterval")
     if interval > 0:
         nxt = boundary + interval
-        if nxt - (st.time_offset or 0.0) <= st.now:
+        if st.clock.to_local(nxt) <= st.now:
             nxt = None                          # fell behind (clock jump): realign
         schedule_aligned(st, nxt)
     # Stamped with the boundary itself: the offset may have moved a little since the
     # timer was armed (a correction too small to re-arm it).
-    at = boundary - (st.time_offset or 0.0)
+    at = st.clock.to_local(boundary)
     for cid, conn in st.connectors.items():
         if cid != 0:
             conn.read_meter(lambda reading, conn=conn: _record_aligned(st, conn, reading, at))

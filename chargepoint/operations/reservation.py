@@ -118,9 +118,9 @@ class Reservations:
         return True
 
     def arm(self, reservation: Reservation) -> None:
-        """Set the expiry timer (the charger's clock runs `time_offset` behind the CSMS)."""
-        local = reservation.expiry - (self.st.time_offset or 0.0)
-        if self.st.time_offset is not None and local <= self.st.now:
+        """Set the expiry timer (the expiry is in the CSMS's time)."""
+        local = self.st.clock.to_local(reservation.expiry)
+        if self.st.clock.csms_offset is not None and local <= self.st.now:
             # Expired while the charger was off: gone before the boot reports any status.
             self.remove(reservation.reservation_id, "expired")
             return

@@ -63,7 +63,8 @@ class SmartCharging:
         tx = conn.tx
         if tx is None:
             return None, None
-        return tx.started + (self.st.time_offset or 0.0), tx.transaction_id
+        # Elapsed local time is what a Relative profile counts, whatever the clock did.
+        return self.st.clock.utc(tx.started), tx.transaction_id
 
     def now(self) -> float:
         return self.st.station_time()
@@ -101,8 +102,7 @@ class SmartCharging:
         nxt = cp.next_change(self.profiles, self.now(), HORIZON_S, starts)
         if nxt is None:                 # nothing within the horizon: look again at its end
             nxt = self.now() + HORIZON_S
-        local = nxt - (self.st.time_offset or 0.0)
-        self.st.timers.set("smart-charging", local, self.refresh)
+        self.st.timers.set("smart-charging", self.st.clock.to_local(nxt), self.refresh)
 
     # -- changes
     def install(self, profile: cp.Profile, tx_local: Optional[int] = None) -> None:

@@ -16,9 +16,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
-from chargepoint.clock import VALID_TIME_FLOOR
 from chargepoint.outbox import LOCAL_TIME, Item
 from chargepoint.operations import authorize
+from chargepoint.station_clock import StationClock, iso
 
 if TYPE_CHECKING:
     from chargepoint.connector import Connector
@@ -38,7 +38,7 @@ class Transaction:
     connector_id: int
     id_tag: str
     meter_start_wh: int
-    started: float                       # the charger's clock (`station.now`) at the start
+    started: float                       # the local clock (`station.now`) at the start
     parent_id_tag: Optional[str] = None
     reservation_id: Optional[int] = None
     transaction_id: Optional[int] = None
@@ -53,6 +53,9 @@ class Transaction:
     stop_reason: Optional[str] = None
     stop_id_tag: Optional[str] = None
     info: dict = field(default_factory=dict)
+    #: Real time (UTC seconds) of the start, once known: the transaction's timestamps
+    #: are this plus the local time elapsed (chargepoint/station_clock.py).
+    anchor: Optional[float] = None
 
     def energy_allowed(self, register_wh: Optional[float]) -> bool:
         if self.stopping or self.ev_disconnected:    # nobody to offer current to
@@ -68,11 +71,35 @@ def wh(value: float) -> int:
     return int(round(value))
 
 
-def stamp(st: "Station", at: Optional[float] = None) -> str:
-    """Timestamp for a durable message: ISO 8601, or a local mark fixed up when sent."""
+def stamp(st: "Station", at: Optional[float] = None, tx: Optional["Transaction"] = None,
+          sending: bool = False) -> str:
+    """Timestamp for local instant `at` (default now) in a durable message: ISO 8601, or,
+    while the time is unknown, a local mark resolved when sent (`sending`: resolve now,
+    with the best time there is).
+
+    A transaction's timestamps follow its anchor (StationClock): the real time of its
+    start plus the local time elapsed, whatever either clock did since."""
     at = st.now if at is None else at
-    text = st.timestamp(at + (st.time_offset or 0.0)) if st.time_known else None
-    return text if text is not None else f"{LOCAL_TIME}{at!r}"
+    if tx is not None:
+        anchor = _anchor(st, tx)
+        if anchor is not None:
+            return iso(StationClock.on_anchor(anchor, tx.started, at))
+    elif st.time_known:
+        return iso(st.clock.utc(at))
+    if sending:
+        return iso(st.clock.utc(at))
+    return f"{LOCAL_TIME}{at!r}"
+
+
+def _anchor(st: "Station", tx: "Transaction") -> Optional[float]:
+    """The transaction's anchor; fixed (and stored) the first time the time is known."""
+    if tx.anchor is None and st.time_known:
+        tx.anchor = st.clock.anchor_for(tx.started)
+        tx.info["anchor"] = tx.anchor
+        with st.store.transaction():
+            st.store.execute("UPDATE transactions SET info=? WHERE local_id=?",
+                             (json.dumps(tx.info), tx.local_id))
+    return tx.anchor
 
 
 # -------------------------------------------------------------------- state in memory
@@ -92,7 +119,8 @@ class Ledger:
             tx = Transaction(local_id, cid, id_tag, int(meter_start), started,
                              parent_id_tag=extra.get("parentIdTag"),
                              reservation_id=reservation_id,
-                             transaction_id=None if tx_id is None else int(tx_id), info=extra)
+                             transaction_id=None if tx_id is None else int(tx_id), info=extra,
+                             anchor=extra.get("anchor"))
             self.by_local[local_id] = tx
             if stopped:
                 self.stopped.add(local_id)
@@ -122,6 +150,9 @@ def begin(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Dec
     """
     meter_start = wh(register_wh)
     extra = {"parentIdTag": decision.parent_id_tag} if decision.parent_id_tag else {}
+    anchor = st.clock.anchor_for(st.now)
+    if anchor is not None:
+        extra["anchor"] = anchor
     payload = {"connectorId": conn.id, "idTag": id_tag, "meterStart": meter_start,
                "timestamp": stamp(st)}
     if reservation_id is not None:
@@ -134,7 +165,7 @@ def begin(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Dec
              json.dumps(extra)))
         tx = Transaction(cur.lastrowid, conn.id, id_tag, meter_start, st.now,
                          parent_id_tag=decision.parent_id_tag, reservation_id=reservation_id,
-                         info=extra)
+                         info=extra, anchor=anchor)
         st.outbox.produce("StartTransaction", payload, tx.local_id, st.now)
         for value in begin_values or []:
             st.store.execute("INSERT INTO tx_stop_data(tx_local, meter_value) VALUES(?, ?)",
@@ -151,9 +182,9 @@ def end(st: "Station", tx: Transaction, reason: str, register_wh: float,
     """Commit the end of `tx` and its StopTransaction.req (with its transactionData)."""
     if reason not in STOP_REASONS:
         raise ValueError(f"{reason!r} is not a StopTransaction reason")
-    at = st.now if at is None else at
+    at = max(st.now if at is None else at, tx.started)
     meter_stop = max(wh(register_wh), tx.meter_start_wh)
-    payload = {"meterStop": meter_stop, "timestamp": stamp(st, at), "reason": reason}
+    payload = {"meterStop": meter_stop, "timestamp": stamp(st, at, tx), "reason": reason}
     if id_tag:
         payload["idTag"] = id_tag
     with st.store.transaction():
@@ -185,60 +216,24 @@ def recover(st: "Station") -> list[Transaction]:
     return stopped
 
 
-def _shift_marks(value, step: float):
-    if isinstance(value, str) and value.startswith(LOCAL_TIME):
-        return f"{LOCAL_TIME}{float(value[len(LOCAL_TIME):]) + step!r}"
-    if isinstance(value, dict):
-        return {k: _shift_marks(v, step) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_shift_marks(v, step) for v in value]
-    return value
-
-
-def clock_set(st: "Station", step: float) -> None:
-    """The system clock was set `step` seconds forward past VALID_TIME_FLOOR: local marks,
-    retry times, reading times and transaction starts taken by the old clock move with it,
-    on disk and in memory, so they keep meaning the same instant (never a 1970 date).
-    The station then re-arms the sampling schedules on the new clock."""
-    def dump(value) -> str:
-        return json.dumps(value, separators=(",", ":"))
-
-    with st.store.transaction():
-        for item in st.outbox:
-            moved = _shift_marks(item.payload, step)
-            if 0 < item.next_attempt < VALID_TIME_FLOOR:
-                item.next_attempt += step
-            item.payload = moved
-            st.store.execute("UPDATE outbox SET payload=?, next_attempt=? WHERE seq=?",
-                             (dump(moved), item.next_attempt, item.seq))
-        for seq, text in st.store.execute("SELECT seq, meter_value FROM tx_stop_data").fetchall():
-            st.store.execute("UPDATE tx_stop_data SET meter_value=? WHERE seq=?",
-                             (dump(_shift_marks(json.loads(text), step)), seq))
-        for column in ("started", "last_ts"):
-            st.store.execute(f"UPDATE transactions SET {column}={column}+? WHERE {column}<?",
-                             (step, VALID_TIME_FLOOR))
-    for tx in st.ledger.by_local.values():
-        if tx.started < VALID_TIME_FLOOR:
-            tx.started += step
-
-
 # -------------------------------------------------------------------- sending and answers
-def _resolve_times(st: "Station", value):
+def _resolve_times(st: "Station", value, tx: Optional[Transaction]):
     if isinstance(value, str) and value.startswith(LOCAL_TIME):
-        at = float(value[len(LOCAL_TIME):])
-        return st.timestamp(at + (st.time_offset or 0.0)) or st.timestamp(st.now)
+        return stamp(st, float(value[len(LOCAL_TIME):]), tx, sending=True)
     if isinstance(value, dict):
-        return {k: _resolve_times(st, v) for k, v in value.items()}
+        return {k: _resolve_times(st, v, tx) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_times(st, v) for v in value]
+        return [_resolve_times(st, v, tx) for v in value]
     return value
 
 
 def payload_for_send(st: "Station", item: Item) -> Optional[dict]:
     """The payload as it goes on the wire now; None if it cannot be sent yet."""
-    payload = _resolve_times(st, item.payload)
+    tx = st.ledger.by_local.get(item.tx_local) if item.tx_local is not None else None
+    payload = item.payload
+    if LOCAL_TIME in item.text:
+        payload = _resolve_times(st, payload, tx)
     if item.action in ("StopTransaction", "MeterValues") and item.tx_local is not None:
-        tx = st.ledger.by_local.get(item.tx_local)
         if tx is None or tx.transaction_id is None:
             # Its StartTransaction is ahead in the queue and was delivered, so the id is
             # known; this only happens if that StartTransaction was discarded.
