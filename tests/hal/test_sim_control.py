@@ -174,11 +174,24 @@ def test_client_main_shows_a_cable_left_in_the_socket(rig, capsys):
     ("unplug", ["1", "top"], "usage: unplug [N] [ev|socket]"),
     ("unplug", ["1", "2", "ev"], "usage: unplug [N] [ev|socket]"),
     ("status", ["x"], "usage: status"),
+    ("clock-step", [], "usage: clock-step SECONDS"),
+    ("clock-step", ["soon"], "a clock step is a number of seconds"),
+    ("clock-step", ["60"], "this charger's clock cannot be stepped"),
 ])
 def test_bad_commands_get_a_clear_error(rig, cmd, args, error):
     reply = send_command(rig.path, cmd, args)
     assert reply["ok"] is False and error in reply["error"]
     assert rig.woken == [] and rig.events == []
+
+
+def test_clock_step_steps_the_system_clock_given_by_the_runtime(rig):
+    steps = []
+    rig.sim.step_system_clock = steps.append
+    assert send_command(rig.path, "clock-step", ["-3600"]) == \
+        {"ok": True, "result": {"stepped_s": -3600.0}}
+    assert steps == [-3600.0]
+    assert send_command(rig.path, "clock-step", ["1e12"])["ok"] is False
+    assert steps == [-3600.0]
 
 
 def test_bad_requests_are_answered_and_the_server_lives_on(rig):
