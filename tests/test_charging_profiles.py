@@ -681,3 +681,7 @@ def test_the_worked_example_in_the_documentation_is_what_the_charger_computes():
         assert amps == pytest.approx(offered), clock
         assert watts == pytest.approx(offered * 230 * 3), clock
 
+
+def test_the_documented_horizon_is_the_chargers():
+    assert f"**seven days ({cp.COMPOSITE_HORIZON_S} s)**" in DOC.read_text()
+    assert cp.COMPOSITE_HORIZON_S == 7 * DAY
