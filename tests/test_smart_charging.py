@@ -771,6 +771,16 @@ def test_profiles_the_schema_lets_through_but_ocpp_forbids_are_rejected(csms, fi
     assert fw.runtime is not None and csms.connected(CP)
 
 
+def test_impossible_phases_or_a_negative_duration_are_rejected(csms, firmware):
+    boot(csms, firmware)
+    for phases in (0, 4, -1):
+        assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10, phases)])) == "Rejected"
+    assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10)], duration=-1)) == "Rejected"
+    assert clear(csms) == "Unknown"
+    for phases in (1, 2, 3):
+        assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10, phases)])) == "Accepted"
+
+
 def test_remote_start_profile_is_checked_like_any_other(csms, firmware):
     """A RemoteStartTransaction's TxProfile that SetChargingProfile would reject makes the
     remote start Rejected: unit not allowed, periods not from 0, one profile too many."""

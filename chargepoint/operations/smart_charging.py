@@ -185,6 +185,10 @@ def _why_invalid(st: "Station", cid: int, body: dict, running: bool = True) -> O
         return "periods must start at 0 and increase"
     if any(p["limit"] < 0 for p in periods):
         return "a negative limit"
+    if any(p.get("numberPhases") not in (None, 1, 2, 3) for p in periods):
+        return "numberPhases must be 1, 2 or 3"
+    if sched.get("duration") is not None and sched["duration"] < 0:
+        return "a negative duration"
     if body["chargingProfileKind"] == "Recurring" and (
             not body.get("recurrencyKind") or sched.get("startSchedule") is None):
         return "a Recurring profile needs recurrencyKind and startSchedule"
