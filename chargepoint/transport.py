@@ -146,10 +146,12 @@ class Transport:
         try:
             # The subprotocol is offered by hand and checked below, so that a CSMS that
             # does not agree to it gets its own clear error rather than "bad header".
+            # Redirects are never followed (websocket-client follows three by default, to
+            # any scheme and host, with our Authorization header): see _redirect_refused.
             ws.connect(self.url, header=[f"Sec-WebSocket-Protocol: {SUBPROTOCOL}",
                                          *self._headers()],
                        timeout=self.settings.response_timeout_s,
-                       suppress_origin=True)
+                       suppress_origin=True, redirect_limit=0)
         except websocket.WebSocketBadStatusException as exc:
             if exc.status_code == 401:
                 raise LinkError(f"the CSMS refused our credentials (HTTP 401) for charge point "
@@ -157,15 +159,18 @@ class Transport:
             if exc.status_code == 404:
                 raise LinkError(f"the CSMS does not know {self.url} (HTTP 404): check the URL "
                                 "and charge_point_id") from None
-            raise LinkError(f"the CSMS refused the WebSocket upgrade: HTTP {exc.status_code}") \
-                from None
+            refused = self._redirect_refused(exc.status_code, exc.resp_headers)
+            raise LinkError(refused or f"the CSMS refused the WebSocket upgrade: HTTP "
+                                       f"{exc.status_code}") from None
         except ssl.SSLCertVerificationError as exc:
             raise LinkError(f"the CSMS's TLS certificate is not trusted: {exc.verify_message}") \
                 from None
         except ssl.SSLError as exc:
             raise LinkError(f"TLS handshake failed: {exc.reason or exc}") from None
         except websocket.WebSocketException as exc:
-            raise LinkError(f"WebSocket handshake failed: {exc}") from None
+            response = ws.handshake_response
+            refused = response and self._redirect_refused(response.status, response.headers)
+            raise LinkError(refused or f"WebSocket handshake failed: {exc}") from None
         except OSError as exc:
             raise LinkError(f"cannot reach {self.url}: {exc.strerror or exc}") from None
         agreed = (ws.getheaders() or {}).get("sec-websocket-protocol")
@@ -176,6 +181,18 @@ class Transport:
         ws.sock.settimeout(self.settings.response_timeout_s)
         self._limit_frames(ws)
         return ws
+
+    def _redirect_refused(self, status: Optional[int], headers: Optional[dict]) -> Optional[str]:
+        """Why a redirect is not followed (None: `status` is no redirect). Following one
+        could send the Basic credentials and the OCPP traffic to another host, or without
+        TLS while the log still names the configured wss:// URL; the charger connects only
+        to the URL it was given, whatever the security profile."""
+        if status is None or not 300 <= status < 400:
+            return None
+        location = str((headers or {}).get("location", ""))[:200]
+        return (f"the CSMS answered HTTP {status}, redirecting to {location!r}: "
+                f"redirects are not followed, the charger connects only to {self.url}; if "
+                "the new address is right, set it as [csms] url")
 
     def _limit_frames(self, ws: websocket.WebSocket) -> None:
         """Refuse a frame whose header announces more than FRAME_CAP_FACTOR x max_frame_bytes

@@ -1,0 +1,157 @@
+"""TLS that never downgrades: redirects are not followed.
+
+Real sockets on loopback: the firmware (tests/harness.py) against a bare server written
+here, since the CSMS must misbehave (answer the upgrade with a redirect).
+"""
+import logging
+import socketserver
+import ssl
+import threading
+import warnings
+
+import pytest
+import trustme
+
+from tests.harness import Firmware, wait_until
+
+KEY = "0123456789abcdef0123"
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+def server_context(ca, *, key_type=trustme.KeyType.ECDSA, ciphers=None, versions=None,
+                   leaf=None) -> ssl.SSLContext:
+    """A server's TLS context: a certificate from `ca` for 127.0.0.1 and localhost, only
+    `ciphers` (an OpenSSL cipher string) and only the TLS `versions` (min, max) if given."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with warnings.catch_warnings():          # TLS 1.1 is deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if versions:
+            ctx.minimum_version, ctx.maximum_version = versions
+        if ciphers:
+            ctx.set_ciphers(ciphers)
+    (leaf or ca.issue_cert("127.0.0.1", "localhost", key_type=key_type)).configure_cert(ctx)
+    return ctx
+
+
+def run(fw: Firmware):
+    fw.start()
+    return fw
+
+
+# --------------------------------------------------------------------------- bare servers
+
+class BareServer(socketserver.ThreadingTCPServer):
+    """A loopback server that does only what a test needs: it records every connection and
+    the head of the HTTP request on it (after TLS when `ssl_context` is given), and answers
+    `answer`."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, answer: bytes = b"", ssl_context=None):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.answer = answer
+        self.ssl_context = ssl_context
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.tls_sessions: list[ssl.SSLSocket] = []
+        self.shared_ciphers: list[list[str]] = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        server: BareServer = self.server
+        server.connections += 1
+        sock = self.request
+        sock.settimeout(5)
+        try:
+            if server.ssl_context is not None:
+                sock = server.ssl_context.wrap_socket(sock, server_side=True)
+                server.shared_ciphers.append([c[0] for c in sock.shared_ciphers() or []])
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            server.requests.append(head)
+            if server.answer:
+                sock.sendall(server.answer)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            sock.close()
+
+
+# --------------------------------------------------------------------------- redirects
+
+def _redirect(status: int, location: str) -> bytes:
+    reason = {301: "Moved Permanently", 302: "Found", 303: "See Other",
+              307: "Temporary Redirect", 308: "Permanent Redirect"}[status]
+    return (f"HTTP/1.1 {status} {reason}\r\nLocation: {location}\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("profile,status,target", [
+    (2, 301, "ws"),       # from TLS to plain text
+    (2, 302, "wss"),      # to another host, over TLS
+    (2, 307, "ws"),
+    (3, 308, "wss"),
+    (1, 301, "ws"),       # Basic credentials to another host
+    (0, 303, "ws"),
+])
+def test_a_redirect_is_never_followed(tmp_path, ca, caplog, profile, status, target):
+    """The CSMS answers the upgrade with a redirect to ws:// or to another wss:// host: the
+    target never sees a connection (so neither OCPP nor the Authorization header reaches it),
+    the log says why and where it pointed, and the charger keeps trying its own URL."""
+    tls = server_context(ca) if profile >= 2 else None
+    target_tls = server_context(ca) if target == "wss" else None
+    with BareServer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+                    target_tls) as elsewhere:
+        host = "localhost" if target == "wss" else "127.0.0.1"
+        location = f"{target}://{host}:{elsewhere.port}/ocpp/CP-1"
+        with BareServer(_redirect(status, location), tls) as redirector:
+            scheme = "wss" if profile >= 2 else "ws"
+            overrides = {"security_profile": profile}
+            if profile in (1, 2):
+                overrides["authorization_key"] = KEY
+            ca_file = tmp_path / "ca.pem"
+            ca.cert_pem.write_to_path(str(ca_file))
+            if profile >= 2:
+                overrides["ca_file"] = str(ca_file)
+            if profile == 3:
+                client = ca.issue_cert("CP-1")
+                client.cert_chain_pems[0].write_to_path(str(tmp_path / "cp.pem"))
+                client.private_key_pem.write_to_path(str(tmp_path / "cp.key"))
+                overrides.update(client_cert=str(tmp_path / "cp.pem"),
+                                 client_key=str(tmp_path / "cp.key"))
+            url = f"{scheme}://127.0.0.1:{redirector.port}/ocpp"
+            with caplog.at_level(logging.ERROR, "chargepoint.transport"):
+                fw = run(Firmware(tmp_path, url, {"csms": overrides}))
+                try:
+                    assert wait_until(lambda: len(redirector.requests) >= 2, timeout=10)
+                finally:
+                    fw.stop()
+        assert elsewhere.connections == 0 and elsewhere.requests == []
+    first = redirector.requests[0].decode("latin-1")
+    assert first.startswith("GET /ocpp/CP-1 HTTP/1.1")
+    assert ("Authorization: Basic" in first) == (profile in (1, 2))   # to the configured URL
+    assert f"the CSMS answered HTTP {status}, redirecting to {location!r}" in caplog.text
+    assert "redirects are not followed" in caplog.text
