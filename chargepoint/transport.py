@@ -48,11 +48,21 @@ class LinkError(Exception):
     """Connecting failed for a reason worth a clear log line."""
 
 
+#: The TLS 1.2 cipher suites offered, in this order: the OCPP 1.6 Security Whitepaper's
+#: (edition 3), TLS_ECDHE_ECDSA_WITH_AES_{128,256}_GCM, then TLS_RSA_WITH_AES_{128,256}_GCM
+#: so that a CSMS limited to those is reachable. TLS 1.3 offers OpenSSL's own suites, all
+#: AEAD (Python's ssl cannot narrow them). docs/configuration.md lists both.
+TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                 "AES128-GCM-SHA256", "AES256-GCM-SHA384")
+
+
 def build_ssl_context(settings: CsmsSettings) -> Optional[ssl.SSLContext]:
+    """TLS 1.2 or 1.3 for security profiles 2 and 3 (None: no TLS)."""
     if settings.security_profile < 2:
         return None
     ctx = ssl.create_default_context(cafile=settings.ca_file or None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(":".join(TLS12_CIPHERS))
     if settings.security_profile == 3:
         ctx.load_cert_chain(settings.client_cert, settings.client_key)
     return ctx

@@ -1,25 +1,36 @@
-"""TLS that never downgrades: redirects are not followed.
+"""TLS that never downgrades: redirects are not followed, and only the documented cipher
+suites are offered (TLS 1.2 at least).
 
-Real sockets on loopback: the firmware (tests/harness.py) against a bare server written
-here, since the CSMS must misbehave (answer the upgrade with a redirect).
+Real sockets on loopback: the firmware (tests/harness.py) against the loopback CSMS with a
+restricted TLS context, or against a bare server written here when the CSMS must misbehave
+(answer the upgrade with a redirect, or only complete the TLS handshake).
 """
 import logging
+import re
 import socketserver
 import ssl
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 import trustme
 
+from chargepoint.csms.server import LocalCsms
 from tests.harness import Firmware, wait_until
 
 KEY = "0123456789abcdef0123"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
 @pytest.fixture(scope="module")
 def ca():
     return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def rsa_ca():
+    return trustme.CA(key_type=trustme.KeyType.RSA)
 
 
 def server_context(ca, *, key_type=trustme.KeyType.ECDSA, ciphers=None, versions=None,
@@ -35,6 +46,14 @@ def server_context(ca, *, key_type=trustme.KeyType.ECDSA, ciphers=None, versions
             ctx.set_ciphers(ciphers)
     (leaf or ca.issue_cert("127.0.0.1", "localhost", key_type=key_type)).configure_cert(ctx)
     return ctx
+
+
+def profile_2(tmp_path, url, ca, **csms) -> Firmware:
+    """A firmware on security profile 2 (TLS + Basic auth) trusting `ca`."""
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return Firmware(tmp_path, url, {"csms": {"security_profile": 2, "authorization_key": KEY,
+                                             "ca_file": str(ca_file), **csms}})
 
 
 def run(fw: Firmware):
@@ -155,3 +174,76 @@ def test_a_redirect_is_never_followed(tmp_path, ca, caplog, profile, status, tar
     assert ("Authorization: Basic" in first) == (profile in (1, 2))   # to the configured URL
     assert f"the CSMS answered HTTP {status}, redirecting to {location!r}" in caplog.text
     assert "redirects are not followed" in caplog.text
+
+
+# --------------------------------------------------------------------------- cipher suites
+
+def _documented_suites() -> set[str]:
+    block = DOC.read_text().split("<!-- tls-ciphers -->", 1)[1].split("<!-- end -->", 1)[0]
+    return set(re.findall(r"`([A-Z0-9_-]+)`", block))
+
+
+def test_the_suites_offered_are_exactly_the_documented_ones(tmp_path, ca):
+    """A server that accepts every suite OpenSSL knows sees, as the suites it shares with
+    the charger, exactly the charger's offer."""
+    everything = server_context(ca, ciphers="ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    with BareServer(b"", everything) as server:
+        fw = run(profile_2(tmp_path, f"wss://127.0.0.1:{server.port}/ocpp", ca))
+        try:
+            assert wait_until(lambda: server.shared_ciphers, timeout=10)
+        finally:
+            fw.stop()
+    offered = server.shared_ciphers[0]
+    assert len(offered) == len(set(offered))
+    assert set(offered) == _documented_suites()
+    assert len(_documented_suites()) == 7
+
+
+@pytest.mark.parametrize("suite,key_type", [
+    ("AES128-GCM-SHA256", trustme.KeyType.RSA),           # TLS_RSA_WITH_AES_128_GCM_SHA256
+    ("AES256-GCM-SHA384", trustme.KeyType.RSA),
+    ("ECDHE-ECDSA-AES128-GCM-SHA256", trustme.KeyType.ECDSA),
+    ("ECDHE-ECDSA-AES256-GCM-SHA384", trustme.KeyType.ECDSA),
+])
+def test_a_tls_1_2_csms_with_one_whitepaper_suite_is_reachable(tmp_path, ca, rsa_ca, suite,
+                                                             key_type):
+    issuer = rsa_ca if key_type == trustme.KeyType.RSA else ca
+    ctx = server_context(issuer, key_type=key_type, ciphers=suite,
+                         versions=(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2))
+    server = LocalCsms(port=0, ssl_context=ctx, basic_auth={"CP-1": KEY})
+    server.start()
+    try:
+        fw = run(profile_2(tmp_path, server.url, issuer))
+        try:
+            server.wait_for("BootNotification", timeout=10)
+        finally:
+            fw.stop()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("ciphers,versions,key_type", [
+    # CBC with SHA-256: Python's own default would take it
+    ("ECDHE-ECDSA-AES128-SHA256", (ssl.TLSVersion.TLSv1_2,) * 2, trustme.KeyType.ECDSA),
+    ("ECDHE-ECDSA-AES128-SHA:AES128-SHA", (ssl.TLSVersion.TLSv1_2,) * 2,
+     trustme.KeyType.ECDSA),                                              # CBC with SHA-1
+    # sound, but not the whitepaper's: an RSA certificate over TLS 1.2 needs TLS_RSA_*
+    ("ECDHE-RSA-AES128-GCM-SHA256", (ssl.TLSVersion.TLSv1_2,) * 2, trustme.KeyType.RSA),
+    ("ALL:@SECLEVEL=0", (ssl.TLSVersion.TLSv1_1,) * 2, trustme.KeyType.ECDSA),  # TLS 1.1
+])
+def test_a_csms_without_any_offered_suite_is_refused(tmp_path, ca, rsa_ca, caplog, ciphers,
+                                                     versions, key_type):
+    issuer = rsa_ca if key_type == trustme.KeyType.RSA else ca
+    ctx = server_context(issuer, key_type=key_type, ciphers=ciphers, versions=versions)
+    server = LocalCsms(port=0, ssl_context=ctx, basic_auth={"CP-1": KEY})
+    server.start()
+    try:
+        with caplog.at_level(logging.ERROR, "chargepoint.transport"):
+            fw = run(profile_2(tmp_path, server.url, issuer))
+            try:
+                assert wait_until(lambda: "TLS handshake failed" in caplog.text, timeout=10)
+            finally:
+                fw.stop()
+        assert not server.received and not server.handshakes
+    finally:
+        server.stop()
