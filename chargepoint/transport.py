@@ -57,15 +57,38 @@ TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384
 
 
 def build_ssl_context(settings: CsmsSettings) -> Optional[ssl.SSLContext]:
-    """TLS 1.2 or 1.3 for security profiles 2 and 3 (None: no TLS)."""
+    """TLS 1.2 or 1.3 for security profiles 2 and 3 (None: no TLS). Built at every connect,
+    so a replaced ca_file, crl_file or client certificate applies from the next one."""
     if settings.security_profile < 2:
         return None
     ctx = ssl.create_default_context(cafile=settings.ca_file or None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(":".join(TLS12_CIPHERS))
+    if settings.crl_file:
+        # The CSMS's own certificate is checked against the CRL of the CA that issued it.
+        # The CAs above it are not: that needs a CRL from each, and one missing fails all.
+        ctx.load_verify_locations(cafile=settings.crl_file)
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     if settings.security_profile == 3:
         ctx.load_cert_chain(settings.client_cert, settings.client_key)
     return ctx
+
+
+#: OpenSSL's verify codes for a certificate checked against a CRL (X509_V_ERR_*).
+_CRL_TROUBLE = {
+    23: "it is revoked: crl_file {crl} lists it",
+    3: "crl_file {crl} has no CRL from the CA that issued it",
+    8: "the CRL in crl_file {crl} is not signed by the CA that issued it",
+    11: "the CRL in crl_file {crl} is not valid yet (is the clock right?)",
+    12: "the CRL in crl_file {crl} has expired (its nextUpdate has passed): install a "
+        "current one",
+}
+
+
+def _untrusted(exc: ssl.SSLCertVerificationError, settings: CsmsSettings) -> str:
+    why = _CRL_TROUBLE.get(exc.verify_code) if settings.crl_file else None
+    detail = why.format(crl=settings.crl_file) if why else exc.verify_message
+    return f"the CSMS's TLS certificate is not trusted: {detail}"
 
 
 class Transport:
@@ -148,7 +171,11 @@ class Transport:
         return [f"Authorization: Basic {token}"]
 
     def _connect(self) -> websocket.WebSocket:
-        ctx = build_ssl_context(self.settings)
+        try:
+            ctx = build_ssl_context(self.settings)
+        except (OSError, ssl.SSLError) as exc:
+            raise LinkError(f"cannot load the TLS files of [csms] (ca_file, crl_file, "
+                            f"client_cert, client_key): {exc}") from None
         # UTF-8 is checked in _read_loop: websocket-client's own check runs in Python byte
         # by byte (7 us for a 60-byte frame, 32 ms for one of 250 KB).
         ws = websocket.WebSocket(sslopt={"context": ctx} if ctx else None,
@@ -173,8 +200,7 @@ class Transport:
             raise LinkError(refused or f"the CSMS refused the WebSocket upgrade: HTTP "
                                        f"{exc.status_code}") from None
         except ssl.SSLCertVerificationError as exc:
-            raise LinkError(f"the CSMS's TLS certificate is not trusted: {exc.verify_message}") \
-                from None
+            raise LinkError(_untrusted(exc, self.settings)) from None
         except ssl.SSLError as exc:
             raise LinkError(f"TLS handshake failed: {exc.reason or exc}") from None
         except websocket.WebSocketException as exc:

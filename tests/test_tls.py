@@ -1,5 +1,5 @@
-"""TLS that never downgrades: redirects are not followed, and only the documented cipher
-suites are offered (TLS 1.2 at least).
+"""TLS that never downgrades: redirects are not followed, only the documented cipher suites
+are offered (TLS 1.2 at least), and a configured CRL refuses a revoked CSMS certificate.
 
 Real sockets on loopback: the firmware (tests/harness.py) against the loopback CSMS with a
 restricted TLS context, or against a bare server written here when the CSMS must misbehave
@@ -17,6 +17,7 @@ import pytest
 import trustme
 
 from chargepoint.csms.server import LocalCsms
+from tests import pki
 from tests.harness import Firmware, wait_until
 
 KEY = "0123456789abcdef0123"
@@ -245,5 +246,131 @@ def test_a_csms_without_any_offered_suite_is_refused(tmp_path, ca, rsa_ca, caplo
             finally:
                 fw.stop()
         assert not server.received and not server.handshakes
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- revocation
+
+@pytest.fixture
+def revoked(ca):
+    """A CSMS certificate from `ca`, and a CRL of `ca` that lists it."""
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    return leaf, pki.crl(ca, (pki.serial_of(leaf),))
+
+
+def _csms_with(ca, leaf) -> LocalCsms:
+    server = LocalCsms(port=0, ssl_context=server_context(ca, leaf=leaf),
+                       basic_auth={"CP-1": KEY})
+    server.start()
+    return server
+
+
+def _refused_with(tmp_path, ca, server, caplog, reason, **csms):
+    with caplog.at_level(logging.ERROR, "chargepoint.transport"):
+        fw = run(profile_2(tmp_path, server.url, ca, **csms))
+        try:
+            assert wait_until(lambda: reason in caplog.text, timeout=10), caplog.text
+        finally:
+            fw.stop()
+    assert not server.received
+
+
+def test_a_revoked_csms_certificate_is_refused_with_the_crl(tmp_path, ca, revoked, caplog):
+    leaf, crl = revoked
+    crl_file = pki.write_crl(tmp_path / "ca.crl", crl)
+    server = _csms_with(ca, leaf)
+    try:
+        _refused_with(tmp_path, ca, server, caplog,
+                      f"the CSMS's TLS certificate is not trusted: it is revoked: crl_file "
+                      f"{crl_file} lists it", crl_file=str(crl_file))
+    finally:
+        server.stop()
+
+
+def test_the_same_certificate_is_accepted_without_the_crl(tmp_path, ca, revoked):
+    leaf, _ = revoked
+    server = _csms_with(ca, leaf)
+    try:
+        fw = run(profile_2(tmp_path, server.url, ca))
+        try:
+            server.wait_for("BootNotification", timeout=10)
+        finally:
+            fw.stop()
+    finally:
+        server.stop()
+
+
+def test_a_certificate_the_crl_does_not_list_is_accepted(tmp_path, ca, revoked):
+    leaf, _ = revoked
+    crl_file = pki.write_crl(tmp_path / "ca.crl", pki.crl(ca, (pki.serial_of(leaf) + 1,)))
+    server = _csms_with(ca, leaf)
+    try:
+        fw = run(profile_2(tmp_path, server.url, ca, crl_file=str(crl_file)))
+        try:
+            server.wait_for("BootNotification", timeout=10)
+        finally:
+            fw.stop()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("which,reason", [
+    ("another CA's", "has no CRL from the CA that issued it"),
+    ("expired", "has expired (its nextUpdate has passed)"),
+])
+def test_a_crl_that_cannot_vouch_for_the_certificate_refuses_it(tmp_path, ca, caplog, which,
+                                                                reason):
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    crl = pki.crl(trustme.CA()) if which == "another CA's" else \
+        pki.crl(ca, next_update=-pki.DAY, last_update=-2 * pki.DAY)
+    crl_file = pki.write_crl(tmp_path / "ca.crl", crl)
+    server = _csms_with(ca, leaf)
+    try:
+        _refused_with(tmp_path, ca, server, caplog, f"crl_file {crl_file} {reason}",
+                      crl_file=str(crl_file))
+    finally:
+        server.stop()
+
+
+def test_a_crl_file_replaced_while_running_applies_from_the_next_connection(
+        tmp_path, ca, revoked, caplog):
+    """The CRL is read at every connection attempt: once the certificate is listed, the
+    reconnect is refused."""
+    leaf, crl = revoked
+    crl_file = pki.write_crl(tmp_path / "ca.crl", pki.crl(ca))
+    server = _csms_with(ca, leaf)
+    try:
+        with caplog.at_level(logging.ERROR, "chargepoint.transport"):
+            fw = run(profile_2(tmp_path, server.url, ca, crl_file=str(crl_file)))
+            try:
+                server.wait_for("BootNotification", timeout=10)
+                pki.write_crl(crl_file, crl)
+                server.restart()
+                assert wait_until(lambda: "it is revoked" in caplog.text, timeout=10)
+            finally:
+                fw.stop()
+        assert server.connection_count("CP-1") == 1
+    finally:
+        server.stop()
+
+
+
+def test_a_crl_file_gone_after_the_start_is_a_clear_reason(tmp_path, ca, revoked, caplog):
+    leaf, crl = revoked
+    crl_file = pki.write_crl(tmp_path / "ca.crl", crl)
+    server = _csms_with(ca, leaf)
+    try:
+        fw = profile_2(tmp_path, server.url, ca, crl_file=str(crl_file))   # checked here
+        crl_file.unlink()
+        with caplog.at_level(logging.ERROR, "chargepoint.transport"):
+            run(fw)
+            try:
+                assert wait_until(lambda: "cannot load the TLS files of [csms] (ca_file, "
+                                          "crl_file, client_cert, client_key)" in caplog.text,
+                                  timeout=10)
+            finally:
+                fw.stop()
+        assert not server.handshakes
     finally:
         server.stop()
