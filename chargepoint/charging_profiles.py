@@ -13,19 +13,33 @@ nominal voltage: W = A x volts x phases, with the period's `numberPhases` (defau
 3, as the specification says) or, when converting for a connector, the connector's
 own phase count if it has fewer. Nothing here reads a clock or a database: the
 station passes `now`, the profiles and the transaction's start.
+
+Cost: nothing walks time. A profile's edges (the instants where its answer may change)
+are produced lazily and in order, a recurrence starts from the repetition that holds the
+first instant asked about, and the composite schedule keeps each profile's period between
+its own edges, so one instant costs a merge over the profiles, not a search through them.
+The composite looks at most COMPOSITE_HORIZON_S ahead and stops at `max_periods`;
+`next_change` costs O(profiles x periods) whatever the dates. `Work` counts what a
+computation did, so the bounds are tested, not timed.
 """
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Optional
+from functools import cached_property
+from typing import Iterable, Iterator, Optional
 
 from chargepoint.clock import parse_utc
 
 DAY = 86400.0
 WEEK = 7 * DAY
 PURPOSES = ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile")
+#: How far ahead a composite schedule reaches at most: a weekly profile's whole cycle. It
+#: bounds the instants a composite can visit to about profiles x periods x 8.
+COMPOSITE_HORIZON_S = 7 * 86400
 
 
 def parse_time(text: Optional[str]) -> Optional[float]:
@@ -83,15 +97,40 @@ class Profile:
             transaction_id=body.get("transactionId"), installed=installed, raw=body)
 
     # -- when this profile's schedule runs
+    @cached_property
+    def span(self) -> Optional[float]:
+        """The length of one repetition of a Recurring profile (None: it does not repeat)."""
+        if self.kind != "Recurring":
+            return None
+        return WEEK if self.recurrency == "Weekly" else DAY
+
+    @cached_property
+    def _starts(self) -> tuple[float, ...]:
+        return tuple(period.start for period in self.periods)
+
+    @cached_property
+    def _offsets(self) -> tuple[float, ...]:
+        """Where, counted from its schedule's start, this profile's answer may change: its
+        start, each period's start and the end of its duration (a repetition ends at its
+        span, which is the next repetition's start)."""
+        offsets = {0.0, *self._starts}
+        if self.duration is not None:
+            offsets.add(self.duration)
+        limit = self.span if self.span is not None else math.inf
+        return tuple(sorted(o for o in offsets if 0 <= o < limit))
+
+    def _anchor(self) -> float:
+        if self.start_schedule is not None:
+            return self.start_schedule
+        return self.valid_from if self.valid_from is not None else self.installed
+
     def schedule_start(self, t: float, tx_start: Optional[float]) -> Optional[float]:
         """Start of the schedule instance that governs instant `t` (None: none does)."""
         if self.kind == "Relative":
             return tx_start
-        anchor = self.start_schedule if self.start_schedule is not None else \
-            (self.valid_from if self.valid_from is not None else self.installed)
-        if self.kind == "Recurring":
-            span = WEEK if self.recurrency == "Weekly" else DAY
-            return anchor + math.floor((t - anchor) / span) * span
+        anchor = self._anchor()
+        if self.span is not None:
+            return anchor + math.floor((t - anchor) / self.span) * self.span
         return anchor
 
     def valid(self, t: float) -> bool:
@@ -110,45 +149,44 @@ class Profile:
             return None
         if self.duration is not None and elapsed >= self.duration:
             return None
-        if self.kind == "Recurring":
-            span = WEEK if self.recurrency == "Weekly" else DAY
-            if elapsed >= span:
-                return None
-        current = None
-        for period in self.periods:
-            if period.start <= elapsed:
-                current = period
-            else:
-                break
-        return current
+        if self.span is not None and elapsed >= self.span:
+            return None
+        index = bisect.bisect_right(self._starts, elapsed) - 1   # the periods are increasing
+        return self.periods[index] if index >= 0 else None
 
-    def edges(self, begin: float, end: float, tx_start: Optional[float]) -> set[float]:
-        """Every instant in (begin, end) where this profile's answer may change."""
-        out: set[float] = set()
-        for t in (self.valid_from, self.valid_to):
-            if t is not None:
-                out.add(t)
-        starts: list[float] = []
-        if self.kind == "Recurring":
-            span = WEEK if self.recurrency == "Weekly" else DAY
-            first = self.schedule_start(begin, tx_start)
-            k = 0
-            while first is not None and first + k * span < end and k < 10000:
-                starts.append(first + k * span)
-                k += 1
-        else:
-            start = self.schedule_start(begin, tx_start)
-            if start is not None:
-                starts.append(start)
-        for start in starts:
-            out.add(start)
-            for period in self.periods:
-                out.add(start + period.start)
-            if self.duration is not None:
-                out.add(start + self.duration)
-            if self.kind == "Recurring":
-                out.add(start + (WEEK if self.recurrency == "Weekly" else DAY))
-        return {t for t in out if begin < t < end}
+    def edges(self, begin: float, end: float, tx_start: Optional[float],
+              work: Optional["Work"] = None) -> Iterator[float]:
+        """Every instant in (begin, end) where this profile's answer may change, in order.
+
+        Lazy: a consumer that stops early pays only for the instants it took, and a
+        recurrence starts from the repetition that holds `begin`.
+        """
+        validity = sorted({t for t in (self.valid_from, self.valid_to)
+                           if t is not None and begin < t < end})
+        last = None
+        for t in heapq.merge(validity, self._schedule_edges(begin, end, tx_start, work)):
+            if t != last:
+                last = t
+                yield t
+
+    def _schedule_edges(self, begin: float, end: float, tx_start: Optional[float],
+                        work: Optional["Work"]) -> Iterator[float]:
+        start = self.schedule_start(begin, tx_start)
+        if start is None:
+            return
+        span = self.span
+        while start < end:
+            if work is not None:                # at most this many instants computed
+                work.candidates += len(self._offsets)
+            for offset in self._offsets:
+                t = start + offset
+                if t >= end:
+                    break
+                if t > begin:
+                    yield t
+            if span is None:
+                break
+            start += span
 
 
 # ------------------------------------------------------------------------- units
@@ -181,98 +219,185 @@ class Limit:
     min_amps: Optional[float] = None
 
 
-def _best(profiles: Iterable[Profile], t: float, tx_start: Optional[float]):
-    """The (profile, period) of the highest stack level that is in force at `t`."""
-    best = None
-    for profile in profiles:
-        period = profile.period_at(t, tx_start)
-        if period is not None and (best is None or profile.stack_level > best[0].stack_level):
-            best = (profile, period)
-    return best
+@dataclass
+class Work:
+    """What a computation did, counted where it is spent, so its bounds can be tested.
+
+    `candidates`: instants computed from the profiles' schedules (an upper bound of the
+    edges produced); `evaluations`: profiles asked for their period at an instant (each
+    O(log periods)); `merges`: instants at which the profiles' answers were combined (each
+    O(profiles)).
+    """
+
+    candidates: int = 0
+    evaluations: int = 0
+    merges: int = 0
 
 
-def limit_at(profiles: list[Profile], connector_id: int, t: float, conn: Connection,
-             tx_start: Optional[float] = None, tx_id: Optional[int] = None) -> Limit:
-    """The limit for `connector_id` (0 = the whole charger) at instant `t`, in amps."""
-    def amps(best) -> tuple[float, int]:
-        profile, period = best
-        phases = _phases(period, conn)
-        return to_amps(period.limit, profile.unit, phases, conn.volts), phases
+def _roles(profiles: list[Profile], connector_id: int,
+           tx_id: Optional[int]) -> list[list[int]]:
+    """Which of `profiles` may speak for `connector_id`, as index lists: the cap first, then
+    the transaction's candidates in order of precedence (its TxProfile, the connector's own
+    TxDefaultProfile, connector 0's). Each list runs from the highest stack level down (in
+    installation order within one level), so the first that has a period in force rules."""
+    def where(test) -> list[int]:
+        return sorted((i for i, p in enumerate(profiles) if test(p)),
+                      key=lambda i: -profiles[i].stack_level)
 
-    cap = _best((p for p in profiles if p.purpose == "ChargePointMaxProfile"), t, tx_start)
-    result: Optional[tuple[float, int]] = amps(cap) if cap else None
+    cap = where(lambda p: p.purpose == "ChargePointMaxProfile")
+    if connector_id == 0:
+        return [cap]
+    return [cap,
+            where(lambda p: p.purpose == "TxProfile" and p.connector_id == connector_id
+                  and (p.transaction_id is None or tx_id is None or p.transaction_id == tx_id)),
+            where(lambda p: p.purpose == "TxDefaultProfile" and p.connector_id == connector_id),
+            where(lambda p: p.purpose == "TxDefaultProfile" and p.connector_id == 0)]
+
+
+def _ruling(periods: list[Optional[Period]], role: list[int]) -> Optional[int]:
+    """The first of `role` (highest stack level first) that has a period in force."""
+    for i in role:
+        if periods[i] is not None:
+            return i
+    return None
+
+
+def _merge(profiles: list[Profile], periods: list[Optional[Period]], roles: list[list[int]],
+           conn: Connection) -> Limit:
+    """The limit, in amps, that `periods` (each profile's period in force, or None) add up to."""
+    def amps(i: int) -> tuple[float, int]:
+        phases = _phases(periods[i], conn)
+        return to_amps(periods[i].limit, profiles[i].unit, phases, conn.volts), phases
+
+    cap = _ruling(periods, roles[0])
+    result: Optional[tuple[float, int]] = amps(cap) if cap is not None else None
     min_amps = None
-    if connector_id != 0:
-        tx = _best((p for p in profiles if p.purpose == "TxProfile"
-                    and p.connector_id == connector_id
-                    and (p.transaction_id is None or tx_id is None
-                         or p.transaction_id == tx_id)), t, tx_start)
+    for role in roles[1:]:
+        tx = _ruling(periods, role)
         if tx is None:
-            tx = _best((p for p in profiles if p.purpose == "TxDefaultProfile"
-                        and p.connector_id == connector_id), t, tx_start)
-        if tx is None:
-            tx = _best((p for p in profiles if p.purpose == "TxDefaultProfile"
-                        and p.connector_id == 0), t, tx_start)
-        if tx is not None:
-            value = amps(tx)
-            result = value if result is None or value[0] < result[0] else result
-            profile = tx[0]
-            if profile.min_rate is not None:
-                min_amps = to_amps(profile.min_rate, profile.unit, value[1], conn.volts)
+            continue
+        value = amps(tx)
+        result = value if result is None or value[0] < result[0] else result
+        profile = profiles[tx]
+        if profile.min_rate is not None:
+            min_amps = to_amps(profile.min_rate, profile.unit, value[1], conn.volts)
+        break
     if result is None:
         return Limit(None)
     return Limit(result[0], result[1], min_amps)
 
 
-def composite(profiles: list[Profile], connector_id: int, start: float, duration: float,
-              unit: str, conn: Connection, tx_start: Optional[float] = None,
-              tx_id: Optional[int] = None) -> list[dict]:
+def _speaking(profiles: list[Profile], connector_id: int,
+              tx_id: Optional[int]) -> tuple[list[Profile], list[list[int]]]:
+    """The profiles that may speak for `connector_id`, and their roles among them."""
+    roles = _roles(profiles, connector_id, tx_id)
+    kept = sorted({i for role in roles for i in role})
+    mine = [profiles[i] for i in kept]
+    return mine, _roles(mine, connector_id, tx_id)
+
+
+def limit_at(profiles: list[Profile], connector_id: int, t: float, conn: Connection,
+             tx_start: Optional[float] = None, tx_id: Optional[int] = None) -> Limit:
+    """The limit for `connector_id` (0 = the whole charger) at instant `t`, in amps."""
+    mine, roles = _speaking(profiles, connector_id, tx_id)
+    return _merge(mine, [p.period_at(t, tx_start) for p in mine], roles, conn)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A composite schedule: its periods, how far they reach, and what computing it cost."""
+
+    periods: list[dict]
+    #: Seconds from the start that the periods cover: the duration asked for, or less when
+    #: it reached beyond the horizon or needed more than `max_periods` periods.
+    duration: float
+    work: Work
+
+
+def schedule(profiles: list[Profile], connector_id: int, start: float, duration: float,
+             unit: str, conn: Connection, tx_start: Optional[float] = None,
+             tx_id: Optional[int] = None, max_periods: Optional[int] = None,
+             horizon: float = COMPOSITE_HORIZON_S) -> Schedule:
     """GetCompositeSchedule's periods from `start` for `duration` seconds, in `unit`.
 
     Contiguous, sorted, and minimal: a new period begins only where the limit (or its
     phase count) changes. An instant no profile limits gets the connector's rating.
+    Computed only as far as it is returned: at most `horizon` seconds, and up to where a
+    period beyond `max_periods` would begin (the schedule's `duration` then ends there).
+
+    One pass over the profiles' edges in time order; between its own edges a profile's
+    period cannot change, so an edge re-evaluates only the profiles it belongs to.
     """
+    work = Work()
+    duration = min(duration, horizon)
     end = start + duration
     if tx_start is None:
         tx_start = start            # a Relative profile shows as if a transaction began now
-    edges = {start}
-    for profile in profiles:
-        edges |= profile.edges(start, end, tx_start)
-    periods: list[dict] = []
+    cap = None if max_periods is None else max(1, max_periods)
+    mine, roles = _speaking(profiles, connector_id, tx_id)
+    periods_now = [p.period_at(start, tx_start) for p in mine]
+    work.evaluations += len(mine)
+    edges = heapq.merge(*(_tagged(p.edges(start, end, tx_start, work), i)
+                          for i, p in enumerate(mine)))
+    out: list[dict] = []
     last = None
-    for t in sorted(edges):
-        lim = limit_at(profiles, connector_id, t, conn, tx_start, tx_id)
+    t = start
+    pending = next(edges, None)
+    while True:
+        work.merges += 1
+        lim = _merge(mine, periods_now, roles, conn)
         amps = conn.max_amps if lim.amps is None else min(lim.amps, conn.max_amps)
         phases = lim.phases or conn.phases
         value = round(to_unit(amps, unit, phases, conn.volts), 1)
         key = (value, phases)
-        if key == last:
-            continue
-        last = key
-        period = {"startPeriod": int(round(t - start)), "limit": value}
-        if phases != 3:
-            period["numberPhases"] = phases
-        if periods and period["startPeriod"] == periods[-1]["startPeriod"]:
-            periods[-1] = period
-        else:
-            periods.append(period)
-    # merging after rounding may leave equal neighbours
-    merged: list[dict] = []
-    for period in periods:
-        if merged and merged[-1]["limit"] == period["limit"] and \
-                merged[-1].get("numberPhases") == period.get("numberPhases"):
-            continue
-        merged.append(period)
-    return merged
+        if key != last:
+            last = key
+            period = {"startPeriod": int(round(t - start)), "limit": value}
+            if phases != 3:
+                period["numberPhases"] = phases
+            if out and out[-1]["startPeriod"] == period["startPeriod"]:
+                out.pop()                    # two changes within one whole second: the later
+            if not (out and out[-1]["limit"] == period["limit"]
+                    and out[-1].get("numberPhases") == period.get("numberPhases")):
+                out.append(period)           # (rounding may make neighbours equal: merged)
+        # Only the last period may still change; with cap + 2 the first cap + 1 are final.
+        if pending is None or (cap is not None and len(out) > cap + 1):
+            break
+        t = pending[0]
+        while pending is not None and pending[0] == t:
+            i = pending[1]
+            periods_now[i] = mine[i].period_at(t, tx_start)
+            work.evaluations += 1
+            pending = next(edges, None)
+    if cap is not None and len(out) > cap:
+        return Schedule(out[:cap], out[cap]["startPeriod"], work)
+    return Schedule(out, duration, work)
+
+
+def _tagged(edges: Iterator[float], index: int) -> Iterator[tuple[float, int]]:
+    for t in edges:
+        yield t, index
+
+
+def composite(profiles: list[Profile], connector_id: int, start: float, duration: float,
+              unit: str, conn: Connection, tx_start: Optional[float] = None,
+              tx_id: Optional[int] = None) -> list[dict]:
+    """The periods of `schedule` (at most COMPOSITE_HORIZON_S of them, in any number)."""
+    return schedule(profiles, connector_id, start, duration, unit, conn, tx_start,
+                    tx_id).periods
 
 
 def next_change(profiles: list[Profile], now: float, horizon: float,
-                tx_starts: Iterable[Optional[float]]) -> Optional[float]:
-    """The first instant after `now` where any connector's limit may change."""
+                tx_starts: Iterable[Optional[float]],
+                work: Optional[Work] = None) -> Optional[float]:
+    """The first instant after `now`, within `horizon`, where any connector's limit may
+    change. Each profile's first edge costs O(its periods), whatever the dates: only a
+    Relative profile depends on the transaction's start, so only it is asked per start."""
     best = None
+    starts = set(tx_starts) | {None}
     for profile in profiles:
-        for tx_start in set(tx_starts) | {None}:
-            for t in profile.edges(now, now + horizon, tx_start):
-                if best is None or t < best:
-                    best = t
+        for tx_start in (starts if profile.kind == "Relative" else (None,)):
+            t = next(profile.edges(now, now + horizon, tx_start, work), None)
+            if t is not None and (best is None or t < best):
+                best = t
     return best

@@ -46,6 +46,9 @@ class CsmsSettings:
     ca_file: str = ""
     client_cert: str = ""
     client_key: str = ""
+    #: PEM certificate revocation list(s) the CSMS's certificate is checked against
+    #: (profiles 2-3); "" = none.
+    crl_file: str = ""
     #: Seconds to wait for the CSMS's answer to one of our CALLs.
     response_timeout_s: float = 30.0
     #: Seconds without a pong after a ping before the link is declared dead.
@@ -73,6 +76,12 @@ class CsmsSettings:
                              "use profile 2 or 3 for wss://")
         if self.security_profile == 3 and not (self.client_cert and self.client_key):
             raise ValueError("client_cert: security profile 3 needs client_cert and client_key")
+        if self.crl_file:
+            if self.security_profile not in (2, 3):
+                raise ValueError("crl_file: used only with TLS (security profile 2 or 3)")
+            problem = crl_file_problem(self.crl_file)
+            if problem:
+                raise ValueError(f"crl_file: {problem}")
         if self.authorization_key and not (16 <= len(self.authorization_key) <= 40):
             raise ValueError("authorization_key: must be 16 to 40 characters (OCPP security "
                              "whitepaper)")
@@ -83,6 +92,35 @@ class CsmsSettings:
             raise ValueError("reconnect_max_s: must not be below reconnect_min_s")
         if self.max_frame_bytes < 4096:
             raise ValueError("max_frame_bytes: must be at least 4096")
+
+
+#: One PEM block of a CRL. cryptography loads one CRL per call, and OpenSSL reads every
+#: one in the file, so each block is checked.
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
+
+
+def crl_file_problem(path: str) -> Optional[str]:
+    """Why `path` is not a readable PEM file of certificate revocation lists (None: it is)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    from cryptography import x509  # here, not at start: only a configured CRL needs it
+
+    blocks = _PEM_CRL.findall(data)
+    if not blocks:
+        try:
+            x509.load_der_x509_crl(data)
+        except ValueError:
+            return f"{path} holds no certificate revocation list (PEM, -----BEGIN X509 CRL-----)"
+        return (f"{path} is a DER CRL; the charger reads PEM: openssl crl -inform DER "
+                f"-in {path} -out crl.pem")
+    for block in blocks:
+        try:
+            x509.load_pem_x509_crl(block)
+        except ValueError as exc:
+            return f"{path} holds a CRL that does not parse: {exc}"
+    return None
 
 
 @dataclass

@@ -48,14 +48,47 @@ class LinkError(Exception):
     """Connecting failed for a reason worth a clear log line."""
 
 
+#: The TLS 1.2 cipher suites offered, in this order: the OCPP 1.6 Security Whitepaper's
+#: (edition 3), TLS_ECDHE_ECDSA_WITH_AES_{128,256}_GCM, then TLS_RSA_WITH_AES_{128,256}_GCM
+#: so that a CSMS limited to those is reachable. TLS 1.3 offers OpenSSL's own suites, all
+#: AEAD (Python's ssl cannot narrow them). docs/configuration.md lists both.
+TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                 "AES128-GCM-SHA256", "AES256-GCM-SHA384")
+
+
 def build_ssl_context(settings: CsmsSettings) -> Optional[ssl.SSLContext]:
+    """TLS 1.2 or 1.3 for security profiles 2 and 3 (None: no TLS). Built at every connect,
+    so a replaced ca_file, crl_file or client certificate applies from the next one."""
     if settings.security_profile < 2:
         return None
     ctx = ssl.create_default_context(cafile=settings.ca_file or None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(":".join(TLS12_CIPHERS))
+    if settings.crl_file:
+        # The CSMS's own certificate is checked against the CRL of the CA that issued it.
+        # The CAs above it are not: that needs a CRL from each, and one missing fails all.
+        ctx.load_verify_locations(cafile=settings.crl_file)
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     if settings.security_profile == 3:
         ctx.load_cert_chain(settings.client_cert, settings.client_key)
     return ctx
+
+
+#: OpenSSL's verify codes for a certificate checked against a CRL (X509_V_ERR_*).
+_CRL_TROUBLE = {
+    23: "it is revoked: crl_file {crl} lists it",
+    3: "crl_file {crl} has no CRL from the CA that issued it",
+    8: "the CRL in crl_file {crl} is not signed by the CA that issued it",
+    11: "the CRL in crl_file {crl} is not valid yet (is the clock right?)",
+    12: "the CRL in crl_file {crl} has expired (its nextUpdate has passed): install a "
+        "current one",
+}
+
+
+def _untrusted(exc: ssl.SSLCertVerificationError, settings: CsmsSettings) -> str:
+    why = _CRL_TROUBLE.get(exc.verify_code) if settings.crl_file else None
+    detail = why.format(crl=settings.crl_file) if why else exc.verify_message
+    return f"the CSMS's TLS certificate is not trusted: {detail}"
 
 
 class Transport:
@@ -138,7 +171,11 @@ class Transport:
         return [f"Authorization: Basic {token}"]
 
     def _connect(self) -> websocket.WebSocket:
-        ctx = build_ssl_context(self.settings)
+        try:
+            ctx = build_ssl_context(self.settings)
+        except (OSError, ssl.SSLError) as exc:
+            raise LinkError(f"cannot load the TLS files of [csms] (ca_file, crl_file, "
+                            f"client_cert, client_key): {exc}") from None
         # UTF-8 is checked in _read_loop: websocket-client's own check runs in Python byte
         # by byte (7 us for a 60-byte frame, 32 ms for one of 250 KB).
         ws = websocket.WebSocket(sslopt={"context": ctx} if ctx else None,
@@ -146,10 +183,12 @@ class Transport:
         try:
             # The subprotocol is offered by hand and checked below, so that a CSMS that
             # does not agree to it gets its own clear error rather than "bad header".
+            # Redirects are never followed (websocket-client follows three by default, to
+            # any scheme and host, with our Authorization header): see _redirect_refused.
             ws.connect(self.url, header=[f"Sec-WebSocket-Protocol: {SUBPROTOCOL}",
                                          *self._headers()],
                        timeout=self.settings.response_timeout_s,
-                       suppress_origin=True)
+                       suppress_origin=True, redirect_limit=0)
         except websocket.WebSocketBadStatusException as exc:
             if exc.status_code == 401:
                 raise LinkError(f"the CSMS refused our credentials (HTTP 401) for charge point "
@@ -157,15 +196,17 @@ class Transport:
             if exc.status_code == 404:
                 raise LinkError(f"the CSMS does not know {self.url} (HTTP 404): check the URL "
                                 "and charge_point_id") from None
-            raise LinkError(f"the CSMS refused the WebSocket upgrade: HTTP {exc.status_code}") \
-                from None
+            refused = self._redirect_refused(exc.status_code, exc.resp_headers)
+            raise LinkError(refused or f"the CSMS refused the WebSocket upgrade: HTTP "
+                                       f"{exc.status_code}") from None
         except ssl.SSLCertVerificationError as exc:
-            raise LinkError(f"the CSMS's TLS certificate is not trusted: {exc.verify_message}") \
-                from None
+            raise LinkError(_untrusted(exc, self.settings)) from None
         except ssl.SSLError as exc:
             raise LinkError(f"TLS handshake failed: {exc.reason or exc}") from None
         except websocket.WebSocketException as exc:
-            raise LinkError(f"WebSocket handshake failed: {exc}") from None
+            response = ws.handshake_response
+            refused = response and self._redirect_refused(response.status, response.headers)
+            raise LinkError(refused or f"WebSocket handshake failed: {exc}") from None
         except OSError as exc:
             raise LinkError(f"cannot reach {self.url}: {exc.strerror or exc}") from None
         agreed = (ws.getheaders() or {}).get("sec-websocket-protocol")
@@ -176,6 +217,18 @@ class Transport:
         ws.sock.settimeout(self.settings.response_timeout_s)
         self._limit_frames(ws)
         return ws
+
+    def _redirect_refused(self, status: Optional[int], headers: Optional[dict]) -> Optional[str]:
+        """Why a redirect is not followed (None: `status` is no redirect). Following one
+        could send the Basic credentials and the OCPP traffic to another host, or without
+        TLS while the log still names the configured wss:// URL; the charger connects only
+        to the URL it was given, whatever the security profile."""
+        if status is None or not 300 <= status < 400:
+            return None
+        location = str((headers or {}).get("location", ""))[:200]
+        return (f"the CSMS answered HTTP {status}, redirecting to {location!r}: "
+                f"redirects are not followed, the charger connects only to {self.url}; if "
+                "the new address is right, set it as [csms] url")
 
     def _limit_frames(self, ws: websocket.WebSocket) -> None:
         """Refuse a frame whose header announces more than FRAME_CAP_FACTOR x max_frame_bytes

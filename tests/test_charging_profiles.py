@@ -7,13 +7,14 @@ generated profiles put every instant that matters (period starts, validFrom/vali
 durations, recurrence anchors, the transaction start) on a grid of G seconds, so the true
 limit is constant on each grid cell and checking every grid instant checks all of time.
 """
+import itertools
 import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from chargepoint import charging_profiles as cp
@@ -250,6 +251,159 @@ def test_composite_periods_are_contiguous_sorted_and_minimal(scenario, unit):
         assert (before["limit"], before.get("numberPhases")) != \
             (after["limit"], after.get("numberPhases"))
     assert all(p.get("numberPhases") in (None, 1, 2) for p in periods)  # 3 is left out
+
+
+@EXAMPLES
+@given(scenarios(), st.integers(1, 6))
+def test_a_schedule_cut_at_max_periods_is_the_beginning_of_the_whole_one(scenario, cap):
+    """Cut at `cap` periods, the schedule is the whole one's first `cap` periods, and it
+    reaches exactly to where the next would begin; computing it did no more work."""
+    grid, start, duration, conn, entries, tx_start, tx_id, cid = scenario
+    profiles = [profile(c, b, installed) for c, b, installed in entries]
+    whole = cp.schedule(profiles, cid, start, duration, "A", conn, tx_start, tx_id)
+    cut = cp.schedule(profiles, cid, start, duration, "A", conn, tx_start, tx_id,
+                      max_periods=cap)
+    assert whole.periods == cp.composite(profiles, cid, start, duration, "A", conn, tx_start,
+                                         tx_id)
+    assert whole.duration == duration
+    assert cut.periods == whole.periods[:cap]
+    if len(whole.periods) > cap:
+        assert cut.duration == whole.periods[cap]["startPeriod"]
+    else:
+        assert cut.duration == duration
+    assert cut.work.merges <= whole.work.merges
+
+
+@EXAMPLES
+@given(scenarios())
+def test_a_schedule_asked_beyond_the_horizon_is_the_horizons(scenario):
+    grid, start, duration, conn, entries, tx_start, tx_id, cid = scenario
+    profiles = [profile(c, b, installed) for c, b, installed in entries]
+    week = cp.schedule(profiles, cid, start, cp.COMPOSITE_HORIZON_S, "A", conn, tx_start,
+                       tx_id)
+    asked = cp.schedule(profiles, cid, start, 864_000_000, "A", conn, tx_start, tx_id)
+    assert asked.periods == week.periods
+    assert asked.duration == week.duration == cp.COMPOSITE_HORIZON_S
+    assert asked.work == week.work
+
+
+@EXAMPLES
+@given(scenarios())
+def test_no_limit_changes_before_next_change(scenario):
+    """The enforcement timer fires at `next_change`: against the reference, no connector's
+    limit changes at any instant between now and then."""
+    grid, start, duration, conn, entries, tx_start, tx_id, cid = scenario
+    profiles = [profile(c, b, installed) for c, b, installed in entries]
+    starts = [tx_start, start - grid]
+    due = cp.next_change(profiles, start, duration, starts)
+    assert due is None or start < due < start + duration
+    until = start + duration if due is None else due
+    for c, rel in [(0, None)] + [(c, rel) for c in (1, 2) for rel in starts]:
+        before = ref_limit(entries, c, start, conn, rel)[0]
+        for t in range(int(start) + grid, int(until), grid):
+            assert ref_limit(entries, c, t, conn, rel)[0] == before, (c, t - start, due)
+
+
+# ============================================================================ cost bounds
+#
+# Every value the schema lets through, within the charger's limits (ChargeProfileMaxStackLevel,
+# ChargingScheduleMaxPeriods, MaxChargingProfilesInstalled): the work is counted by the
+# computation itself (`cp.Work`) and bounded by profiles x periods, never by a date, a
+# duration or a startPeriod.
+
+INT32 = 2**31 - 1
+MAX_PROFILES, MAX_PERIODS = 16, 24
+#: 1900-01-01 .. 2200-01-01
+WHEN = st.integers(-2_208_988_800, 7_258_118_400)
+
+
+@st.composite
+def any_profiles(draw):
+    out = []
+    for pid in range(1, draw(st.integers(1, MAX_PROFILES)) + 1):
+        purpose = draw(st.sampled_from([CPMAX, TXDEFAULT, TX]))
+        cid = 0 if purpose == CPMAX else draw(st.sampled_from([0, 1, 2]))
+        kind = draw(st.sampled_from(["Absolute", "Recurring", "Relative"]))
+        gap = st.one_of(st.integers(1, 3600), st.integers(1, INT32 // MAX_PERIODS))
+        gaps = draw(st.lists(gap, max_size=MAX_PERIODS - 1))
+        periods = [(s, draw(st.integers(0, 80))) for s in itertools.accumulate([0] + gaps)]
+        kw = {"stack": draw(st.integers(0, 8)), "kind": kind,
+              "duration": draw(st.none() | st.integers(0, INT32)),
+              "valid_from": draw(st.none() | WHEN), "valid_to": draw(st.none() | WHEN)}
+        if kind == "Recurring":
+            kw["recurrency"] = draw(st.sampled_from(["Daily", "Weekly"]))
+        if kind == "Recurring" or (kind == "Absolute" and draw(st.booleans())):
+            kw["start"] = draw(WHEN)
+        out.append(profile(cid, body(pid, purpose, periods, **kw), installed=draw(WHEN)))
+    return out
+
+
+def _dense_daily():
+    """The worst case for a composite: 16 daily profiles of 24 periods, no two edges at the
+    same instant, and a cap at 0 A that hides every change (nothing ends the walk early)."""
+    out = []
+    for pid in range(1, 17):
+        purpose, stack = (CPMAX, pid - 1) if pid <= 9 else (TXDEFAULT, pid - 10)
+        periods = [(0, 0 if pid == 9 else 10)] + [
+            (h * 3600 + pid * 60, 0 if pid == 9 else 10 + h) for h in range(1, 24)]
+        out.append(profile(0, body(pid, purpose, periods, stack=stack, kind="Recurring",
+                                   recurrency="Daily", start=T0)))
+    return out
+
+
+def _bound(profiles) -> int:
+    """Instants a composite may compute: each profile's period starts, its duration's end
+    and its start, once per repetition that meets the horizon (a Daily one: 9 of them)."""
+    repetitions = cp.COMPOSITE_HORIZON_S // DAY + 2
+    return sum((len(p.periods) + 2) * repetitions for p in profiles)
+
+
+@settings(max_examples=200, deadline=None)
+@given(profiles=any_profiles(), start=WHEN, duration=st.integers(0, 10**12),
+       tx_start=st.none() | WHEN, cid=st.sampled_from([0, 1, 2]),
+       cap=st.none() | st.integers(1, MAX_PERIODS))
+@example(profiles=_dense_daily(), start=T0 + 10 * DAY + 1800, duration=864_000_000,
+         tx_start=None, cid=1, cap=24)
+def test_a_composite_costs_at_most_profiles_times_periods(profiles, start, duration, tx_start,
+                                                         cid, cap):
+    result = cp.schedule(profiles, cid, start, duration, "W", Connection(), tx_start, 5,
+                         max_periods=cap)
+    work = result.work
+    assert work.candidates <= _bound(profiles) <= \
+        MAX_PROFILES * (MAX_PERIODS + 2) * (cp.COMPOSITE_HORIZON_S // DAY + 2)
+    edges = work.candidates + 2 * len(profiles)          # and validFrom, validTo
+    assert work.merges <= 1 + edges
+    assert work.evaluations <= len(profiles) + edges
+    assert result.duration <= min(duration, cp.COMPOSITE_HORIZON_S)
+    assert 1 <= len(result.periods) <= (cap or len(result.periods))
+    assert result.periods[0]["startPeriod"] == 0
+    assert all(p["startPeriod"] < result.duration for p in result.periods[1:])
+
+
+def test_the_worst_composite_visits_every_edge_of_the_horizon_once():
+    """The dense case above really is a walk to the horizon: every edge visited, one merge
+    each, and the answer is the 0 A cap throughout."""
+    profiles = _dense_daily()
+    result = cp.schedule(profiles, 1, T0 + 10 * DAY + 1800, 864_000_000, "A", Connection(),
+                         max_periods=24)
+    assert result.periods == [{"startPeriod": 0, "limit": 0.0}]
+    assert result.duration == cp.COMPOSITE_HORIZON_S
+    # each distinct edge once: per day 23 of each profile's own and the midnight they share
+    assert result.work.merges == 1 + 7 * (16 * 23 + 1)
+    assert result.work.candidates <= _bound(profiles)
+
+
+@settings(max_examples=200, deadline=None)
+@given(profiles=any_profiles(), now=WHEN, horizon=st.integers(1, 10**12),
+       tx_starts=st.lists(st.none() | WHEN, max_size=4))
+def test_next_change_costs_at_most_profiles_times_periods(profiles, now, horizon, tx_starts):
+    """Each profile's first edge after `now`: its periods of at most two repetitions, once
+    per transaction start for a Relative profile and once for any other."""
+    work = cp.Work()
+    due = cp.next_change(profiles, now, horizon, tx_starts, work)
+    asks = sum(len(set(tx_starts) | {None}) if p.kind == "Relative" else 1 for p in profiles)
+    assert work.candidates <= asks * 2 * (MAX_PERIODS + 2)
+    assert due is None or now < due < now + horizon
 
 
 # ============================================================================ recurrence
@@ -526,3 +680,8 @@ def test_the_worked_example_in_the_documentation_is_what_the_charger_computes():
         offered = min(lim.amps, conn.max_amps)
         assert amps == pytest.approx(offered), clock
         assert watts == pytest.approx(offered * 230 * 3), clock
+
+
+def test_the_documented_horizon_is_the_chargers():
+    assert f"**seven days ({cp.COMPOSITE_HORIZON_S} s)**" in DOC.read_text()
+    assert cp.COMPOSITE_HORIZON_S == 7 * DAY

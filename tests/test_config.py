@@ -77,3 +77,58 @@ def test_version():
     proc = subprocess.run([sys.executable, "-m", "chargepoint", "--version"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("chargepoint ")
+
+
+# --------------------------------------------------------------------------- [csms] crl_file
+
+def _tls_config(tmp_path, crl_file, profile=2) -> Path:
+    text = GOOD.replace('url = "ws://127.0.0.1:9000/ocpp"', 'url = "wss://127.0.0.1:9000/ocpp"'
+                        if profile >= 2 else 'url = "ws://127.0.0.1:9000/ocpp"')
+    text = text.replace("security_profile = 0", f'security_profile = {profile}\n'
+                                                f'crl_file = "{crl_file}"')
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ca():
+    import trustme
+
+    return trustme.CA()
+
+
+def test_a_pem_crl_file_is_accepted(tmp_path, ca):
+    from tests import pki
+
+    crl_file = pki.write_crl(tmp_path / "ca.crl", pki.crl(ca), pki.crl(ca.create_child_ca()))
+    settings = load_settings(_tls_config(tmp_path, crl_file))
+    assert settings.csms.crl_file == str(crl_file)
+
+
+@pytest.mark.parametrize("content,profile,reason", [
+    (None, 2, "cannot read"),
+    ("certificate", 2, "holds no certificate revocation list (PEM, -----BEGIN X509 CRL-----)"),
+    ("garbled", 2, "holds a CRL that does not parse"),
+    ("der", 2, "is a DER CRL; the charger reads PEM: openssl crl -inform DER"),
+    ("pem", 1, "used only with TLS (security profile 2 or 3)"),
+])
+def test_a_bad_crl_file_stops_the_start_naming_the_key(tmp_path, ca, content, profile, reason):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from tests import pki
+
+    crl_file = tmp_path / "ca.crl"
+    if content == "certificate":
+        crl_file.write_bytes(ca.cert_pem.bytes())
+    elif content == "garbled":
+        pem = pki.crl(ca).public_bytes(Encoding.PEM).splitlines()
+        crl_file.write_bytes(b"\n".join(pem[:2] + [b"AAAA" + pem[2][4:]] + pem[3:]))
+    elif content in ("der", "pem"):
+        pki.write_crl(crl_file, pki.crl(ca), encoding=Encoding.DER if content == "der"
+                      else Encoding.PEM)
+    path = _tls_config(tmp_path, crl_file, profile)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == "csms.crl_file"
+    assert reason in info.value.reason

@@ -771,6 +771,16 @@ def test_profiles_the_schema_lets_through_but_ocpp_forbids_are_rejected(csms, fi
     assert fw.runtime is not None and csms.connected(CP)
 
 
+def test_impossible_phases_or_a_negative_duration_are_rejected(csms, firmware):
+    boot(csms, firmware)
+    for phases in (0, 4, -1):
+        assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10, phases)])) == "Rejected"
+    assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10)], duration=-1)) == "Rejected"
+    assert clear(csms) == "Unknown"
+    for phases in (1, 2, 3):
+        assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10, phases)])) == "Accepted"
+
+
 def test_remote_start_profile_is_checked_like_any_other(csms, firmware):
     """A RemoteStartTransaction's TxProfile that SetChargingProfile would reject makes the
     remote start Rejected: unit not allowed, periods not from 0, one profile too many."""
@@ -829,3 +839,57 @@ def test_composite_schedule_of_connector_zero_and_an_unknown_connector(csms, fir
     assert periods(csms, 0) == [{"startPeriod": 0, "limit": 40.0}]
     assert periods(csms, 1) == [{"startPeriod": 0, "limit": 32.0}]
     assert composite(csms, 3)["status"] == "Rejected"
+
+
+# --------------------------------------------------------------------------- bounded work
+
+def test_sixteen_daily_profiles_and_a_composite_for_ten_thousand_days(csms, firmware):
+    """The most the charger accepts (16 profiles of 24 periods, recurring every day) and a
+    GetCompositeSchedule for 864,000,000 s: the answer is the first ChargingScheduleMaxPeriods
+    periods, exact, with the duration they reach; the loop stays free, so the unplug that
+    follows opens the contactor and ends the session."""
+    fw = boot(csms, firmware)
+    monday = datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp()
+    for pid in range(1, 17):
+        purpose, stack = (CPMAX, pid - 1) if pid <= 9 else (TXDEFAULT, pid - 10)
+        if pid == 9:                   # the ruling cap: 8 A + 1 A per hour of the day
+            hours = [(h * 3600, 8 + h) for h in range(24)]
+        else:                          # the rest change too, each at its own minute
+            hours = [(0, 40)] + [(h * 3600 + pid * 60, 40 + h) for h in range(1, 24)]
+        assert set_profile(csms, 0, body(pid, purpose, hours, stack=stack, kind="Recurring",
+                                         recurrency="Daily", start=monday)) == "Accepted"
+    begin = charge(fw, csms)
+    assert offered(fw) == 8 + 21                     # 21:30
+    answer = composite(csms, 1, 864_000_000)
+    assert answer["status"] == "Accepted"
+    sched = answer["chargingSchedule"]
+    s = epoch(answer["scheduleStart"])
+    assert abs(s - now(csms)) <= 1 and sched["startSchedule"] == answer["scheduleStart"]
+    hour = int((s - monday) // 3600)                 # the hour of the day when asked
+    boundaries = [monday + (hour + k) * 3600 for k in range(1, 25)]
+    assert sched["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 8.0 + hour % 24}] + [
+        {"startPeriod": int(b - s), "limit": 8.0 + (hour + k) % 24}
+        for k, b in enumerate(boundaries[:23], start=1)]
+    assert len(sched["chargingSchedulePeriod"]) == 24        # ChargingScheduleMaxPeriods
+    assert sched["duration"] == int(boundaries[23] - s)      # where a 25th would begin
+    mark = len(csms.received)
+    fw.sim.unplug(1)
+    fw.settle()
+    assert hw(fw)["contactor"] == "open"
+    stop = csms.wait_for("StopTransaction", after=mark)
+    assert stop["transactionId"] == tx_id(begin) and stop["reason"] == "EVDisconnected"
+    csms.assert_no_violations()
+
+
+def test_a_composite_reaches_at_most_a_week_and_a_negative_duration_is_rejected(
+        csms, firmware):
+    boot(csms, firmware)
+    assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10)], start=now(csms))) == "Accepted"
+    answer = composite(csms, 1, 864_000_000, "A")
+    assert answer["chargingSchedule"]["duration"] == 7 * 86400
+    assert answer["chargingSchedule"]["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 10.0}]
+    assert composite(csms, 1, 7 * 86400)["chargingSchedule"]["duration"] == 7 * 86400
+    assert composite(csms, 1, 0)["chargingSchedule"]["duration"] == 0
+    assert composite(csms, 1, -1) == {"status": "Rejected"}
+    csms.assert_no_violations()

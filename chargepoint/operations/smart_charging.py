@@ -185,6 +185,10 @@ def _why_invalid(st: "Station", cid: int, body: dict, running: bool = True) -> O
         return "periods must start at 0 and increase"
     if any(p["limit"] < 0 for p in periods):
         return "a negative limit"
+    if any(p.get("numberPhases") not in (None, 1, 2, 3) for p in periods):
+        return "numberPhases must be 1, 2 or 3"
+    if sched.get("duration") is not None and sched["duration"] < 0:
+        return "a negative duration"
     if body["chargingProfileKind"] == "Recurring" and (
             not body.get("recurrencyKind") or sched.get("startSchedule") is None):
         return "a Recurring profile needs recurrencyKind and startSchedule"
@@ -249,6 +253,9 @@ def get_composite_schedule(st: "Station", payload: dict) -> dict:
     unit = payload.get("chargingRateUnit") or "A"
     start = float(math.floor(st.station_time()))   # startSchedule is in whole seconds
     duration = payload["duration"]
+    if duration < 0:
+        log.warning("GetCompositeSchedule rejected: a negative duration (%d s)", duration)
+        return {"status": "Rejected"}
     if cid == 0:
         info = cp.Connection(max(c.info.phases for c in st.connectors.values()),
                              st.connectors[1].info.nominal_voltage_v if 1 in st.connectors
@@ -259,10 +266,22 @@ def get_composite_schedule(st: "Station", payload: dict) -> dict:
     else:
         info = smart.connection(conn)
         tx_start, tx_id = smart._tx(conn)
-    periods = cp.composite(smart.profiles, cid, start, duration, unit, info, tx_start, tx_id)
+    # At most ChargingScheduleMaxPeriods periods, as in any ChargingSchedule (OCPP 1.6,
+    # 9.4), and at most COMPOSITE_HORIZON_S ahead: the work stays bounded whatever the
+    # duration asked, and the answer's `duration` says how far it reaches.
+    result = cp.schedule(smart.profiles, cid, start, duration, unit, info, tx_start, tx_id,
+                         max_periods=st.keys.int("ChargingScheduleMaxPeriods"))
+    reach = int(result.duration)
+    if reach < duration:
+        why = (f"the charger looks at most {cp.COMPOSITE_HORIZON_S} s ahead"
+               if reach == cp.COMPOSITE_HORIZON_S else
+               f"ChargingScheduleMaxPeriods ({len(result.periods)}) periods reach that far")
+        log.info("GetCompositeSchedule for %d s on connector %d answered for its first %d s: "
+                 "%s", duration, cid, reach, why)
     return {"status": "Accepted", "connectorId": cid, "scheduleStart": cp.format_time(start),
-            "chargingSchedule": {"duration": duration, "startSchedule": cp.format_time(start),
-                                 "chargingRateUnit": unit, "chargingSchedulePeriod": periods}}
+            "chargingSchedule": {"duration": reach, "startSchedule": cp.format_time(start),
+                                 "chargingRateUnit": unit,
+                                 "chargingSchedulePeriod": result.periods}}
 
 
 def _remote_start_profile(st: "Station", connector_id: int, id_tag: str, body: dict) -> bool:
