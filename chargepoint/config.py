@@ -233,14 +233,19 @@ def _parse_connector(table: Any, where: str) -> ConnectorSettings:
 def _parse_ocpp_keys(table: Any) -> dict[str, str]:
     if not isinstance(table, dict):
         raise SettingsError("ocpp", "expected a table of OCPP configuration keys")
-    from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, validate_value
+    from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, find_spec, validate_value
 
     out = {}
     for name, value in table.items():
         spec = KEY_SPECS.get(name)
         if spec is None:
+            # The CSMS may spell a key in any case (CiString50); this file spells each the
+            # one way docs/configuration.md does, so that it reads and greps the same.
+            other = find_spec(KEY_SPECS, name)
             raise SettingsError(f"ocpp.{name}", "not an OCPP configuration key this firmware "
-                                                "knows (see docs/configuration.md)")
+                                                "knows (see docs/configuration.md)"
+                                if other is None else
+                                f"not an OCPP configuration key as spelt: write {other.name}")
         text = str(value).lower() if isinstance(value, bool) else (
             ",".join(value) if isinstance(value, list) else str(value))
         try:

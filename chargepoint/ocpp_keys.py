@@ -61,6 +61,21 @@ def _specs(*specs: KeySpec) -> dict[str, KeySpec]:
     return {s.name: s for s in specs}
 
 
+def key_id(name: str) -> str:
+    """Key names are CiString50 (printable ASCII): they compare without regard to case, so
+    `ConnectionTimeout` names `ConnectionTimeOut`. A non-ASCII name matches no key."""
+    return name.lower() if name.isascii() else name
+
+
+def find_spec(specs: dict[str, KeySpec], name: str) -> Optional[KeySpec]:
+    """The spec `name` designates in `specs`, whatever its case; None if it names none."""
+    spec = specs.get(name)
+    if spec is not None:
+        return spec
+    wanted = key_id(name)
+    return next((s for n, s in specs.items() if key_id(n) == wanted), None)
+
+
 KEY_SPECS: dict[str, KeySpec] = _specs(
     # -- Core profile (OCPP 1.6 section 9.1)
     KeySpec("AllowOfflineTxForUnknownId", "bool", "false"),
@@ -182,6 +197,8 @@ class OcppKeys:
         self._store = store
         self.specs = dict(KEY_SPECS)
         self.specs.update({s.name: s for s in extra_specs})
+        #: key_id(name) -> spec: every lookup by a name from outside goes through `spec`.
+        self._by_id = {key_id(name): spec for name, spec in self.specs.items()}
         self.measurands = measurands
         saved = store.load_config()
         self._values: dict[str, str] = {}
@@ -211,9 +228,14 @@ class OcppKeys:
     def visible(self) -> list[KeySpec]:
         return [s for s in self.specs.values() if not s.write_only]
 
+    def spec(self, name: str) -> Optional[KeySpec]:
+        """The key a CSMS's `name` designates, whatever its case (`spec.name` is how this
+        charger spells it); None for a key it does not have."""
+        return self._by_id.get(key_id(name))
+
     def _check(self, name: str, value: str) -> tuple[str, str]:
         """("Accepted", canonical value) or (refusal status, the reason why)."""
-        spec = self.specs.get(name)
+        spec = self.spec(name)
         if spec is None:
             return "NotSupported", "unknown key"
         if spec.readonly:
@@ -225,15 +247,17 @@ class OcppKeys:
             return "Rejected", str(exc)
 
     def change(self, name: str, value: str) -> str:
-        """Apply ChangeConfiguration; returns the OCPP ConfigurationStatus."""
+        """Apply ChangeConfiguration (`name` in any case); returns the OCPP
+        ConfigurationStatus. Stored and announced under the charger's own spelling."""
         status, canonical = self._check(name, value)
         if status != "Accepted":
             return status
-        self._values[name] = canonical
-        self._store.save_config(name, canonical)
+        spec = self.spec(name)
+        self._values[spec.name] = canonical
+        self._store.save_config(spec.name, canonical)
         for listener in self._listeners:
-            listener(name, canonical)
-        return "RebootRequired" if self.specs[name].reboot_required else "Accepted"
+            listener(spec.name, canonical)
+        return "RebootRequired" if spec.reboot_required else "Accepted"
 
     def why_rejected(self, name: str, value: str) -> str:
         """Human explanation for a refused change (for the log); "" if it is acceptable."""

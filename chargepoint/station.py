@@ -19,7 +19,7 @@ from chargepoint import actions as act
 from chargepoint import events as ev
 from chargepoint import ocppj
 from chargepoint.connector import Connector, ConnectorInfo
-from chargepoint.ocpp_keys import OcppKeys
+from chargepoint.ocpp_keys import OcppKeys, key_id
 from chargepoint.operations import HANDLERS, load_all
 from chargepoint.operations.registry import Deferred
 from chargepoint.outbox import Item, Outbox
@@ -30,13 +30,15 @@ from hal import events as hal_events
 log = logging.getLogger("chargepoint.station")
 
 
-_SECRET = re.compile(r'("key"\s*:\s*"AuthorizationKey"\s*,\s*"value"\s*:\s*)"(?:[^"\\]|\\.)*"')
+_SECRET = re.compile(r'("key"\s*:\s*"(?i:AuthorizationKey)"\s*,\s*"value"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
 
 def _hide_secret(node: Any) -> bool:
-    """Blank the value of every {"key": "AuthorizationKey", "value": ...} in a parsed frame."""
+    """Blank the value of every {"key": "AuthorizationKey", "value": ...} in a parsed frame
+    (the key's name in any case: the CSMS may spell it so, see ocpp_keys.key_id)."""
     if isinstance(node, dict):
-        found = node.get("key") == "AuthorizationKey" and "value" in node
+        name = node.get("key")
+        found = isinstance(name, str) and key_id(name) == "authorizationkey" and "value" in node
         if found:
             node["value"] = "***"
         children = list(node.values())
@@ -52,7 +54,7 @@ def _hide_secret(node: Any) -> bool:
 def redact(text: str) -> str:
     """A frame as it may be logged: the AuthorizationKey value never appears, whatever the
     order of the JSON members or the escapes that spell the key."""
-    if "AuthorizationKey" not in text and "\\u" not in text:
+    if "authorizationkey" not in text.lower() and "\\u" not in text:
         return text
     try:
         frame = json.loads(text)

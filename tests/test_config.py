@@ -59,6 +59,17 @@ def test_bad_config_names_the_key_and_the_reason(tmp_path, edit, key, reason):
     assert reason in info.value.reason
 
 
+def test_an_ocpp_key_spelt_in_another_case_in_config_toml_names_the_right_spelling(tmp_path):
+    """The CSMS may case a key as it likes (CiString50); config.toml spells each key one way,
+    and the error says which."""
+    path = tmp_path / "config.toml"
+    path.write_text(GOOD.replace("[ocpp]", "[ocpp]\nConnectionTimeout = 30"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == "ocpp.ConnectionTimeout"
+    assert info.value.reason == "not an OCPP configuration key as spelt: write ConnectionTimeOut"
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "nope.toml")

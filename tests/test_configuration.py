@@ -130,7 +130,7 @@ def test_listed_keys_come_back_in_order_with_unknown_ones_apart(csms, firmware):
         {"key": "HeartbeatInterval", "readonly": False, "value": "300"},
         {"key": "AuthorizationKey", "readonly": False},  # known, its value never leaves
     ]
-    assert answer["unknownKey"] == ["NoSuchKey", "heartbeatinterval"]
+    assert answer["unknownKey"] == ["NoSuchKey"]       # heartbeatinterval: HeartbeatInterval
     only_unknown = get(csms, ["Testing"])
     assert only_unknown == {"unknownKey": ["Testing"]}
     assert SECRET not in frames_from_charger(csms)
@@ -273,6 +273,61 @@ def test_authorization_key_is_never_logged(csms, firmware, caplog):
 ])
 def test_frame_log_never_shows_the_authorization_key(frame):
     """JSON does not fix the order of members nor how a name is spelt."""
+    from chargepoint.station import redact
+
+    shown = redact(frame % SECRET)
+    assert SECRET not in shown and "***" in shown
+
+
+# --------------------------------------------------------------------------- key names
+
+def test_configuration_key_names_compare_without_regard_to_case(csms, firmware):
+    """Key names are CiString50: ChangeConfiguration and GetConfiguration find a key however
+    the CSMS cases it; the answer, the database and the charger's reaction use the charger's
+    own spelling, and a key asked for twice in two cases is answered once."""
+    fw = boot(csms, firmware)
+    assert change(csms, "ConnectionTimeout", "45") == "Accepted"
+    assert fw.runtime.keys.int("ConnectionTimeOut") == 45
+    stored = fw.runtime.store.load_config()
+    assert stored.get("ConnectionTimeOut") == "45" and "ConnectionTimeout" not in stored
+    assert get(csms, ["connectiontimeout", "NoSuchKey", "CONNECTIONTIMEOUT", "nosuchkey"]) == {
+        "configurationKey": [{"key": "ConnectionTimeOut", "readonly": False, "value": "45"}],
+        "unknownKey": ["NoSuchKey"]}
+    assert change(csms, "numberofconnectors", "2") == "Rejected"        # read-only, known
+    assert change(csms, "heartbeatINTERVAL", "0") == "Rejected"         # out of bounds
+    assert change(csms, "Blin\u212aRepeat", "4") == "NotSupported"  # Kelvin sign: lower() is k
+
+    mark = len(csms.received)
+    assert change(csms, "HEARTBEATINTERVAL", "120") == "Accepted"      # takes effect at once
+    fw.advance(119)
+    assert not csms.records("Heartbeat", after=mark)
+    fw.advance(1)
+    csms.wait_for("Heartbeat", after=mark)
+    csms.assert_no_violations()
+
+
+def test_authorization_key_changed_in_another_case_is_never_logged(csms, firmware, caplog):
+    caplog.set_level(logging.DEBUG)
+    fw = boot(csms, firmware, {"log": {"frames": True}})
+    assert change(csms, "authorizationKEY", SECRET) == "Accepted"
+    csms.wait_connected(CP, count=2)
+    fw.settle()
+    assert fw.runtime.keys.raw("AuthorizationKey") == SECRET
+    leaks = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+             if not r.name.startswith(("chargepoint.csms", "websockets."))
+             and SECRET in r.getMessage()]
+    assert not leaks
+    assert get(csms, ["AUTHORIZATIONKEY"])["configurationKey"] == [
+        {"key": "AuthorizationKey", "readonly": False}]
+
+
+@pytest.mark.parametrize("frame", [
+    '[2,"1","ChangeConfiguration",{"key":"authorizationkey","value":"%s"}]',
+    '[2,"1","ChangeConfiguration",{"value": "%s", "key": "AUTHORIZATIONKEY"}]',
+    '[2,"1","ChangeConfiguration",{"key":"authorization\\u004bEY","value":"%s"}]',
+    '[2,"1","ChangeConfiguration",{"key":"authorizationKey","value":"%s"',   # not JSON
+])
+def test_frame_log_never_shows_the_authorization_key_whatever_the_case_of_its_name(frame):
     from chargepoint.station import redact
 
     shown = redact(frame % SECRET)
