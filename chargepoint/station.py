@@ -23,6 +23,7 @@ from chargepoint.ocpp_keys import OcppKeys, key_id
 from chargepoint.operations import HANDLERS, load_all
 from chargepoint.operations.registry import Deferred
 from chargepoint.outbox import Item, Outbox
+from chargepoint.registration import REFUSE, SILENT, allows, refusal
 from chargepoint.station_clock import StationClock
 from chargepoint.timers import Timers
 from hal import events as hal_events
@@ -462,6 +463,11 @@ class Station:
 
     def _on_call(self, call: ocppj.Call) -> None:
         action = call.action
+        allowed = allows(self.registration, action)
+        if allowed == SILENT:
+            log.warning("not answering %s %s: the CSMS rejected this charger's registration "
+                        "(OCPP 1.6 4.2)", action[:60], call.unique_id)
+            return
         if action not in ocppj.KNOWN_ACTIONS:
             return self._answer_error(call.unique_id, "NotImplemented",
                                       f"unknown action {action!r}"[:255])
@@ -476,6 +482,8 @@ class Station:
         except OSError:
             return self._answer_error(call.unique_id, "NotSupported",
                                       f"{action} is not an OCPP 1.6 request")
+        if allowed == REFUSE:
+            return self._refuse(call)
         mark = len(self._actions)
         try:
             response = handler(self, call.payload)
@@ -497,6 +505,16 @@ class Station:
             ocppj.check_outgoing(ocppj.CALLRESULT, action, response)
             self._send(ocppj.encode_result(call.unique_id, response))
         self._actions.extend(side_effects)
+
+    def _refuse(self, call: ocppj.Call) -> None:
+        """Answer a CALL the registration state does not allow (chargepoint/registration.py)."""
+        state = "not answered yet" if self.registration == "new" else self.registration
+        why = f"{call.action} is not allowed while the registration is {state}"
+        answer = refusal(call.action)
+        if answer is None:
+            return self._answer_error(call.unique_id, "GenericError", why)
+        log.warning("%s: answered %s", why, answer["status"])
+        self._send(ocppj.encode_result(call.unique_id, answer))
 
     def _on_response(self, frame) -> None:
         out = self._inflight
