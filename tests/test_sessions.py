@@ -463,6 +463,33 @@ def test_tc_069_same_parent_id_stops_after_authorize(csms, firmware):
     assert_power_off(fw)
 
 
+@pytest.mark.parametrize("told_by", ["StartTransaction.conf", "Authorize.conf"])
+def test_the_parent_id_tag_of_start_transaction_conf_counts(csms, firmware, told_by):
+    """Section 3.10 (TC_069): the transaction's parentIdTag is the CSMS's latest word on the
+    starting id, whether in its Authorize.conf or in the StartTransaction.conf (a conf
+    without one leaves the one known): an id of that group is asked for and stops it."""
+    parents = {"TAG1": "FLEET" if told_by == "Authorize.conf" else None, "TAG2": "FLEET"}
+    csms.authorize_response = lambda cp, p: {"idTagInfo": {
+        "status": "Accepted", **({"parentIdTag": parents[p["idTag"]]}
+                                 if parents[p["idTag"]] else {})}}
+    csms.start_transaction_response = {"idTagInfo": {
+        "status": "Accepted", **({"parentIdTag": "FLEET"}
+                                 if told_by == "StartTransaction.conf" else {})}}
+    fw = start(csms, firmware)
+    begin = charge(fw, csms)
+
+    mark = len(csms.received)
+    act(fw, fw.sim.tap, "TAG2")
+    auth = csms.wait_for("Authorize", after=mark)
+    end = csms.wait_for("StopTransaction", after=mark)
+    assert auth["idTag"] == "TAG2" and auth.index < end.index
+    assert end["idTag"] == "TAG2" and end["reason"] == "Local"
+    assert end["transactionId"] == transaction_id(csms, begin)
+    csms.wait_for("StatusNotification", lambda r: r["status"] == "Finishing", after=mark)
+    fw.settle()
+    assert_power_off(fw)
+
+
 def test_tc_069_a_refused_id_of_the_same_group_does_not_stop(csms, firmware):
     """Stopping needs an authorized id: a Blocked card stops nothing, even when the CSMS
     names the transaction's parentIdTag for it, whether it is asked or the cache answers."""

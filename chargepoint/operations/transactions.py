@@ -259,6 +259,8 @@ def delivered(st: "Station", item: Item, response: dict) -> None:
                              (stored, tx.local_id))
         st.outbox.delivered(item, also=write)
         authorize.remember(st, tx.id_tag, info)
+        if info.get("parentIdTag"):       # its group may stop it (3.10): the CSMS's latest word
+            tx.parent_id_tag = info["parentIdTag"]
         log.info("transaction %d is transactionId %d at the CSMS (idTag %s)", tx.local_id,
                  tx.transaction_id, info.get("status"))
         if info.get("status") != "Accepted" and tx.local_id not in st.ledger.stopped:
