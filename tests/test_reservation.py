@@ -526,6 +526,41 @@ def test_tc_053_use_by_parent_id_tag(csms, firmware):
     assert not csms.violations
 
 
+@pytest.mark.parametrize("authorize_remote", [True, False])
+def test_reservations_with_a_parent_id_tag_admit_remote_starts_too(csms, firmware,
+                                                                    authorize_remote):
+    """Reserved for RES1 with parentIdTag GROUP (section 5.13), as for a card presented there:
+    a RemoteStartTransaction for an id whose parent is unknown is Accepted and the parent is
+    learnt with an Authorize.req, whatever AuthorizeRemoteTxRequests; OTHER (ELSEWHERE) then
+    starts nothing and, known from the cache, is Rejected at once; MEMBER (GROUP) starts on
+    the reserved connector with the reservationId."""
+    fw = boot(csms, firmware, ocpp={"AuthorizeRemoteTxRequests": authorize_remote})
+    parents = {"MEMBER": "GROUP", "OTHER": "ELSEWHERE"}
+    csms.authorize_response = lambda cp, payload: {"idTagInfo": {
+        "status": "Accepted", "parentIdTag": parents[payload["idTag"]]}}
+    mark = len(csms.received)
+    assert reserve(csms, 1, "RES1", 53, parent="GROUP") == "Accepted"
+    wait_status(csms, "Reserved", after=mark)
+
+    assert remote_start(csms, "OTHER") == "Accepted"
+    assert csms.wait_for("Authorize", after=mark)["idTag"] == "OTHER"
+    act(fw, fw.sim.plug, 1)
+    fw.advance(5)
+    assert starts(csms, mark) == [] and fw.sim.status()["connectors"]["1"]["contactor"] == "open"
+    asked = len(csms.records("Authorize"))
+    assert remote_start(csms, "OTHER") == "Rejected"
+    fw.settle()
+    assert len(csms.records("Authorize")) == asked
+    assert stored(fw) == [(53, 1, "RES1")]
+
+    assert remote_start(csms, "MEMBER") == "Accepted"
+    begin = started_with(csms, "MEMBER", after=mark)
+    assert begin["reservationId"] == 53
+    assert [a["idTag"] for a in csms.records("Authorize", after=mark)] == ["OTHER", "MEMBER"]
+    assert stored(fw) == []
+    assert not csms.violations
+
+
 # --------------------------------------------------------------------------- replacing
 
 def test_same_reservation_id_replaces_the_old_reservation(csms, firmware):
