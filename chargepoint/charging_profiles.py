@@ -8,7 +8,12 @@ valid (validFrom / validTo) and running (its schedule has started and not run pa
 installed on connector 0 (which applies to every connector). ChargePointMaxProfile
 lives on connector 0 and caps the whole charger.
 
-Times are UTC seconds. Limits are converted between A and W per phase count and
+Times are UTC seconds, and every instant that starts or ends a profile's say (its
+`startSchedule`, `validFrom`, `validTo`, when it was installed, the transaction's start) and
+the composite's start are taken down to the whole second (`whole_second`): the periods
+and durations are whole seconds too, so every change falls on a whole second and
+GetCompositeSchedule, which reports whole seconds, never depends on where in a second
+it was asked. Limits are converted between A and W per phase count and
 nominal voltage: W = A x volts x phases, with the period's `numberPhases` (default
 3, as the specification says) or, when converting for a connector, the connector's
 own phase count if it has fewer. Nothing here reads a clock or a database: the
@@ -42,9 +47,19 @@ PURPOSES = ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile")
 COMPOSITE_HORIZON_S = 7 * 86400
 
 
+def whole_second(t: float) -> float:
+    """The one rounding rule for the instants of profiles and composites: down to the whole
+    second it falls in (a profile installed at 12:00:00.6 has its say from 12:00:00)."""
+    return float(math.floor(t))
+
+
 def parse_time(text: Optional[str]) -> Optional[float]:
     """UTC seconds, None when absent; ValueError when unreadable (the profile is refused)."""
     return None if text is None else parse_utc(text)
+
+
+def _whole(t: Optional[float]) -> Optional[float]:
+    return None if t is None else whole_second(t)
 
 
 def format_time(t: float) -> str:
@@ -81,6 +96,7 @@ class Profile:
 
     @classmethod
     def from_ocpp(cls, connector_id: int, body: dict, installed: float) -> "Profile":
+        """The profile of a csChargingProfiles; its instants down to the whole second."""
         sched = body["chargingSchedule"]
         periods = tuple(Period(float(p["startPeriod"]), float(p["limit"]), p.get("numberPhases"))
                         for p in sched["chargingSchedulePeriod"])
@@ -88,13 +104,15 @@ class Profile:
             profile_id=body["chargingProfileId"], connector_id=connector_id,
             stack_level=body["stackLevel"], purpose=body["chargingProfilePurpose"],
             kind=body["chargingProfileKind"], unit=sched["chargingRateUnit"], periods=periods,
-            recurrency=body.get("recurrencyKind"), valid_from=parse_time(body.get("validFrom")),
-            valid_to=parse_time(body.get("validTo")),
-            start_schedule=parse_time(sched.get("startSchedule")),
+            recurrency=body.get("recurrencyKind"),
+            valid_from=_whole(parse_time(body.get("validFrom"))),
+            valid_to=_whole(parse_time(body.get("validTo"))),
+            start_schedule=_whole(parse_time(sched.get("startSchedule"))),
             duration=float(sched["duration"]) if sched.get("duration") is not None else None,
             min_rate=(float(sched["minChargingRate"])
                       if sched.get("minChargingRate") is not None else None),
-            transaction_id=body.get("transactionId"), installed=installed, raw=body)
+            transaction_id=body.get("transactionId"), installed=whole_second(installed),
+            raw=body)
 
     # -- when this profile's schedule runs
     @cached_property
@@ -127,7 +145,7 @@ class Profile:
     def schedule_start(self, t: float, tx_start: Optional[float]) -> Optional[float]:
         """Start of the schedule instance that governs instant `t` (None: none does)."""
         if self.kind == "Relative":
-            return tx_start
+            return _whole(tx_start)
         anchor = self._anchor()
         if self.span is not None:
             return anchor + math.floor((t - anchor) / self.span) * self.span
@@ -318,7 +336,8 @@ def schedule(profiles: list[Profile], connector_id: int, start: float, duration:
              unit: str, conn: Connection, tx_start: Optional[float] = None,
              tx_id: Optional[int] = None, max_periods: Optional[int] = None,
              horizon: float = COMPOSITE_HORIZON_S) -> Schedule:
-    """GetCompositeSchedule's periods from `start` for `duration` seconds, in `unit`.
+    """GetCompositeSchedule's periods from `start` (down to its whole second) for `duration`
+    seconds, in `unit`.
 
     Contiguous, sorted, and minimal: a new period begins only where the limit (or its
     phase count) changes. An instant no profile limits gets the connector's rating.
@@ -329,6 +348,7 @@ def schedule(profiles: list[Profile], connector_id: int, start: float, duration:
     period cannot change, so an edge re-evaluates only the profiles it belongs to.
     """
     work = Work()
+    start = whole_second(start)
     duration = min(duration, horizon)
     end = start + duration
     if tx_start is None:
@@ -352,11 +372,9 @@ def schedule(profiles: list[Profile], connector_id: int, start: float, duration:
         key = (value, phases)
         if key != last:
             last = key
-            period = {"startPeriod": int(round(t - start)), "limit": value}
+            period = {"startPeriod": int(t - start), "limit": value}   # whole seconds
             if phases != 3:
                 period["numberPhases"] = phases
-            if out and out[-1]["startPeriod"] == period["startPeriod"]:
-                out.pop()                    # two changes within one whole second: the later
             if not (out and out[-1]["limit"] == period["limit"]
                     and out[-1].get("numberPhases") == period.get("numberPhases")):
                 out.append(period)           # (rounding may make neighbours equal: merged)

@@ -222,6 +222,59 @@ def test_composite_equals_the_brute_force_reference_at_every_instant(scenario):
             assert direct.amps == pytest.approx(amps, abs=1e-6)
 
 
+#: A fraction of a second, in milliseconds as OCPP dateTimes carry them (a float fraction
+#: near 1 added to today's epoch seconds may round up to the next second).
+FRACTION = st.one_of(st.sampled_from([0.0, 0.4, 0.5, 0.6, 0.999]),
+                     st.integers(0, 999).map(lambda ms: ms / 1000))
+SIX = dict(min_size=6, max_size=6)      # one per profile a scenario may have
+
+
+def _later_in_the_second(b: dict, fraction: float) -> dict:
+    """`b` with its validFrom, validTo and startSchedule `fraction` s into their second."""
+    out = json.loads(json.dumps(b))
+    for holder, key in ((out, "validFrom"), (out, "validTo"),
+                        (out["chargingSchedule"], "startSchedule")):
+        if key in holder:
+            holder[key] = iso(_t(holder[key]) + fraction)
+    return out
+
+
+@EXAMPLES
+@given(scenario=scenarios(), asked=FRACTION, same_second=st.lists(st.booleans(), **SIX),
+       installed_at=st.lists(FRACTION, **SIX), dated_at=st.lists(FRACTION, **SIX),
+       tx_at=FRACTION)
+@example(scenario=(60, T0 + WEEK, 400, Connection(max_amps=48.0), [
+    (1, body(1, TXDEFAULT, [(0, 6), (60, 10), (120, 8)], duration=260), T0)], None, None, 1),
+    asked=0.6, same_second=[True] * 6, installed_at=[0.0] * 6, dated_at=[0.0] * 6,
+    tx_at=0.0)
+def test_the_composite_never_depends_on_where_in_a_second_it_is_asked(
+        scenario, asked, same_second, installed_at, dated_at, tx_at):
+    """One rounding rule, down to the whole second, for the composite's start and for every
+    instant of every profile: asked at any fraction of a second, with profiles installed
+    earlier in that same second (or at any fraction of another), dates and a transaction
+    start at any fraction of theirs, the composite is the one asked on whole seconds, and
+    that is the reference's at every instant. The example is the conformance case: a
+    profile of 6, 10 and 8 A installed at the start of the second asked 0.6 s into it."""
+    grid, start, duration, conn, entries, tx_start, tx_id, cid = scenario
+    whole, jittered = [], []
+    for k, (c, b, installed) in enumerate(entries):
+        if same_second[k]:
+            installed, late = start, installed_at[k] * asked      # just before the request
+        else:
+            late = installed_at[k]
+        whole.append((c, b, installed))
+        jittered.append(profile(c, _later_in_the_second(b, dated_at[k]), installed + late))
+    tx_late = None if tx_start is None else tx_start + tx_at
+    got = cp.composite(jittered, cid, start + asked, duration, "A", conn, tx_late, tx_id)
+    assert got == cp.composite([profile(c, b, i) for c, b, i in whole], cid, start, duration,
+                               "A", conn, tx_start, tx_id)
+    rel_start = start if tx_start is None else tx_start
+    for offset in range(0, duration, grid):
+        amps, _ = ref_limit(whole, cid, start + offset, conn, rel_start, tx_id)
+        expected = conn.max_amps if amps is None else min(amps, conn.max_amps)
+        assert value_at(got, offset)["limit"] == pytest.approx(expected, abs=0.051), offset
+
+
 @EXAMPLES
 @given(scenarios())
 def test_composite_never_exceeds_the_ruling_charge_point_max_profile(scenario):

@@ -473,7 +473,7 @@ def test_remote_start_profile_above_the_stack_limit_is_rejected(csms, firmware):
 def test_zero_amps_suspends_charging_and_a_higher_limit_resumes_it(csms, firmware):
     fw = boot(csms, firmware, ocpp={"MeterValueSampleInterval": 60})
     charge(fw, csms)
-    s = now(csms)
+    s = float(int(now(csms)) + 1)          # a whole second: profiles change on whole seconds
     assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 32), (600, 0), (1200, 16)],
                                      start=s)) == "Accepted"
     run_to(fw, csms, s + 600)
@@ -830,6 +830,24 @@ def test_composite_periods_are_counted_from_the_start_schedule_it_reports(csms, 
         (first, second) = sched["chargingSchedulePeriod"]
         assert first["limit"] == 8.0 and second["limit"] == 12.0
         assert epoch(sched["startSchedule"]) + second["startPeriod"] == change, fraction
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.4, 0.5, 0.6, 0.999])
+def test_get_composite_schedule_reports_the_limit_in_force_on_whole_seconds(
+        csms, firmware, fraction):
+    """A profile installed `fraction` s into a second and GetCompositeSchedule asked in that
+    same second: no phantom period of the connector's rating (48 A) before it, nothing
+    shifted by a second, whatever the fraction; startSchedule is that whole second."""
+    fw = boot(csms, firmware, connectors=[connector(max_current_a=48)])
+    second = float(int(now(csms))) + 60
+    run_to(fw, csms, second + fraction)
+    assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 6), (60, 10), (120, 8)],
+                                     duration=260)) == "Accepted"
+    answer = composite(csms, 1, 400)
+    assert epoch(answer["scheduleStart"]) == second
+    assert answer["chargingSchedule"]["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 6.0}, {"startPeriod": 60, "limit": 10.0},
+        {"startPeriod": 120, "limit": 8.0}, {"startPeriod": 260, "limit": 48.0}]
 
 
 def test_composite_schedule_of_connector_zero_and_an_unknown_connector(csms, firmware):

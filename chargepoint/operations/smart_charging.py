@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from typing import TYPE_CHECKING, Optional
 
 from chargepoint import charging_profiles as cp
@@ -251,7 +250,7 @@ def get_composite_schedule(st: "Station", payload: dict) -> dict:
         return {"status": "Rejected"}
     smart: SmartCharging = st.smart
     unit = payload.get("chargingRateUnit") or "A"
-    start = float(math.floor(st.station_time()))   # startSchedule is in whole seconds
+    start = cp.whole_second(st.station_time())     # as every profile's start: see there
     duration = payload["duration"]
     if duration < 0:
         log.warning("GetCompositeSchedule rejected: a negative duration (%d s)", duration)
