@@ -246,6 +246,7 @@ def start(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Dec
         used = st.reservations.match(conn, id_tag, parent)
         reservation_id = used.reservation_id if used is not None else None
     conn.starting = True
+    conn.finishing = False              # a new session: Finishing -> Preparing (4.9, F2)
     conn.changed()
 
     def begin(reading) -> None:

@@ -431,6 +431,32 @@ def test_tc_068_only_the_same_id_stops(csms, firmware):
     assert statuses(csms) == ["Available", "Preparing", "Charging", "Finishing"]
 
 
+def test_an_id_presented_while_finishing_starts_a_new_transaction(csms, firmware):
+    """Section 4.9, transition F2: with the EV still plugged in after a stop, the same card
+    presented again is authorized afresh and starts a new transaction: Finishing, then
+    Preparing while it starts, then Charging."""
+    fw = start(csms, firmware)
+    first = charge(fw, csms)
+    fw.advance(60)
+    act(fw, fw.sim.tap, "TAG1")
+    csms.wait_for("StopTransaction")
+    csms.wait_for("StatusNotification", lambda r: r["status"] == "Finishing")
+    fw.settle()
+
+    mark = len(csms.received)
+    act(fw, fw.sim.tap, "TAG1")
+    auth = csms.wait_for("Authorize", after=mark)
+    again = csms.wait_for("StartTransaction", after=mark)
+    csms.wait_for("StatusNotification", lambda r: r["status"] == "Charging", after=mark)
+    fw.settle()
+    assert auth["idTag"] == again["idTag"] == "TAG1"
+    assert transaction_id(csms, again) != transaction_id(csms, first)
+    assert again["meterStart"] >= csms.records("StopTransaction")[0]["meterStop"]
+    assert hw(fw)["contactor"] == "closed"
+    assert statuses(csms) == ["Available", "Preparing", "Charging", "Finishing", "Preparing",
+                              "Charging"]
+
+
 def test_tc_069_same_parent_id_stops_after_authorize(csms, firmware):
     """A card unknown locally is sent for authorization; with the parentIdTag of the running
     transaction it stops it, and StopTransaction names that card. A card of another group
