@@ -158,8 +158,9 @@ class Outbox:
                            f"StartTransaction {item.unique_id} was discarded", now)
         for dead in doomed:
             self._pop(dead)
-        log.error("gave up on %s %s after %d attempts (%s); %d message(s) moved to outbox_dead",
-                  item.action, item.unique_id, item.attempts, reason, len(doomed))
+        log.error("gave up on %s %s after %d attempts (%s); moved to outbox_dead: %s",
+                  item.action, item.unique_id, item.attempts, reason,
+                  ", ".join(f"{dead.action} {dead.unique_id}" for dead in doomed))
         return doomed
 
     def _bury(self, item: Item, reason: str, now: float) -> None:

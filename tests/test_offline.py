@@ -7,6 +7,7 @@ where a test needs one), so every timestamp on the wire can be checked exactly.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from contextlib import closing
 from datetime import datetime, timezone
@@ -558,6 +559,36 @@ def test_start_given_up_while_its_transaction_goes_on_blocks_nothing(csms, firmw
     assert [m.action for m in msgs] == ["StartTransaction", "StopTransaction"]
     assert msgs[1]["transactionId"] == 8
     assert not csms.violations
+
+
+@pytest.mark.parametrize("stop", ["queued behind it", "made after it was given up"])
+def test_a_stop_whose_start_was_given_up_is_kept_and_logged_beside_it(csms, firmware, caplog,
+                                                                      stop):
+    """A StopTransaction can never carry the transactionId the CSMS never gave: once its
+    StartTransaction is given up, it is not sent but kept in outbox_dead with it, and an
+    ERROR line names both unique ids, so an operator can reconcile the session's billing."""
+    caplog.set_level(logging.INFO)
+    csms.handlers["StartTransaction"] = Script(then=InternalError(description="no"))
+    fw = boot(csms, firmware, {"TransactionMessageAttempts": 2,
+                               "TransactionMessageRetryInterval": 30})
+    plug_and_tap(fw, "LOST")
+    first = csms.wait_for("StartTransaction")
+    fw.settle()
+    if stop == "queued behind it":
+        fw.sim.tap("LOST")
+        stopped(fw)
+    fw.advance(30)                                           # the retry fails: given up
+    if stop == "made after it was given up":
+        fw.sim.tap("LOST")
+        stopped(fw)
+    buried = dead(fw)
+    assert [a for a, _, _, _ in buried] == ["StartTransaction", "StopTransaction"]
+    start_uid, stop_uid = buried[0][1], buried[1][1]
+    assert start_uid == first.unique_id
+    assert "StopTransaction" not in [r.action for r in csms.received]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+              and r.name.startswith("chargepoint.") and not r.name.startswith("chargepoint.csms")]
+    assert [m for m in errors if start_uid in m and stop_uid in m], errors
 
 
 def test_meter_values_given_up_go_alone_to_outbox_dead(csms, firmware):

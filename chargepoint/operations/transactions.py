@@ -239,6 +239,7 @@ def payload_for_send(st: "Station", item: Item) -> Optional[dict]:
             # known; this only happens if that StartTransaction was discarded.
             if item.action == "MeterValues":
                 return payload
+            _stop_without_start(st, item, tx)
             return None
         payload = {**payload, "transactionId": tx.transaction_id}
     return payload
@@ -279,3 +280,18 @@ def delivered(st: "Station", item: Item, response: dict) -> None:
             authorize.remember(st, stop_tag, info)
         return
     st.outbox.delivered(item)
+
+
+def _stop_without_start(st: "Station", item: Item, tx: Optional[Transaction]) -> None:
+    """A StopTransaction whose StartTransaction was given up can never be sent: OCPP wants
+    the transactionId the CSMS never gave, and a made-up one would bill another session.
+    It goes to outbox_dead beside its StartTransaction; this names both, for billing."""
+    row = st.store.execute("SELECT unique_id FROM outbox_dead WHERE tx_local=? AND "
+                           "action='StartTransaction' ORDER BY seq DESC LIMIT 1",
+                           (item.tx_local,)).fetchone()
+    log.error("StopTransaction %s of transaction %s (idTag %s, meterStart %s Wh, meterStop %s "
+              "Wh) cannot be sent: its StartTransaction %s was given up, so the CSMS never "
+              "gave a transactionId; both are kept in outbox_dead to reconcile",
+              item.unique_id, item.tx_local, tx.id_tag if tx else "?",
+              tx.meter_start_wh if tx else "?", item.payload.get("meterStop"),
+              row[0] if row else "(not found in outbox_dead)")
