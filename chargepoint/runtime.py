@@ -4,6 +4,10 @@ Threads of the link, the meter poller, the pilot sampler and the RFID reader onl
 put events on one queue. The loop takes the next event (or wakes at the core's
 next deadline), lets the station handle it, carries out the returned actions and
 feeds the systemd watchdog, so a hung loop gets the service restarted.
+
+The loop never waits on the network: frames go to the link through a bounded
+buffer (chargepoint/link_flow.py) and the link reads no further while a few of
+its frames wait here.
 """
 from __future__ import annotations
 
@@ -179,6 +183,8 @@ class Runtime:
                     log.exception("simulated charger failed to advance")
             self._execute(station.handle(event if event is not None else ev.Tick(),
                                          self.clock.now()))
+            if isinstance(event, ev.FrameReceived):
+                self.transport.frame_handled()       # the link may read the next one
             self.notifier.watchdog()
 
     def quiescent(self) -> bool:
