@@ -129,6 +129,13 @@ class LogSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: Log every OCPP frame in and out at info level (AuthorizationKey is never logged).
     frames: bool = False
+    #: After the first failed connection to the CSMS is logged, further failures are
+    #: summed up in one line at most this often (seconds).
+    link_failures_every_s: float = 60.0
+
+    def __post_init__(self):
+        if not 0 < self.link_failures_every_s < math.inf:
+            raise ValueError("link_failures_every_s: must be a number of seconds greater than 0")
 
 
 @dataclass

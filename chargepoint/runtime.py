@@ -92,7 +92,8 @@ class Runtime:
         ), self.keys, self.store, self.clock.now())
         self.transport = Transport(settings.csms, self.events.put,
                                    password=lambda: self.keys.raw("AuthorizationKey"),
-                                   ping_interval_s=self.keys.int("WebSocketPingInterval"))
+                                   ping_interval_s=self.keys.int("WebSocketPingInterval"),
+                                   failure_log_interval_s=settings.log.link_failures_every_s)
         self.meter_poller = None
         self.sim_server = None
 

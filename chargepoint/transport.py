@@ -21,14 +21,18 @@ OCPP: no pong in time means the link is dead even if TCP has not noticed yet.
 from __future__ import annotations
 
 import base64
+import collections
+import email.utils
 import logging
 import random
+import re
 import select
 import socket
 import ssl
 import struct
 import threading
 import time
+from datetime import timezone
 from typing import Callable, Optional
 
 import websocket
@@ -56,6 +60,29 @@ def reconnect_delay(attempt: int, min_s: float, max_s: float,
     return d / 2 + rand() * d / 2
 
 
+def retry_after_s(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds a `Retry-After` header asks to wait (delay-seconds or an HTTP-date,
+    RFC 9110 10.2.3); None when it is absent or unreadable."""
+    value = (value or "").strip()
+    if re.fullmatch(r"[0-9]+", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def retry_delay(retry_after: float, min_s: float, max_s: float,
+                rand: Callable[[], float] = random.random) -> float:
+    """The wait after a refusal that said when to come back: not sooner than it asks,
+    up to 10 % later so a fleet refused together does not return together, and always
+    within min_s..max_s."""
+    return min(max_s, max(min_s, retry_after * (1 + 0.1 * rand())))
+
+
 #: Frames, and messages however fragmented, larger than this many times `max_frame_bytes`
 #: end the link (the core answers those up to max_frame_bytes, and a little larger ones
 #: with a CALLERROR).
@@ -71,6 +98,11 @@ CLOSE_STOPPING = struct.pack("!H", websocket.STATUS_GOING_AWAY) + b"charge point
 class LinkError(Exception):
     """Connecting failed for a reason worth a clear log line."""
 
+    def __init__(self, text: str, retry_after: Optional[float] = None):
+        super().__init__(text)
+        #: Seconds the CSMS asked us to wait (Retry-After), if it did.
+        self.retry_after = retry_after
+
 
 def build_ssl_context(settings: CsmsSettings) -> Optional[ssl.SSLContext]:
     if settings.security_profile < 2:
@@ -80,6 +112,51 @@ def build_ssl_context(settings: CsmsSettings) -> Optional[ssl.SSLContext]:
     if settings.security_profile == 3:
         ctx.load_cert_chain(settings.client_cert, settings.client_key)
     return ctx
+
+
+class FailureLog:
+    """Failed connection attempts in the log: the first of an outage at once, then at most
+    one line per `interval_s` that says how many attempts failed since, and why.
+
+    Every failure reaches an operator's log (ERROR), and a CSMS that stays away for a
+    day costs a line a minute, not one per back-off step."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 logger: logging.Logger = log):
+        self.interval_s = interval_s
+        self._clock = clock
+        self._log = logger
+        self._since: Optional[float] = None          # when the last line was written
+        self._unlogged: collections.Counter[str] = collections.Counter()
+        self.failed_attempts = 0
+
+    def failed(self, reason: str) -> None:
+        now = self._clock()
+        self.failed_attempts += 1
+        if self._since is None:
+            self._log.error("%s", reason)
+            self._since = now
+            return
+        self._unlogged[reason] += 1
+        if now - self._since >= self.interval_s:
+            self._summarise(now)
+
+    def connected(self) -> None:
+        """The outage is over: say what was not said yet, start afresh."""
+        if self._unlogged:
+            self._summarise(self._clock())
+        if self.failed_attempts > 1:
+            self._log.warning("connected after %d failed attempts", self.failed_attempts)
+        self._since = None
+        self.failed_attempts = 0
+
+    def _summarise(self, now: float) -> None:
+        count = sum(self._unlogged.values())
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in self._unlogged.most_common())
+        self._log.error("%d more connection attempt%s failed in the last %.0f s: %s", count,
+                        "" if count == 1 else "s", now - self._since, reasons)
+        self._unlogged.clear()
+        self._since = now
 
 
 class _Link:
@@ -148,7 +225,8 @@ class _Ended(Exception):
 
 class Transport:
     def __init__(self, settings: CsmsSettings, emit: Callable[[object], None],
-                 password: Callable[[], str], ping_interval_s: float = 60.0):
+                 password: Callable[[], str], ping_interval_s: float = 60.0,
+                 failure_log_interval_s: float = 60.0):
         self.settings = settings
         self.url = settings.url.rstrip("/") + "/" + settings.charge_point_id
         self._emit = emit
@@ -156,6 +234,7 @@ class Transport:
         self.ping_interval_s = float(ping_interval_s)
         self._link: Optional[_Link] = None
         self._credits = FrameCredits()
+        self._failures = FailureLog(failure_log_interval_s)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reconnect_reason: Optional[str] = None
@@ -248,6 +327,12 @@ class Transport:
             if exc.status_code == 404:
                 raise LinkError(f"the CSMS does not know {self.url} (HTTP 404): check the URL "
                                 "and charge_point_id") from None
+            if exc.status_code in (429, 503):        # busy: it may say when to come back
+                wait = retry_after_s((exc.resp_headers or {}).get("retry-after"))
+                raise LinkError(f"the CSMS is not accepting connections now: HTTP "
+                                f"{exc.status_code}" + ("" if wait is None else
+                                                        f", retry after {wait:.0f} s"),
+                                retry_after=wait) from None
             raise LinkError(f"the CSMS refused the WebSocket upgrade: HTTP {exc.status_code}") \
                 from None
         except ssl.SSLCertVerificationError as exc:
@@ -292,13 +377,16 @@ class Transport:
         attempt = 0
         while not self._stop.is_set():
             self._wake.clear()
+            retry_after = None
             try:
                 ws = self._connect()
             except LinkError as exc:
                 self._note_error(str(exc))
+                retry_after = exc.retry_after
             except Exception as exc:  # anything else: keep trying, never die
                 self._note_error(f"unexpected error while connecting: {exc!r}")
             else:
+                self._failures.connected()
                 self.connections += 1
                 self.last_error = ""
                 started = time.monotonic()
@@ -312,17 +400,19 @@ class Transport:
                     continue
             if self._stop.is_set():
                 return
-            delay = reconnect_delay(attempt, self.settings.reconnect_min_s,
-                                    self.settings.reconnect_max_s)
+            s = self.settings
+            if retry_after is not None:
+                delay = retry_delay(retry_after, s.reconnect_min_s, s.reconnect_max_s)
+                log.info("the CSMS asked to come back in %.0f s; reconnecting in %.1f s",
+                         retry_after, delay)
+            else:
+                delay = reconnect_delay(attempt, s.reconnect_min_s, s.reconnect_max_s)
+                log.info("reconnecting in %.1f s", delay)
             attempt += 1
-            log.info("reconnecting in %.1f s", delay)
             self._wake.wait(delay)
 
     def _note_error(self, text: str) -> None:
-        if text != self.last_error:
-            log.error("%s", text)
-        else:
-            log.debug("%s", text)
+        self._failures.failed(text)
         self.last_error = text
 
     def _serve(self, ws: websocket.WebSocket) -> None:
