@@ -233,7 +233,9 @@ def composite(rig: Rig, quick: bool) -> tuple[Optional[float], str]:
     op.wait(10)
     time.sleep(0.3)                        # the request is in the loop by now
     opened = rig.unplug(timeout=600)
-    answered = wait_until(lambda: len(rig.csms.answers) > answers, 600)
+    wait_until(lambda: len(rig.csms.answers) > answers
+               or rig.csms.connections[0].closed is not None, 600)
+    answered = len(rig.csms.answers) > answers
     took = rig.csms.answers[answers].time - op.started if answered else None
     link = _link_outcome(rig, op.started, 1)
     return opened, (f"{profiles} profiles, duration {duration:,} s; "

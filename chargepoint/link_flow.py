@@ -61,11 +61,13 @@ class SendBuffer:
     def put(self, opcode: int, payload: bytes) -> bool:
         """Queue a data frame; False when the buffer is full or closed (nothing is queued).
 
-        One frame larger than `max_bytes` is still accepted into an empty buffer, so a
-        legitimate large answer is never refused just for its size."""
+        The frame at the head (the next to be written) does not count against
+        `max_bytes`: a legitimate large answer is never refused for its size, nor does it
+        crowd out the small frames that follow it while it goes out."""
         with self._cond:
+            behind = self._bytes - (len(self._frames[0].payload) if self._frames else 0)
             if self._closed or len(self._frames) >= self.max_frames or (
-                    self._frames and self._bytes + len(payload) > self.max_bytes):
+                    self._frames and behind + len(payload) > self.max_bytes):
                 return False
             self._frames.append(Outgoing(opcode, payload, self._clock()))
             self._bytes += len(payload)

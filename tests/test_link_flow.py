@@ -34,14 +34,14 @@ def test_send_buffer_refuses_beyond_its_frame_bound_and_keeps_what_it_has():
     assert buf.take(0) is None
 
 
-def test_send_buffer_refuses_beyond_its_byte_bound_but_takes_one_large_frame_when_empty():
+def test_send_buffer_bounds_the_bytes_behind_the_next_frame_whatever_its_size():
     buf = SendBuffer(max_frames=100, max_bytes=10)
-    assert buf.put(TEXT, b"a" * 50)                    # alone: accepted whatever its size
-    assert not buf.put(TEXT, b"b")                    # behind it: over the bound
-    buf.take(0)
-    assert buf.put(TEXT, b"c" * 6) and buf.put(TEXT, b"d" * 4)
-    assert not buf.put(TEXT, b"e")
-    assert buf.bytes == 10
+    assert buf.put(TEXT, b"a" * 50)                    # the next to go: any size
+    assert buf.put(TEXT, b"b" * 6) and buf.put(TEXT, b"c" * 4)
+    assert not buf.put(TEXT, b"d")                    # 11 bytes behind the head
+    assert buf.bytes == 60
+    buf.take(0)                                       # "b" heads now, "c" is behind it
+    assert buf.put(TEXT, b"e" * 6) and not buf.put(TEXT, b"f")
 
 
 def test_control_frames_go_first_and_have_their_own_small_bound():
