@@ -24,6 +24,7 @@ import base64
 import collections
 import email.utils
 import logging
+import math
 import random
 import re
 import select
@@ -528,17 +529,19 @@ class Transport:
         try:
             while not link.dead:
                 now = time.monotonic()
-                overdue = self._overdue(link, now)
-                if overdue:
-                    log.warning("%s; dropping the link", overdue)
-                    link.fail(overdue)
+                when, kind = self._next_deadline(link, ping=not pending)
+                if now >= when and kind != "ping":
+                    why = self._overdue(link, kind)
+                    log.warning("%s; dropping the link", why)
+                    link.fail(why)
                     return
+                wait = max(0.0, min(when - now, 1.0)) + 0.001
                 if not pending:
-                    if self._ping_due(link, now):
+                    if now >= when:                  # (kind == "ping")
                         link.last_ping = link.ping_sent_at = link.writing_since = now
                         pending = self._format(link.ws, ABNF.OPCODE_PING, b"")
                     else:
-                        out = link.buffer.take(self._next_check(link, now))
+                        out = link.buffer.take(wait)
                         if out is None:
                             continue
                         link.writing_since = out.queued_at
@@ -547,7 +550,7 @@ class Transport:
                 sock = link.ws.sock
                 if sock is None:
                     return
-                if select.select([], [sock], [], self._next_check(link, time.monotonic()))[1]:
+                if select.select([], [sock], [], wait)[1]:
                     pending = pending[sock.send(pending[:WRITE_CHUNK]):]
                     if not pending:
                         link.writing_since = None
@@ -564,39 +567,37 @@ class Transport:
             frame.get_mask_key = ws.get_mask_key
         return memoryview(frame.format())
 
-    def _ping_due(self, link: _Link, now: float) -> bool:
-        interval = self.ping_interval_s
-        return interval > 0 and link.ping_sent_at is None and now - link.last_ping >= interval
-
-    def _deadlines(self, link: _Link) -> list[tuple[float, str]]:
+    def _next_deadline(self, link: _Link, ping: bool = True) -> tuple[float, str]:
+        """The writer's next duty and when: a deadline of the link ("send", "message",
+        "close", "pong": past it, the link is dropped) or, if `ping`, the next "ping"."""
         s = self.settings
-        out = []
-        oldest = [t for t in (link.writing_since, link.buffer.oldest()) if t is not None]
-        if oldest:
-            out.append((min(oldest) + s.send_timeout_s,
-                        f"the CSMS took no frame for {s.send_timeout_s:g} s, it is not reading "
-                        f"({link.buffer.frames} more frames wait)"))
-        if link.message_since is not None:
-            out.append((link.message_since + s.frame_timeout_s,
-                        f"a message from the CSMS took more than {s.frame_timeout_s:g} s "
-                        f"to arrive"))
-        if link.closing_since is not None:
-            out.append((link.closing_since + CLOSE_GRACE_S, link.closing or "closing"))
-        if link.ping_sent_at is not None and link.held_since is None:
-            out.append((max(link.ping_sent_at, link.resumed_at) + s.pong_timeout_s,
-                        f"no pong within {s.pong_timeout_s:g} s of a ping"))
-        return out
+        best, kind = math.inf, ""
+        oldest = link.buffer.oldest()
+        if link.writing_since is not None and (oldest is None or link.writing_since < oldest):
+            oldest = link.writing_since
+        if oldest is not None:
+            best, kind = oldest + s.send_timeout_s, "send"
+        if link.message_since is not None and link.message_since + s.frame_timeout_s < best:
+            best, kind = link.message_since + s.frame_timeout_s, "message"
+        if link.closing_since is not None and link.closing_since + CLOSE_GRACE_S < best:
+            best, kind = link.closing_since + CLOSE_GRACE_S, "close"
+        if link.ping_sent_at is not None:
+            if link.held_since is None:               # a pong cannot come while not reading
+                pong = max(link.ping_sent_at, link.resumed_at) + s.pong_timeout_s
+                if pong < best:
+                    best, kind = pong, "pong"
+        elif ping and self.ping_interval_s > 0 and \
+                link.last_ping + self.ping_interval_s < best:
+            best, kind = link.last_ping + self.ping_interval_s, "ping"
+        return best, kind
 
-    def _overdue(self, link: _Link, now: float) -> Optional[str]:
-        for when, why in self._deadlines(link):
-            if now > when:
-                return why
-        return None
-
-    def _next_check(self, link: _Link, now: float) -> float:
-        """Seconds until the writer must look at its deadlines or ping again (at most 1 s)."""
-        times = [now + 1.0] + [when for when, _ in self._deadlines(link)]
-        interval = self.ping_interval_s
-        if interval > 0 and link.ping_sent_at is None:
-            times.append(link.last_ping + interval)
-        return max(0.0, min(times) - now) + 0.001
+    def _overdue(self, link: _Link, kind: str) -> str:
+        s = self.settings
+        if kind == "send":
+            return (f"the CSMS took no frame for {s.send_timeout_s:g} s, it is not reading "
+                    f"({link.buffer.frames} more frames wait)")
+        if kind == "message":
+            return f"a message from the CSMS took more than {s.frame_timeout_s:g} s to arrive"
+        if kind == "pong":
+            return f"no pong within {s.pong_timeout_s:g} s of a ping"
+        return link.closing or "closing"
