@@ -37,7 +37,7 @@ charge_point_id = "{cp_id}"
 reconnect_min_s = {reconnect_min_s}
 reconnect_max_s = {reconnect_max_s}
 response_timeout_s = 30
-
+{csms}
 [identity]
 vendor = "OpenEVSE-Py"
 model = "AC-Wallbox"
@@ -48,7 +48,7 @@ path = "{db}"
 
 [log]
 level = "{log_level}"
-
+{log}
 [system]
 sim_socket = "{sock}"
 
@@ -179,11 +179,14 @@ def proc_cpu_s(pid: int) -> float:
 
 # ------------------------------------------------------------------------------ the firmware
 class FirmwareProcess:
-    """`python -m chargepoint run --config ...` in a work directory, output in a log file."""
+    """`python -m chargepoint run --config ...` in a work directory, output in a log file.
+
+    `csms` and `log` add keys to those sections of CONFIG (not the ones it sets)."""
 
     def __init__(self, workdir: Path, csms_url: str, ocpp: Optional[dict] = None,
                  log_level: str = "info", cp_id: str = CP_ID,
-                 reconnect_min_s: float = 0.05, reconnect_max_s: float = 0.2):
+                 reconnect_min_s: float = 0.05, reconnect_max_s: float = 0.2,
+                 csms: Optional[dict] = None, log: Optional[dict] = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db = self.workdir / "cp.db"
@@ -194,7 +197,9 @@ class FirmwareProcess:
         self.config.write_text(CONFIG.format(
             url=csms_url, cp_id=cp_id, db=self.db, sock=self.sock, log_level=log_level,
             ocpp="\n".join(f"{k} = {_toml(v)}" for k, v in keys.items()),
-            reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s))
+            reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s,
+            csms="".join(f"{k} = {_toml(v)}\n" for k, v in (csms or {}).items()),
+            log="".join(f"{k} = {_toml(v)}\n" for k, v in (log or {}).items())))
         self.proc: Optional[subprocess.Popen] = None
         self.started_at = 0.0
 

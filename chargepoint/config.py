@@ -7,6 +7,7 @@ gives their first values.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -55,6 +56,11 @@ class CsmsSettings:
     pong_timeout_s: float = 15.0
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 300.0
+    #: Seconds a frame handed to the link may wait to be written; longer means the CSMS
+    #: stopped reading, and the link is dropped (never the station loop held up).
+    send_timeout_s: float = 20.0
+    #: Seconds a message from the CSMS may take from its first byte to its last.
+    frame_timeout_s: float = 30.0
     #: Incoming frames larger than this are refused (FormationViolation), never parsed.
     max_frame_bytes: int = 262144
     #: Reject CALLs carrying properties the official schema does not define.
@@ -85,9 +91,10 @@ class CsmsSettings:
         if self.authorization_key and not (16 <= len(self.authorization_key) <= 40):
             raise ValueError("authorization_key: must be 16 to 40 characters (OCPP security "
                              "whitepaper)")
-        for name in ("response_timeout_s", "pong_timeout_s", "reconnect_min_s", "reconnect_max_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be greater than 0")
+        for name in ("response_timeout_s", "pong_timeout_s", "reconnect_min_s", "reconnect_max_s",
+                     "send_timeout_s", "frame_timeout_s"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name}: must be a number of seconds greater than 0")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s: must not be below reconnect_min_s")
         if self.max_frame_bytes < 4096:
@@ -160,6 +167,13 @@ class LogSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: Log every OCPP frame in and out at info level (AuthorizationKey is never logged).
     frames: bool = False
+    #: After the first failed connection to the CSMS is logged, further failures are
+    #: summed up in one line at most this often (seconds).
+    link_failures_every_s: float = 60.0
+
+    def __post_init__(self):
+        if not 0 < self.link_failures_every_s < math.inf:
+            raise ValueError("link_failures_every_s: must be a number of seconds greater than 0")
 
 
 @dataclass

@@ -4,12 +4,19 @@ Threads of the link, the meter poller, the pilot sampler and the RFID reader onl
 put events on one queue. The loop takes the next event (or wakes at the core's
 next deadline), lets the station handle it, carries out the returned actions and
 feeds the systemd watchdog, so a hung loop gets the service restarted.
+
+The loop never waits on the network: frames go to the link through a bounded
+buffer (chargepoint/link_flow.py) and the link reads no further while a few of
+its frames wait here. Every turn is timed (chargepoint/turns.py); the simulator's
+`status` and the log line at stop report the worst turn and the worst time from
+a hardware event to the contactor it opened.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from typing import Any, Optional
 
 from chargepoint import __version__
@@ -24,6 +31,7 @@ from chargepoint.sdnotify import Notifier
 from chargepoint.station import Station, StationConfig
 from chargepoint.store import Store
 from chargepoint.transport import Transport
+from chargepoint.turns import Stamped, TurnAccounting
 from hal import events as hal_events
 from hal.factory import Hardware, build_hardware
 from hal.interfaces import IndicatorColour
@@ -62,9 +70,10 @@ class Runtime:
         self._stopping = threading.Event()
         self._power_cut = False
         self._idle = threading.Event()
+        self.turns = TurnAccounting()
         self.store = Store(settings.storage.path)
         self.hardware = hardware or build_hardware(settings.connectors, settings.readers,
-                                                   emit=self.events.put, clock=self.clock.now)
+                                                   emit=self.hardware_event, clock=self.clock.now)
         measurands = frozenset().union(*(c.meter.measurands
                                          for c in self.hardware.connectors.values()))
         initial = dict(settings.ocpp)
@@ -88,7 +97,8 @@ class Runtime:
         ), self.keys, self.store, self.clock.now(), self.clock.wall())
         self.transport = Transport(settings.csms, self.events.put,
                                    password=lambda: self.keys.raw("AuthorizationKey"),
-                                   ping_interval_s=self.keys.int("WebSocketPingInterval"))
+                                   ping_interval_s=self.keys.int("WebSocketPingInterval"),
+                                   failure_log_interval_s=settings.log.link_failures_every_s)
         self.meter_poller = None
         self.sim_server = None
 
@@ -100,7 +110,8 @@ class Runtime:
         self.hardware.start()
         self.meter_poller = MeterPoller({cid: c.meter for cid, c in
                                          self.hardware.connectors.items()},
-                                        self.events.put, interval_s=1.0, clock=self.clock.now)
+                                        self.hardware_event, interval_s=1.0,
+                                        clock=self.clock.now)
         self.meter_poller.start()
         sim = self.hardware.simulator
         if sim is not None:
@@ -109,7 +120,9 @@ class Runtime:
 
             path = self.settings.system.sim_socket or default_socket_path()
             try:
-                self.sim_server = SimControlServer(sim, path, on_command=self.wake)
+                self.sim_server = SimControlServer(
+                    sim, path, on_command=self.wake,
+                    status_extra=lambda: {"loop": self.turns.snapshot()})
                 self.sim_server.start()
                 log.info("simulated charger: control it with `chargepoint sim ...` (socket %s)",
                          path)
@@ -119,6 +132,10 @@ class Runtime:
 
     def wake(self) -> None:
         self.events.put(ev.Tick())
+
+    def hardware_event(self, event: Any) -> None:
+        """Queue an event of the hardware, stamped for the contactor-open latency."""
+        self.events.put(Stamped(event, time.monotonic()))
 
     def stop(self) -> None:
         """Ask the loop to end cleanly (thread-safe, e.g. from a signal handler)."""
@@ -143,6 +160,7 @@ class Runtime:
             if not self._power_cut:
                 self._execute(self.station.shutdown(self.clock.now()))
         finally:
+            log.info("loop: %s", self.turns.describe())
             self.shutdown()
         return self.exit_action
 
@@ -168,7 +186,7 @@ class Runtime:
             if deadline is not None:
                 timeout = min(timeout, deadline - self.clock.now())
             self._idle.set()
-            event = self.clock.wait(self.events, timeout)
+            event = self.turns.unwrap(self.clock.wait(self.events, timeout))
             self._idle.clear()
             if isinstance(event, ev.ShutdownRequested):
                 break
@@ -180,6 +198,9 @@ class Runtime:
                     log.exception("simulated charger failed to advance")
             self._execute(station.handle(event if event is not None else ev.Tick(),
                                          self.clock.now(), self.clock.wall()))
+            if isinstance(event, ev.FrameReceived):
+                self.transport.frame_handled()       # the link may read the next one
+            self.turns.end()
             self.notifier.watchdog()
 
     def quiescent(self) -> bool:
@@ -202,6 +223,8 @@ class Runtime:
             self.transport.send(action.text)
         elif isinstance(action, act.SetContactor):
             conns[action.connector_id].contactor.set_closed(action.closed)
+            if not action.closed:
+                self.turns.contactor_opened()
         elif isinstance(action, act.OfferCurrent):
             conns[action.connector_id].pilot.set_max_current(action.amps)
         elif isinstance(action, act.ReadMeter):

@@ -1,26 +1,47 @@
-"""The link to the CSMS over websocket-client: connect, read, ping, reconnect forever.
+"""The link to the CSMS over websocket-client: connect, read, write, ping, reconnect forever.
 
-A daemon thread owns the socket. It turns what arrives into events
-(`Connected`, `FrameReceived`, `Disconnected`) on the station loop's queue;
-the loop calls `send`. Ping/pong supervision lives here because it is a
-property of the socket, not of OCPP: no pong within `pong_timeout_s` means the
-link is dead even if TCP has not noticed yet.
+None of it runs in the station loop, and none of it can make the loop wait:
+
+- The link thread (`csms-link`) connects and reads. It turns what arrives into
+  events (`Connected`, `FrameReceived`, `Disconnected`) on the loop's queue, and
+  reads no further while `FRAMES_IN_FLIGHT` of its frames wait there
+  (chargepoint/link_flow.py), so TCP pushes back on a CSMS that sends faster than
+  the loop handles. A message is capped at FRAME_CAP_FACTOR x `max_frame_bytes` in
+  total, however it is fragmented.
+- A writer thread per connection (`csms-link-writer`) writes what the loop handed to
+  `send` through a bounded buffer (`send` never blocks), and keeps the link's
+  deadlines: a frame not written within `send_timeout_s` (the CSMS stopped reading),
+  a message not complete `frame_timeout_s` after its first byte (a trickle), no pong
+  within `pong_timeout_s` of a ping. Any of them, or a full buffer, drops the link;
+  the link thread reports `Disconnected` and connects again with back-off.
+
+Ping/pong supervision lives here because it is a property of the socket, not of
+OCPP: no pong in time means the link is dead even if TCP has not noticed yet.
 """
 from __future__ import annotations
 
 import base64
+import collections
+import email.utils
 import logging
+import math
 import random
+import re
 import select
+import socket
 import ssl
+import struct
 import threading
 import time
+from datetime import timezone
 from typing import Callable, Optional
 
 import websocket
+from websocket import ABNF
 
 from chargepoint import events as ev
 from chargepoint.config import CsmsSettings
+from chargepoint.link_flow import FrameCredits, SendBuffer
 
 log = logging.getLogger("chargepoint.transport")
 # websocket-client logs handshake failures itself; ours say the same more clearly.
@@ -40,12 +61,48 @@ def reconnect_delay(attempt: int, min_s: float, max_s: float,
     return d / 2 + rand() * d / 2
 
 
-#: Frames larger than this many times `max_frame_bytes` end the link unread.
+def retry_after_s(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds a `Retry-After` header asks to wait (delay-seconds or an HTTP-date,
+    RFC 9110 10.2.3); None when it is absent or unreadable."""
+    value = (value or "").strip()
+    if re.fullmatch(r"[0-9]+", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def retry_delay(retry_after: float, min_s: float, max_s: float,
+                rand: Callable[[], float] = random.random) -> float:
+    """The wait after a refusal that said when to come back: not sooner than it asks,
+    up to 10 % later so a fleet refused together does not return together, and always
+    within min_s..max_s."""
+    return min(max_s, max(min_s, retry_after * (1 + 0.1 * rand())))
+
+
+#: Frames, and messages however fragmented, larger than this many times `max_frame_bytes`
+#: end the link (the core answers those up to max_frame_bytes, and a little larger ones
+#: with a CALLERROR).
 FRAME_CAP_FACTOR = 4
+#: How long a closing link may take to write what is queued and its close frame.
+CLOSE_GRACE_S = 1.0
+#: Bytes written per call, so the writer keeps its deadlines while a large frame goes out.
+WRITE_CHUNK = 16384
+CLOSE_NORMAL = struct.pack("!H", websocket.STATUS_NORMAL)
+CLOSE_STOPPING = struct.pack("!H", websocket.STATUS_GOING_AWAY) + b"charge point stopping"
 
 
 class LinkError(Exception):
     """Connecting failed for a reason worth a clear log line."""
+
+    def __init__(self, text: str, retry_after: Optional[float] = None):
+        super().__init__(text)
+        #: Seconds the CSMS asked us to wait (Retry-After), if it did.
+        self.retry_after = retry_after
 
 
 #: The TLS 1.2 cipher suites offered, in this order: the OCPP 1.6 Security Whitepaper's
@@ -91,16 +148,127 @@ def _untrusted(exc: ssl.SSLCertVerificationError, settings: CsmsSettings) -> str
     return f"the CSMS's TLS certificate is not trusted: {detail}"
 
 
+class FailureLog:
+    """Failed connection attempts in the log: the first of an outage at once, then at most
+    one line per `interval_s` that says how many attempts failed since, and why.
+
+    Every failure reaches an operator's log (ERROR), and a CSMS that stays away for a
+    day costs a line a minute, not one per back-off step."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 logger: logging.Logger = log):
+        self.interval_s = interval_s
+        self._clock = clock
+        self._log = logger
+        self._since: Optional[float] = None          # when the last line was written
+        self._unlogged: collections.Counter[str] = collections.Counter()
+        self.failed_attempts = 0
+
+    def failed(self, reason: str) -> None:
+        now = self._clock()
+        self.failed_attempts += 1
+        if self._since is None:
+            self._log.error("%s", reason)
+            self._since = now
+            return
+        self._unlogged[reason] += 1
+        if now - self._since >= self.interval_s:
+            self._summarise(now)
+
+    def connected(self) -> None:
+        """The outage is over: say what was not said yet, start afresh."""
+        if self._unlogged:
+            self._summarise(self._clock())
+        if self.failed_attempts > 1:
+            self._log.warning("connected after %d failed attempts", self.failed_attempts)
+        self._since = None
+        self.failed_attempts = 0
+
+    def _summarise(self, now: float) -> None:
+        count = sum(self._unlogged.values())
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in self._unlogged.most_common())
+        self._log.error("%d more connection attempt%s failed in the last %.0f s: %s", count,
+                        "" if count == 1 else "s", now - self._since, reasons)
+        self._unlogged.clear()
+        self._since = now
+
+
+class _Link:
+    """One open WebSocket: what waits to be written, the deadlines' clocks, why it ended.
+
+    The link thread reads, the writer thread writes; both and the loop (through
+    `Transport.send`) may end it, whoever notices first: `fail` at once, `finish`
+    after what is already queued and a close frame are written."""
+
+    def __init__(self, ws: websocket.WebSocket):
+        self.ws = ws
+        self.buffer = SendBuffer()
+        self.reason: Optional[str] = None
+        self.ended = threading.Event()
+        now = time.monotonic()
+        #: First byte of the message being read (None: between messages).
+        self.message_since: Optional[float] = None
+        #: The reader waits for the loop to take frames (None: it is reading).
+        self.held_since: Optional[float] = None
+        #: When reading last resumed after such a wait: a pong cannot arrive while held.
+        self.resumed_at = now
+        self.last_ping = now
+        #: A ping was sent at this time and its pong has not come (None: none outstanding).
+        self.ping_sent_at: Optional[float] = None
+        #: When the frame being written was handed over (None: none is being written).
+        self.writing_since: Optional[float] = None
+        #: Why `finish` was called, and when: the link ends once its close frame is out.
+        self.closing: Optional[str] = None
+        self.closing_since: Optional[float] = None
+        self._lock = threading.Lock()
+
+    @property
+    def dead(self) -> bool:
+        return self.reason is not None
+
+    def fail(self, reason: str) -> None:
+        """End the link now (the first reason wins): the reader's and writer's calls return."""
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+        self.buffer.close()
+        sock = self.ws.sock
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.ended.set()
+
+    def finish(self, reason: str, close_payload: bytes) -> None:
+        """End the link once what is queued and then a close frame are written (at most
+        CLOSE_GRACE_S from now); never waits. Nothing more is queued after the close."""
+        with self._lock:
+            if self.reason is not None or self.closing is not None:
+                return
+            self.closing, self.closing_since = reason, time.monotonic()
+        if not self.buffer.put(ABNF.OPCODE_CLOSE, close_payload):
+            self.fail(reason)                      # full: no point waiting for it
+        self.buffer.seal()
+
+
+class _Ended(Exception):
+    """The link ends for a reason the reader found (a close frame, a protocol error)."""
+
+
 class Transport:
     def __init__(self, settings: CsmsSettings, emit: Callable[[object], None],
-                 password: Callable[[], str], ping_interval_s: float = 60.0):
+                 password: Callable[[], str], ping_interval_s: float = 60.0,
+                 failure_log_interval_s: float = 60.0):
         self.settings = settings
         self.url = settings.url.rstrip("/") + "/" + settings.charge_point_id
         self._emit = emit
         self._password = password
         self.ping_interval_s = float(ping_interval_s)
-        self._ws: Optional[websocket.WebSocket] = None
-        self._send_lock = threading.Lock()
+        self._link: Optional[_Link] = None
+        self._credits = FrameCredits()
+        self._failures = FailureLog(failure_log_interval_s)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reconnect_reason: Optional[str] = None
@@ -108,58 +276,61 @@ class Transport:
         self.connections = 0
         self.last_error = ""
 
-    # -- control from the station loop
+    # -- control from the station loop: none of these waits on the network
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="csms-link", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
+        """Stop for good: what is queued and a close frame get CLOSE_GRACE_S to go out."""
         self._stop.set()
         self._wake.set()
-        ws = self._ws
-        if ws is not None:
-            try:
-                with self._send_lock:
-                    ws.send_close(websocket.STATUS_NORMAL, b"charge point stopping")
-            except Exception:
-                pass
-        self._drop()
+        link = self._link
+        if link is not None:
+            link.finish("shutting down", CLOSE_STOPPING)
+            link.ended.wait(CLOSE_GRACE_S)
+            link.fail("shutting down")
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def send(self, text: str) -> bool:
-        """Send one text frame; False when there is no link (the core already knows)."""
-        ws = self._ws
-        if ws is None:
+        """Hand one text frame to the link; False when there is no link (the core learns it
+        from `Disconnected`) or the frame cannot be queued. Never blocks: a full buffer
+        means the CSMS stopped reading, and the link is dropped instead."""
+        link = self._link
+        if link is None or link.dead:
             return False
         try:
-            with self._send_lock:
-                ws.send(text)
-            return True
-        except Exception as exc:
-            log.warning("send failed: %s", exc)
-            self._drop()
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            log.error("not sent: a frame that is not valid Unicode (%s)", exc)
             return False
+        if link.buffer.put(ABNF.OPCODE_TEXT, data):
+            return True
+        link.fail(f"the CSMS is not reading: {link.buffer.frames} frames "
+                  f"({link.buffer.bytes} bytes) wait to be sent")
+        return False
+
+    def frame_handled(self) -> None:
+        """The loop has handled a `FrameReceived`: the link may read one more."""
+        self._credits.release()
 
     def reconnect(self, reason: str) -> None:
-        """Drop the link and connect again at once (new credentials, new settings)."""
+        """Drop the link and connect again at once (new credentials, new settings); what
+        the loop already handed over (the answer that asked for this) goes out first."""
         self._reconnect_reason = reason
-        self._drop()
+        link = self._link
+        if link is not None:
+            link.finish(reason, CLOSE_NORMAL)
         self._wake.set()
 
     def set_ping_interval(self, seconds: float) -> None:
         self.ping_interval_s = float(seconds)
+        link = self._link
+        if link is not None:
+            link.buffer.wake()
 
-    # -- the link thread
-    def _drop(self) -> None:
-        """Shut the socket down; the link thread notices and reports why."""
-        ws = self._ws
-        if ws is not None:
-            try:
-                ws.sock and ws.sock.shutdown(2)
-            except OSError:
-                pass
-
+    # -- the link thread: connect
     def _headers(self) -> list[str]:
         if self.settings.security_profile not in (1, 2):
             return []
@@ -196,6 +367,12 @@ class Transport:
             if exc.status_code == 404:
                 raise LinkError(f"the CSMS does not know {self.url} (HTTP 404): check the URL "
                                 "and charge_point_id") from None
+            if exc.status_code in (429, 503):        # busy: it may say when to come back
+                wait = retry_after_s((exc.resp_headers or {}).get("retry-after"))
+                raise LinkError(f"the CSMS is not accepting connections now: HTTP "
+                                f"{exc.status_code}" + ("" if wait is None else
+                                                        f", retry after {wait:.0f} s"),
+                                retry_after=wait) from None
             refused = self._redirect_refused(exc.status_code, exc.resp_headers)
             raise LinkError(refused or f"the CSMS refused the WebSocket upgrade: HTTP "
                                        f"{exc.status_code}") from None
@@ -254,26 +431,21 @@ class Transport:
         attempt = 0
         while not self._stop.is_set():
             self._wake.clear()
+            retry_after = None
             try:
                 ws = self._connect()
             except LinkError as exc:
                 self._note_error(str(exc))
+                retry_after = exc.retry_after
             except Exception as exc:  # anything else: keep trying, never die
                 self._note_error(f"unexpected error while connecting: {exc!r}")
             else:
+                self._failures.connected()
                 self.connections += 1
                 self.last_error = ""
                 started = time.monotonic()
-                self._ws = ws
                 log.info("connected to %s", self.url)
-                self._emit(ev.Connected())
-                reason = self._read_loop(ws)
-                self._ws = None
-                try:
-                    ws.close(timeout=1)
-                except Exception:
-                    pass
-                self._emit(ev.Disconnected(reason))
+                self._serve(ws)
                 if time.monotonic() - started > 30:
                     attempt = 0
                 if self._reconnect_reason:
@@ -282,65 +454,203 @@ class Transport:
                     continue
             if self._stop.is_set():
                 return
-            delay = reconnect_delay(attempt, self.settings.reconnect_min_s,
-                                    self.settings.reconnect_max_s)
+            s = self.settings
+            if retry_after is not None:
+                delay = retry_delay(retry_after, s.reconnect_min_s, s.reconnect_max_s)
+                log.info("the CSMS asked to come back in %.0f s; reconnecting in %.1f s",
+                         retry_after, delay)
+            else:
+                delay = reconnect_delay(attempt, s.reconnect_min_s, s.reconnect_max_s)
+                log.info("reconnecting in %.1f s", delay)
             attempt += 1
-            log.info("reconnecting in %.1f s", delay)
             self._wake.wait(delay)
 
     def _note_error(self, text: str) -> None:
-        if text != self.last_error:
-            log.error("%s", text)
-        else:
-            log.debug("%s", text)
+        self._failures.failed(text)
         self.last_error = text
 
-    def _read_loop(self, ws: websocket.WebSocket) -> str:
-        last_ping = time.monotonic()
-        waiting_pong_since: Optional[float] = None
-        while not self._stop.is_set():
-            now = time.monotonic()
-            interval = self.ping_interval_s
-            wait = 1.0
-            if interval > 0 and waiting_pong_since is None:
-                wait = min(wait, max(0.0, last_ping + interval - now))
-            elif waiting_pong_since is not None:
-                wait = min(wait, max(0.0, waiting_pong_since + self.settings.pong_timeout_s - now))
+    def _serve(self, ws: websocket.WebSocket) -> None:
+        """One connection, from Connected to Disconnected."""
+        link = _Link(ws)
+        writer = threading.Thread(target=self._write_loop, args=(link,),
+                                  name="csms-link-writer", daemon=True)
+        self._link = link
+        writer.start()
+        self._emit(ev.Connected())
+        reason = self._read_loop(link)
+        if link.closing is not None:          # let our close frame go out after the queue
+            link.ended.wait(max(0.0, link.closing_since + CLOSE_GRACE_S - time.monotonic()))
+        link.fail(reason)
+        self._link = None
+        writer.join(timeout=5)
+        try:
+            ws.shutdown()
+        except Exception:
+            pass
+        self._emit(ev.Disconnected(link.reason or reason))
+
+    # -- the link thread: read
+    def _read_loop(self, link: _Link) -> str:
+        """Read messages until the link ends; returns why it ended."""
+        cap = FRAME_CAP_FACTOR * self.settings.max_frame_bytes
+        while not link.dead:
+            if not self._credits.acquire(0):
+                link.held_since = time.monotonic()     # the loop is behind: stop reading
+                while not self._credits.acquire(0.2):
+                    if link.dead:
+                        return self._end_reason(link, "shutting down")
+                link.held_since = None
+                link.resumed_at = time.monotonic()
+            text = None
             try:
-                sock = ws.sock
-                if sock is None:
-                    return self._reconnect_reason or "socket closed"
-                pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-                if pending or select.select([sock], [], [], wait)[0]:
-                    opcode, data = ws.recv_data(control_frame=True)
-                    if opcode == websocket.ABNF.OPCODE_TEXT:
-                        try:
-                            text = data.decode("utf-8")
-                        except UnicodeDecodeError:    # fatal to the link (RFC 6455, 8.1)
-                            return "protocol error: a text frame that is not valid UTF-8"
-                        self._emit(ev.FrameReceived(text))
-                    elif opcode == websocket.ABNF.OPCODE_BINARY:
-                        log.warning("ignored a binary frame of %d bytes (OCPP-J is text)",
-                                    len(data))
-                    elif opcode == websocket.ABNF.OPCODE_PONG:
-                        waiting_pong_since = None
-                    elif opcode == websocket.ABNF.OPCODE_CLOSE:
-                        return "closed by the CSMS"
-            except (websocket.WebSocketConnectionClosedException, OSError, ValueError) as exc:
-                return self._reconnect_reason or f"connection lost: {exc or type(exc).__name__}"
+                text = self._read_message(link, cap)
+            except _Ended as exc:
+                return self._end_reason(link, str(exc))
+            except websocket.WebSocketConnectionClosedException as exc:
+                return self._end_reason(link, f"connection lost: {exc or 'closed'}")
+            except (websocket.WebSocketTimeoutException, OSError) as exc:
+                return self._end_reason(link, f"connection lost: {exc or type(exc).__name__}")
             except websocket.WebSocketException as exc:
-                return f"protocol error: {exc}"
-            now = time.monotonic()
-            if waiting_pong_since is not None and now - waiting_pong_since > \
-                    self.settings.pong_timeout_s:
-                log.warning("no pong within %.0f s; the link is dead",
-                            self.settings.pong_timeout_s)
-                return "pong timeout"
-            if interval > 0 and waiting_pong_since is None and now - last_ping >= interval:
-                try:
-                    with self._send_lock:
-                        ws.ping()
-                except Exception as exc:
-                    return f"ping failed: {exc}"
-                last_ping = waiting_pong_since = now
-        return "shutting down"
+                return self._end_reason(link, f"protocol error: {exc}")
+            except Exception as exc:     # a socket shut down under an SSL read, and the like
+                return self._end_reason(link, f"connection lost: {exc!r}")
+            finally:
+                if text is None:
+                    self._credits.release()
+            if text is not None:
+                self._emit(ev.FrameReceived(text))   # the loop gives the credit back
+        return self._end_reason(link, "link dropped")
+
+    def _end_reason(self, link: _Link, found: str) -> str:
+        """Why the link ended: whoever ended it on purpose knows best."""
+        return link.reason or self._reconnect_reason or found
+
+    def _read_message(self, link: _Link, cap: int) -> Optional[str]:
+        """The next text message, or None (nothing within a second, a control frame, a
+        binary frame). Fragments are put together here, not by websocket-client, whose
+        assembly has no size limit and copies the whole message once per fragment."""
+        ws = link.ws
+        sock = ws.sock
+        if sock is None:
+            raise _Ended("socket closed")
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+        if not pending and not select.select([sock], [], [], 1.0)[0]:
+            return None
+        link.message_since = time.monotonic()
+        chunks: list[bytes] = []
+        size, opcode = 0, None
+        try:
+            while True:
+                frame = ws.recv_frame()
+                op = frame.opcode
+                if op in (ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CONT):
+                    if (op == ABNF.OPCODE_CONT) != (opcode is not None):
+                        raise _Ended("protocol error: a fragment out of place")
+                    opcode = opcode or op
+                    size += len(frame.data)
+                    if size > cap:
+                        raise _Ended(f"protocol error: a message of more than {cap} bytes "
+                                     f"(in fragments)")
+                    chunks.append(frame.data)
+                    if frame.fin:
+                        break
+                elif op == ABNF.OPCODE_PING:
+                    link.buffer.put_control(ABNF.OPCODE_PONG, frame.data)
+                elif op == ABNF.OPCODE_PONG:
+                    link.ping_sent_at = None
+                elif op == ABNF.OPCODE_CLOSE:
+                    link.finish("closed by the CSMS", frame.data[:2])
+                    raise _Ended("closed by the CSMS")
+                if opcode is None:                   # a control frame between messages
+                    return None
+        finally:
+            link.message_since = None
+        data = b"".join(chunks)
+        if opcode == ABNF.OPCODE_BINARY:
+            log.warning("ignored a binary frame of %d bytes (OCPP-J is text)", len(data))
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:    # fatal to the link (RFC 6455, 8.1)
+            raise _Ended("protocol error: a text frame that is not valid UTF-8") from None
+
+    # -- the writer thread
+    def _write_loop(self, link: _Link) -> None:
+        """Write what the loop handed over, ping, and end the link when a deadline passes."""
+        pending = memoryview(b"")
+        closing = False                 # the frame being written is our close frame
+        try:
+            while not link.dead:
+                now = time.monotonic()
+                when, kind = self._next_deadline(link, ping=not pending)
+                if now >= when and kind != "ping":
+                    why = self._overdue(link, kind)
+                    log.warning("%s; dropping the link", why)
+                    link.fail(why)
+                    return
+                wait = max(0.0, min(when - now, 1.0)) + 0.001
+                if not pending:
+                    if now >= when:                  # (kind == "ping")
+                        link.last_ping = link.ping_sent_at = link.writing_since = now
+                        pending = self._format(link.ws, ABNF.OPCODE_PING, b"")
+                    else:
+                        out = link.buffer.take(wait)
+                        if out is None:
+                            continue
+                        link.writing_since = out.queued_at
+                        pending = self._format(link.ws, out.opcode, out.payload)
+                        closing = out.opcode == ABNF.OPCODE_CLOSE
+                sock = link.ws.sock
+                if sock is None:
+                    return
+                if select.select([], [sock], [], wait)[1]:
+                    pending = pending[sock.send(pending[:WRITE_CHUNK]):]
+                    if not pending:
+                        link.writing_since = None
+                        if closing:                  # our close frame is out: done
+                            link.fail(link.closing or "closed")
+                            return
+        except Exception as exc:
+            link.fail(f"connection lost while sending: {exc or type(exc).__name__}")
+
+    @staticmethod
+    def _format(ws: websocket.WebSocket, opcode: int, payload: bytes) -> memoryview:
+        frame = ABNF.create_frame(payload, opcode)
+        if ws.get_mask_key:
+            frame.get_mask_key = ws.get_mask_key
+        return memoryview(frame.format())
+
+    def _next_deadline(self, link: _Link, ping: bool = True) -> tuple[float, str]:
+        """The writer's next duty and when: a deadline of the link ("send", "message",
+        "close", "pong": past it, the link is dropped) or, if `ping`, the next "ping"."""
+        s = self.settings
+        best, kind = math.inf, ""
+        oldest = link.buffer.oldest()
+        if link.writing_since is not None and (oldest is None or link.writing_since < oldest):
+            oldest = link.writing_since
+        if oldest is not None:
+            best, kind = oldest + s.send_timeout_s, "send"
+        if link.message_since is not None and link.message_since + s.frame_timeout_s < best:
+            best, kind = link.message_since + s.frame_timeout_s, "message"
+        if link.closing_since is not None and link.closing_since + CLOSE_GRACE_S < best:
+            best, kind = link.closing_since + CLOSE_GRACE_S, "close"
+        if link.ping_sent_at is not None:
+            if link.held_since is None:               # a pong cannot come while not reading
+                pong = max(link.ping_sent_at, link.resumed_at) + s.pong_timeout_s
+                if pong < best:
+                    best, kind = pong, "pong"
+        elif ping and self.ping_interval_s > 0 and \
+                link.last_ping + self.ping_interval_s < best:
+            best, kind = link.last_ping + self.ping_interval_s, "ping"
+        return best, kind
+
+    def _overdue(self, link: _Link, kind: str) -> str:
+        s = self.settings
+        if kind == "send":
+            return (f"the CSMS took no frame for {s.send_timeout_s:g} s, it is not reading "
+                    f"({link.buffer.frames} more frames wait)")
+        if kind == "message":
+            return f"a message from the CSMS took more than {s.frame_timeout_s:g} s to arrive"
+        if kind == "pong":
+            return f"no pong within {s.pong_timeout_s:g} s of a ping"
+        return link.closing or "closing"

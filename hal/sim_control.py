@@ -127,8 +127,10 @@ def execute(sim: SimCharger, cmd: Any, args: Any) -> Any:
     return sim.status()
 
 
-def handle_line(sim: SimCharger, line: bytes) -> tuple[dict, bool]:
-    """The reply to one request line, and whether the command succeeded."""
+def handle_line(sim: SimCharger, line: bytes,
+                status_extra: Optional[Callable[[], dict]] = None) -> tuple[dict, bool]:
+    """The reply to one request line, and whether the command succeeded; `status_extra()`
+    is merged into the result of `status`."""
     try:
         request = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -137,6 +139,8 @@ def handle_line(sim: SimCharger, line: bytes) -> tuple[dict, bool]:
         return {"ok": False, "error": 'bad request: expected {"cmd": ..., "args": [...]}'}, False
     try:
         result = execute(sim, request["cmd"], request.get("args", []))
+        if request["cmd"] == "status" and status_extra is not None:
+            result = {**result, **status_extra()}
     except SimError as exc:
         return {"ok": False, "error": str(exc)}, False
     except Exception as exc:                      # a bug must not kill the server
@@ -153,13 +157,17 @@ class SimControlServer:
     `start()` binds (removing a stale socket file left by a crash) and returns;
     `close()` stops and removes the socket. `on_command()` runs after each
     successful command and before its reply, in the server's thread, to wake the
-    firmware's loop.
+    firmware's loop. `status_extra()` adds the firmware's own figures (its loop's
+    turn accounting) to the reply to `status`, so what the simulator shows and what
+    the firmware measured are read together.
     """
 
-    def __init__(self, sim: SimCharger, path: str, on_command: Optional[Callable[[], None]] = None):
+    def __init__(self, sim: SimCharger, path: str, on_command: Optional[Callable[[], None]] = None,
+                 status_extra: Optional[Callable[[], dict]] = None):
         self.sim = sim
         self.path = os.fspath(path)
         self.on_command = on_command
+        self.status_extra = status_extra
         self._listener: Optional[socket.socket] = None
         self._wake_r: Optional[socket.socket] = None
         self._wake_w: Optional[socket.socket] = None
@@ -263,7 +271,7 @@ class SimControlServer:
                 return
 
     def _answer(self, conn: socket.socket, line: bytes) -> None:
-        reply, ok = handle_line(self.sim, line)
+        reply, ok = handle_line(self.sim, line, self.status_extra)
         # Wake the firmware before replying: once a client has its answer, the
         # firmware is already on its way to react.
         if ok and self.on_command is not None:
@@ -394,6 +402,11 @@ def format_status(status: dict) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if status.get("faults"):
         lines.append("charger faults: " + ", ".join(status["faults"]))
+    loop = status.get("loop")
+    if loop:
+        lines.append(f"firmware loop: {loop['turns']} turns, worst {loop['worst_turn_ms']:.1f} ms; "
+                     f"contactor opened {loop['contactor_opens']} times after a hardware event, "
+                     f"worst {loop['worst_contactor_open_ms']:.1f} ms after it")
     return "\n".join(lines)
 
 

@@ -2,8 +2,8 @@
 reports figures that make sense. Timings are never asserted: they belong to the
 machine, and docs/performance.md holds the measured ones.
 
-The four commands run at the same time, as separate processes, so this file takes about
-as long as the slowest of them (footprint, about ten seconds).
+The five commands run at the same time, as separate processes, so this file takes about
+as long as the slowest of them (hostile, about fifteen seconds).
 """
 import json
 import subprocess
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("footprint", "startup", "rpc", "drain")
+BENCHES = ("footprint", "startup", "rpc", "drain", "hostile")
 TIMEOUT_S = 90
 
 
@@ -92,3 +92,20 @@ def test_drain_delivers_every_queued_message_in_order(runs):
             assert r["messages"] == data["messages"] and not r["problems"], r
             assert r["per_s"] > 0 and r["seconds"] > 0, r
     assert "checked: ok" in out
+
+
+def test_hostile_reports_every_scenario_with_the_contactor_opened(runs):
+    out, data = result(runs, "hostile")
+    assert data["ok"] and data["quick"], out
+    scenarios = data["scenarios"]
+    assert set(scenarios) == {"flood", "trickle", "fragments", "large", "trigger", "composite"}
+    for name, s in scenarios.items():
+        assert not s["problems"], (name, s["problems"])
+        assert s["contactor_open_ms"] is not None and s["contactor_open_ms"] > 0, (name, s)
+        assert 0 < s["worst_turn_ms"], (name, s)
+        assert 5 < s["rss_before_mib"] <= s["peak_rss_mib"] < 1024, (name, s)
+    for name in ("flood", "trickle", "fragments"):             # these cost the link
+        assert "dropped after" in scenarios[name]["link"] and "back" in scenarios[name]["link"]
+    assert "(in fragments)" in scenarios["fragments"]["link"]
+    assert "answered after" in scenarios["composite"]["link"]
+    assert "worst loop turn ms" in out

@@ -75,7 +75,10 @@ def test_a_frame_far_beyond_the_limit_ends_the_link_unread(csms, booted, caplog)
     header, before its payload is read into memory; the charger connects again and keeps
     working."""
     monster = '[2,"big","DataTransfer",{"vendorId":"x","data":"' + "A" * 24_000_000 + '"}]'
-    csms.send_raw("CP-1", monster, expect_reply=False)
+    try:
+        csms.send_raw("CP-1", monster, expect_reply=False)
+    except ConnectionError:
+        pass                # the charger dropped the link before the CSMS finished sending
     csms.wait_connected("CP-1", count=2, timeout=10)
     assert wait_until(lambda: booted.station.connected and booted.station.accepted, 10)
     assert csms.call("CP-1", "GetConfiguration", {"key": ["HeartbeatInterval"]})
