@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 from chargepoint import actions as act
 from chargepoint import events as ev
 from chargepoint import ocppj
+from chargepoint.calls import CONNECTION, OTHER, CallQueue, Outgoing
 from chargepoint.clock import VALID_TIME_FLOOR, parse_utc
 from chargepoint.connector import Connector, ConnectorInfo
 from chargepoint.ocpp_keys import OcppKeys
@@ -65,20 +65,6 @@ def redact(text: str) -> str:
 
 
 @dataclass
-class Outgoing:
-    """A CALL of ours waiting to be sent or answered."""
-
-    action: str
-    payload: dict
-    on_result: Optional[Callable[[dict], None]] = None
-    #: Called with "offline", "timeout" or the CALLERROR code.
-    on_error: Optional[Callable[[str], None]] = None
-    #: May go out before BootNotification is Accepted (Boot itself, triggered messages).
-    before_accept: bool = False
-    unique_id: str = field(default_factory=ocppj.new_unique_id)
-
-
-@dataclass
 class StationConfig:
     charge_point_id: str
     boot_payload: dict
@@ -115,8 +101,10 @@ class Station:
         self._commanded: dict[int, tuple[bool, Optional[float]]] = {}
         #: connector id -> callbacks waiting for the result of the next SetLock.
         self.lock_waiters: dict[int, list[Callable[[bool], None]]] = {}
-        self._queue: deque[Outgoing] = deque()
+        self.calls = CallQueue()
         self._inflight: Optional[Outgoing] = None
+        #: A transaction message was ready when another CALL took the turn: it goes next.
+        self._tx_passed_over = False
         self._actions: list[Any] = []
         self.stats = {"frames_in": 0, "frames_out": 0, "errors_answered": 0}
         keys.on_change(self._key_changed)
@@ -217,22 +205,30 @@ class Station:
     def send_call(self, action: str, payload: dict,
                   on_result: Optional[Callable[[dict], None]] = None,
                   on_error: Optional[Callable[[str], None]] = None,
-                  before_accept: bool = False) -> None:
+                  before_accept: bool = False, lane: int = OTHER) -> bool:
         """Queue a CALL that is not a transaction message (those go through the outbox).
 
         While offline such a CALL fails at once with "offline": a heartbeat or a
-        status that could not be sent is not worth replaying later.
+        status that could not be sent is not worth replaying later. A message of a
+        kind already waiting is merged into it; at the queue's bound a new one fails
+        at once with "queue full" (chargepoint/calls.py). Returns whether it will go.
         """
         ocppj.check_outgoing(ocppj.CALL, action, payload)
-        out = Outgoing(action, payload, on_result, on_error, before_accept)
+        out = Outgoing(action, payload, on_result, on_error, before_accept, lane=lane)
         if not self.connected:
             if on_error:
                 on_error("offline")
-            return
-        self._queue.append(out)
+            return False
+        outcome = self.calls.put(out)
+        if outcome == "full":
+            log.warning("%s not sent: %d CALLs are already waiting", action, len(self.calls))
+            if on_error:
+                on_error("queue full")
+            return False
+        return True
 
     def queued_actions(self) -> list[str]:
-        return [o.action for o in self._queue]
+        return [o.action for o in self.calls]
 
     @property
     def accepted(self) -> bool:
@@ -250,19 +246,43 @@ class Station:
                             self._call_timed_out)
 
     def _next_outgoing(self) -> Optional[Outgoing]:
-        """Other CALLs first (they are few and a driver may be waiting on an Authorize),
-        then the head of the durable transaction queue, strictly in order."""
-        for i, out in enumerate(self._queue):
-            if self.accepted or out.before_accept:
-                del self._queue[i]
+        """Whose turn it is; nothing waits behind a flood of anything else.
+
+        1. The reports that open a connection (BootNotification, every connector's
+           status) go before anything: what follows makes sense to the CSMS only after them.
+        2. A transaction message that was ready when another CALL last took the turn goes
+           next. So when both wait they take turns: transaction messages keep their
+           rate under any number of CSMS-triggered messages, and the others (a driver's
+           Authorize among them) wait for at most one transaction message.
+        3. Otherwise the other CALLs first, an Authorize before the rest (someone is
+           standing at the charger), then the head of the transaction queue.
+        """
+        def may_go(out: Outgoing) -> bool:
+            return self.accepted or out.before_accept
+
+        out = self.calls.pop(may_go, lanes=(CONNECTION,))
+        if out is not None:
+            return out
+        if self._tx_passed_over:
+            self._tx_passed_over = False
+            out = self._outbox_outgoing()
+            if out is not None:
                 return out
-        if self.accepted:
-            return self._outbox_outgoing()
-        return None
+        out = self.calls.pop(may_go)
+        if out is not None:
+            self._tx_passed_over = self._transaction_ready()
+            return out
+        return self._outbox_outgoing()
+
+    def _transaction_ready(self) -> bool:
+        head = self.outbox.head() if self.accepted else None
+        return head is not None and head.next_attempt <= self.now
 
     def _outbox_outgoing(self) -> Optional[Outgoing]:
         from chargepoint.operations import transactions
 
+        if not self.accepted:
+            return None
         while True:
             head = self.outbox.head()
             if head is None:
@@ -356,7 +376,7 @@ class Station:
 
     def busy(self) -> bool:
         """Work is under way that will produce more events soon (a CALL, a meter read)."""
-        return (self._inflight is not None or bool(self._queue) or any(self.lock_waiters.values())
+        return (self._inflight is not None or bool(self.calls) or any(self.lock_waiters.values())
                 or any(c.reading_pending for c in self.connectors.values()))
 
     def set_lock(self, connector_id: int, locked: bool,
@@ -368,6 +388,7 @@ class Station:
 
     def _on_connected(self) -> None:
         self.connected = True
+        self._tx_passed_over = False
         log.info("connected to the CSMS")
         from chargepoint.operations import boot, status
 
@@ -382,8 +403,7 @@ class Station:
         self.connected = False
         if was:
             log.warning("disconnected from the CSMS: %s", reason)
-        dropped = list(self._queue)
-        self._queue.clear()
+        dropped = self.calls.clear()
         inflight = self._finish_inflight()
         if inflight is not None:
             dropped.insert(0, inflight)

@@ -41,6 +41,7 @@ from websockets.frames import Opcode
 __all__ = [
     "NO_RESPONSE",
     "CP_ACTIONS",
+    "Flood",
     "Handshake",
     "LocalCsms",
     "LogEntry",
@@ -499,6 +500,29 @@ class _CsmsSide(_OcppChargePoint):
                 waiter.set_exception(error)
 
 
+@dataclasses.dataclass
+class Flood:
+    """CALLs that ``LocalCsms.flood`` keeps sending; ``answers`` counts them by the status
+    answered (or the CALLERROR code, or TimeoutError / ConnectionError)."""
+
+    action: str
+    sent: int = 0
+    answers: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    _future: Any = None
+
+    def stop(self, timeout: float = 5.0) -> "Flood":
+        """Stop sending (a CALL in flight is abandoned) and return self."""
+        if self._future is not None:
+            self._future.cancel()
+            concurrent.futures.wait([self._future], timeout=timeout)
+        return self
+
+    @property
+    def answered(self) -> int:
+        return sum(n for outcome, n in self.answers.items()
+                   if outcome not in ("TimeoutError", "ConnectionError"))
+
+
 def _settle(future: asyncio.Future) -> None:
     """Cancel an abandoned future, or mark its exception as seen (no "never retrieved" noise)."""
     if not future.done():
@@ -520,6 +544,7 @@ class LocalCsms:
     ``handlers[action]`` (overrides any of them; may raise an ``ocpp.exceptions.OCPPError``
     subclass to answer with that CALLERROR, or return ``NO_RESPONSE``), ``respond`` (bool, or
     a mapping action -> bool), ``answer_pings``, ``validate``, ``now``.
+    ``flood`` keeps sending one CALL at a steady rate.
 
     Handlers run in a worker thread, so they may use the blocking API (e.g. ``call``); the
     charge point's next CALL waits until the handler returns.
@@ -915,6 +940,36 @@ class LocalCsms:
         session = self._session(cp_id)
         payload = {} if payload is None else payload
         return self._run(session.call_action(action, payload, timeout, validate), timeout + 5)
+
+    def flood(self, cp_id: str, action: str, payload: Mapping | None = None, per_second: float = 200.0,
+              timeout: float = 10.0, validate: bool = True) -> "Flood":
+        """Send ``action`` to cp_id ``per_second`` times a second until ``stop()`` is called on
+        the returned Flood: a CSMS that asks faster than it listens. One CALL is outstanding
+        at a time, as OCPP-J requires, so a slow answer slows the flood down."""
+        session = self._session(cp_id)
+        payload = {} if payload is None else payload
+        flood = Flood(action)
+
+        async def run():
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            while True:
+                flood.sent += 1
+                try:
+                    reply = await session.call_action(action, payload, timeout, validate)
+                    outcome = str(reply.get("status", "answered")) if isinstance(reply, dict) else "answered"
+                except OCPPError as error:
+                    outcome = error.code
+                except (TimeoutError, ConnectionError) as error:
+                    flood.answers[type(error).__name__] += 1
+                    if isinstance(error, ConnectionError):
+                        return
+                    continue
+                flood.answers[outcome] += 1
+                await asyncio.sleep(max(0.0, start + flood.sent / per_second - loop.time()))
+
+        flood._future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        return flood
 
     def send_raw(self, cp_id: str, text: str | bytes, expect_reply: bool = True, timeout: float = 5.0):
         """Send any frame; return the charge point's next CALLRESULT/CALLERROR as a parsed list."""
