@@ -1,6 +1,7 @@
 """Fair and bounded delivery, end to end against the loopback CSMS on a virtual clock:
-transaction messages keep flowing under a TriggerMessage flood, and a backlog larger than
-the outbox's memory window drains with every guarantee of docs/delivery.md."""
+transaction messages keep flowing under a TriggerMessage flood, a StopTransaction stays
+within its size cap, and a backlog larger than the outbox's memory window drains with
+every guarantee of docs/delivery.md."""
 from __future__ import annotations
 
 import time
@@ -8,10 +9,12 @@ import time
 import pytest
 from ocpp.exceptions import InternalError
 
+from chargepoint.operations.transactions import STOP_TRANSACTION_MAX_BYTES
 from tests.harness import wait_until
 from tests.test_offline import (CP, boot, db, dead, drained, iso, jump, link_down, link_up,
                                 plug_and_tap, running, start_online, stopped, tx_messages)
 
+STOP_DATA = "Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage"
 
 
 def slow(answer: dict, seconds: float):
@@ -52,6 +55,44 @@ def test_meter_values_keep_their_rate_under_a_trigger_flood(csms, firmware):
     assert all(queued <= 1 and calls <= 1 for queued, calls in waiting), waiting
     assert len(csms.records("StatusNotification", after=mark)) < flood.answered
     assert not csms.violations
+
+
+# -------------------------------------------------------------------- transactionData cap
+def test_stop_transaction_data_stays_under_the_cap_with_begin_and_end(csms, firmware):
+    """Ten minutes at a 1 s interval with four measurands would make a StopTransaction of
+    about 600 KB; it stays within STOP_TRANSACTION_MAX_BYTES, with the Transaction.Begin
+    and Transaction.End values and samples evenly spread between."""
+    fw = boot(csms, firmware, {"MeterValueSampleInterval": 1, "StopTxnSampledData": STOP_DATA,
+                               "MeterValuesSampledData": "Energy.Active.Import.Register"})
+    start_online(csms, fw)
+    t0 = fw.clock.now()
+    link_down(csms, fw)                                      # no need to deliver 600 samples
+    fw.advance(600)
+    fw.sim.tap("TAG1")
+    stopped(fw)
+    mark = link_up(csms, fw)
+    stop = csms.wait_for("StopTransaction", after=mark, timeout=30)
+    assert drained(fw, timeout=60)
+    frame = next(e.text for e in csms.log if e.direction == "in" and stop.unique_id in e.text
+                 and '"StopTransaction"' in e.text)
+    assert len(frame.encode()) <= STOP_TRANSACTION_MAX_BYTES
+    data = stop["transactionData"]
+    contexts = [v["sampledValue"][0]["context"] for v in data]
+    assert contexts[0] == "Transaction.Begin" and contexts[-1] == "Transaction.End"
+    assert set(contexts[1:-1]) == {"Sample.Periodic"}
+    assert data[0]["timestamp"] == iso(t0) and data[-1]["timestamp"] == iso(t0 + 600)
+    middle = [_epoch(v["timestamp"]) - t0 for v in data[1:-1]]
+    assert 15 <= len(middle) < 600, "thinned, not emptied"
+    assert middle[0] == 1 and middle[-1] >= 599                # the first and last sample
+    steps = [b - a for a, b in zip(middle, middle[1:])]
+    assert min(steps) > 0 and max(steps) - min(steps) <= 1, steps   # evenly spread
+    assert not csms.violations
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 # -------------------------------------------------------------------- the memory window
