@@ -20,7 +20,8 @@ TC_039), and timestamps produced while the clock was still unknown.
 
 Only the first `WINDOW` messages are held in memory; the rest of a long offline backlog
 stays on disk and is read in, in order, as the window empties. Rows another process
-adds are noticed through SQLite's `data_version` and join the end of the queue.
+adds (an operator putting a given-up message back, chargepoint/outbox_admin.py) are
+noticed through SQLite's `data_version` and join the end of the queue.
 """
 from __future__ import annotations
 
@@ -223,12 +224,14 @@ class Outbox:
                 self._flush_delivered()
 
     def failed(self, item: Item, reason: str, now: float, max_attempts: int,
-               retry_interval_s: float) -> list[Item]:
+               retry_interval_s: float, transaction_id: Optional[int] = None) -> list[Item]:
         """A failed attempt of `item` (the head): schedule a retry, or give up.
 
-        Given up, it moves to `outbox_dead`, and with a StartTransaction every later
-        message of its transaction, in the window or on disk. Returns the items
-        discarded from the window (empty while retries remain).
+        Given up, it moves to `outbox_dead` (with `transaction_id` written into a
+        MeterValues or StopTransaction that lacks it, so it can be sent again later),
+        and with a StartTransaction every later message of its transaction, in the
+        window or on disk. Returns the items discarded from the window (empty while
+        retries remain).
         """
         item.attempts += 1
         if item.attempts < max_attempts:
@@ -241,6 +244,9 @@ class Outbox:
                         item.action, item.unique_id, reason, item.attempts, max_attempts,
                         item.next_attempt - now)
             return []
+        if (transaction_id is not None and item.action in ("StopTransaction", "MeterValues")
+                and '"transactionId"' not in item.text):
+            item.payload = {**item.payload, "transactionId": transaction_id}
         later = item.action == "StartTransaction" and item.tx_local is not None
         doomed = [item]
         if later:
@@ -258,8 +264,13 @@ class Outbox:
         self._beyond -= on_disk
         for dead in doomed:
             self._pop(dead)
-        log.error("gave up on %s %s after %d attempts (%s); %d message(s) moved to outbox_dead",
-                  item.action, item.unique_id, item.attempts, reason, len(doomed) + on_disk)
+        where = f"transaction {item.tx_local}" if item.tx_local is not None else "no transaction"
+        if transaction_id is not None:
+            where += f", transactionId {transaction_id}"
+        log.error("gave up on %s %s (%s) after %d attempts (%s); %d message(s) moved to "
+                  "outbox_dead (`chargepoint outbox list --dead` shows them, `chargepoint "
+                  "outbox resend` sends one again)", item.action, item.unique_id, where,
+                  item.attempts, reason, len(doomed) + on_disk)
         return doomed
 
     def _bury(self, item: Item, reason: str, now: float) -> None:

@@ -307,8 +307,10 @@ class Station:
     def _outbox_failed(self, item: Item, reason: str) -> None:
         if reason == "offline":
             return                              # not an attempt: it waits for the link
+        tx = self.ledger.by_local.get(item.tx_local) if item.tx_local is not None else None
         self.outbox.failed(item, reason, self.now, self.keys.int("TransactionMessageAttempts"),
-                           self.keys.int("TransactionMessageRetryInterval"))
+                           self.keys.int("TransactionMessageRetryInterval"),
+                           transaction_id=tx.transaction_id if tx is not None else None)
 
     def _finish_inflight(self) -> Optional[Outgoing]:
         out, self._inflight = self._inflight, None

@@ -4,6 +4,7 @@ StartTransaction's later messages and rows added by another connection all hold 
 the window's edge."""
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 
@@ -105,10 +106,18 @@ def test_a_discarded_start_takes_its_later_messages_from_memory_and_disk(store):
     assert drain(outbox) == [(i.unique_id, i.payload["n"]) for i in theirs]
 
 
+def test_a_given_up_message_keeps_its_transaction_id_in_outbox_dead(store):
+    outbox = Outbox(store, window=WINDOW)
+    stop = outbox.produce("StopTransaction", {"meterStop": 5}, 3, 0.0)
+    outbox.failed(stop, "closed", 0.0, 1, 60, transaction_id=4242)
+    (payload,) = store.execute("SELECT payload FROM outbox_dead").fetchone()
+    assert json.loads(payload) == {"meterStop": 5, "transactionId": 4242}
+
+
 @pytest.mark.parametrize("queued", [0, 3, 3 * WINDOW])
 def test_rows_added_by_another_connection_join_the_end_of_the_queue(store, tmp_path, queued):
-    """Another process adds a row while the firmware runs (an operator re-queueing a
-    message): the firmware notices it through data_version, with an empty, a partly filled or an
+    """An operator re-queues a message while the firmware runs (chargepoint/outbox_admin.py):
+    the firmware notices it through data_version, with an empty, a partly filled or an
     overflowing window, and sends it after what it had queued."""
     outbox = Outbox(store, window=WINDOW)
     produced = fill(outbox, queued)
