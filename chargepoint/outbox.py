@@ -69,6 +69,9 @@ class Item:
     tx_local: Optional[int]
     attempts: int = 0
     next_attempt: float = 0.0
+    #: Times in a row the CSMS closed the link while this message was outstanding
+    #: (chargepoint/station.py counts them; not stored: a restart counts afresh).
+    closures: int = 0
 
     @property
     def payload(self) -> dict:

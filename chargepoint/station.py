@@ -64,6 +64,13 @@ def redact(text: str) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":")) if found else text
 
 
+#: A transaction message after which the CSMS closed the link this many times in a row
+#: (each time on a connection where it had answered another CALL first) counts one failed
+#: attempt of TransactionMessageAttempts: a message the CSMS cannot take (a frame over its
+#: size limit) must not hold the queue forever (docs/delivery.md, "Poison messages").
+CLOSES_PER_ATTEMPT = 3
+
+
 @dataclass
 class StationConfig:
     charge_point_id: str
@@ -105,6 +112,8 @@ class Station:
         self._inflight: Optional[Outgoing] = None
         #: A transaction message was ready when another CALL took the turn: it goes next.
         self._tx_passed_over = False
+        #: The CSMS has answered a CALL of ours on the present connection.
+        self._answered_on_link = False
         self._actions: list[Any] = []
         self.stats = {"frames_in": 0, "frames_out": 0, "errors_answered": 0}
         keys.on_change(self._key_changed)
@@ -305,8 +314,20 @@ class Station:
                             unique_id=head.unique_id)
 
     def _outbox_failed(self, item: Item, reason: str) -> None:
+        """A transaction message got a CALLERROR or no answer, or the link closed on it."""
         if reason == "offline":
-            return                              # not an attempt: it waits for the link
+            # A lost link is not an attempt: the message waits for the next one. Unless
+            # the CSMS keeps closing a working link on this very message (a poison).
+            if not self._answered_on_link:
+                return
+            item.closures += 1
+            if item.closures < CLOSES_PER_ATTEMPT:
+                log.warning("the CSMS closed the link while %s %s was outstanding (%d of %d "
+                            "in a row count as a failed attempt)", item.action,
+                            item.unique_id, item.closures, CLOSES_PER_ATTEMPT)
+                return
+            reason = f"the CSMS closed the link on it {CLOSES_PER_ATTEMPT} times in a row"
+        item.closures = 0
         tx = self.ledger.by_local.get(item.tx_local) if item.tx_local is not None else None
         self.outbox.failed(item, reason, self.now, self.keys.int("TransactionMessageAttempts"),
                            self.keys.int("TransactionMessageRetryInterval"),
@@ -390,6 +411,7 @@ class Station:
 
     def _on_connected(self) -> None:
         self.connected = True
+        self._answered_on_link = False
         self._tx_passed_over = False
         log.info("connected to the CSMS")
         from chargepoint.operations import boot, status
@@ -535,6 +557,7 @@ class Station:
             log.warning("dropped a response to unknown call %s", frame.unique_id)
             return
         self._finish_inflight()
+        self._answered_on_link = True
         if isinstance(frame, ocppj.CallError):
             log.warning("CSMS answered %s with CALLERROR %s: %s", out.action, frame.code,
                         frame.description)

@@ -1,19 +1,28 @@
 """Fair and bounded delivery, end to end against the loopback CSMS on a virtual clock:
-transaction messages keep flowing under a TriggerMessage flood, a StopTransaction stays
-within its size cap, and a backlog larger than the outbox's memory window drains with
-every guarantee of docs/delivery.md."""
+transaction messages keep flowing under a TriggerMessage flood, a message the CSMS keeps
+closing the link on is given up (and can be sent again by the operator), a StopTransaction
+stays within its size cap, and a backlog larger than the outbox's memory window drains
+with every guarantee of docs/delivery.md."""
 from __future__ import annotations
 
+import json
+import logging
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from ocpp.exceptions import InternalError
 
 from chargepoint.operations.transactions import STOP_TRANSACTION_MAX_BYTES
+from chargepoint.station import CLOSES_PER_ATTEMPT
 from tests.harness import wait_until
-from tests.test_offline import (CP, boot, db, dead, drained, iso, jump, link_down, link_up,
-                                plug_and_tap, running, start_online, stopped, tx_messages)
+from tests.test_offline import (CP, boot, db, dead, drained, iso, jump,
+                                link_down, link_up, outbox_row, plug_and_tap, running,
+                                start_online, stopped, tx_messages)
 
+ROOT = Path(__file__).resolve().parents[1]
 STOP_DATA = "Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage"
 
 
@@ -55,6 +64,140 @@ def test_meter_values_keep_their_rate_under_a_trigger_flood(csms, firmware):
     assert all(queued <= 1 and calls <= 1 for queued, calls in waiting), waiting
     assert len(csms.records("StatusNotification", after=mark)) < flood.answered
     assert not csms.violations
+
+
+# -------------------------------------------------------------------- poison messages
+def write_config(tmp_path: Path, fw) -> Path:
+    """A config.toml naming the firmware's database, for the operator commands."""
+    path = tmp_path / "operator.toml"
+    path.write_text(f'''
+[csms]
+url = "{fw.settings.csms.url}"
+charge_point_id = "{CP}"
+
+[storage]
+path = "{fw.settings.storage.path}"
+
+[[connectors]]
+id = 1
+[connectors.meter]
+type = "sim"
+[connectors.contactor]
+type = "sim"
+[connectors.pilot]
+type = "sim"
+''')
+    return path
+
+
+def outbox_cli(config: Path, *words: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "chargepoint", "outbox", *words, "--config",
+                           str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_a_stop_transaction_the_csms_keeps_closing_the_link_on_is_given_up(
+        csms, firmware, tmp_path, caplog):
+    """A CSMS with a 16 KiB frame limit closes the link on a StopTransaction of 30 KiB.
+    After CLOSES_PER_ATTEMPT closures in a row it is a failed attempt; after
+    TransactionMessageAttempts it is moved to outbox_dead with an ERROR naming it, and the
+    next driver's session is delivered. The operator lists it and sends it again once the
+    CSMS takes bigger frames: same unique id, its transactionId."""
+    caplog.set_level(logging.WARNING)
+    fw = boot(csms, firmware, {"MeterValueSampleInterval": 1, "StopTxnSampledData": STOP_DATA,
+                               "TransactionMessageAttempts": 2,
+                               "TransactionMessageRetryInterval": 10})
+    start = start_online(csms, fw, "TAG1")
+    fw.advance(60)
+    csms.frame_limit = 16 * 1024
+    mark = len(csms.received)
+    fw.sim.tap("TAG1")
+    assert wait_until(lambda: len(csms.oversized) >= CLOSES_PER_ATTEMPT, timeout=20)
+    assert wait_until(lambda: outbox_row(fw, "StopTransaction")[0][1] == 1)
+    (uid, _, next_attempt), = outbox_row(fw, "StopTransaction")
+    assert wait_until(lambda: fw.station.connected) and fw.settle()
+    assert fw.station.connected, "the link must stay up while the retry waits"
+    assert len(csms.oversized) == CLOSES_PER_ATTEMPT
+    fw.advance(next_attempt - fw.clock.now())                # the second and last attempt
+    assert wait_until(lambda: dead(fw), timeout=20)
+    (action, dead_uid, attempts, reason), = dead(fw)
+    assert (action, dead_uid, attempts) == ("StopTransaction", uid, 2)
+    assert "closed the link" in reason
+    assert len(csms.oversized) == 2 * CLOSES_PER_ATTEMPT
+    assert not csms.records("StopTransaction", after=mark), "the CSMS never read it whole"
+    tid = start.reply["transactionId"]
+    gave_up = [r for r in caplog.records if r.levelno == logging.ERROR
+               and "gave up on StopTransaction" in r.getMessage()]
+    assert len(gave_up) == 1 and uid in gave_up[0].getMessage()
+    assert f"transactionId {tid}" in gave_up[0].getMessage()
+
+    # The queue moved on: the next driver's session is delivered.
+    assert wait_until(lambda: fw.station.connected) and fw.settle()
+    fw.sim.unplug(1)
+    fw.settle()
+    mark = len(csms.received)
+    start_online(csms, fw, "TAG2")
+    fw.advance(3)
+    fw.sim.tap("TAG2")
+    stopped(fw)
+    assert drained(fw)
+    msgs = tx_messages(csms, after=mark)
+    assert [m.action for m in msgs][0] == "StartTransaction" and msgs[-1].action == \
+        "StopTransaction" and msgs[-1]["transactionId"] == msgs[0].reply["transactionId"]
+
+    # The operator: list what was given up, then send it again (the service runs).
+    config = write_config(tmp_path, fw)
+    listing = outbox_cli(config, "list", "--dead")
+    assert listing.returncode == 0, listing.stderr
+    assert "1 message(s) given up" in listing.stdout and uid in listing.stdout
+    assert str(tid) in listing.stdout and "closed the link" in listing.stdout
+    as_json = json.loads(outbox_cli(config, "list", "--dead", "--json").stdout)
+    (entry,) = as_json["messages"]
+    assert (entry["unique_id"], entry["transaction_id"]) == (uid, tid)
+    csms.frame_limit = None
+    mark = len(csms.received)
+    again = outbox_cli(config, "resend", str(entry["id"]))
+    assert again.returncode == 0, again.stderr
+    stop = csms.wait_for("StopTransaction", after=mark, timeout=10)
+    assert drained(fw)
+    assert stop.unique_id == uid and stop["transactionId"] == tid and stop.reply is not None
+    assert not dead(fw) and not db(fw, "SELECT * FROM outbox")
+    assert "0 message(s) given up" in outbox_cli(config, "list", "--dead").stdout
+    assert not db(fw, "SELECT * FROM transactions")          # its transaction is closed
+    assert not csms.violations
+
+
+def jump_until(fw, predicate, step: float = 1.0, limit: int = 300) -> bool:
+    """Move virtual time a step at a time until `predicate` holds (timeouts must pass)."""
+    for _ in range(limit):
+        if wait_until(predicate, timeout=0.05):
+            return True
+        jump(fw, step)
+    return predicate()
+
+
+def test_a_csms_that_answers_nothing_and_drops_the_link_gives_up_nothing(csms, firmware):
+    """A stalled CSMS answers nothing and drops the link whenever a StartTransaction
+    arrives. Nothing was answered on those connections, so each drop is a lost link, not
+    a refusal of the message: after twice CLOSES_PER_ATTEMPT of them, with a single
+    attempt allowed, nothing is given up, and once the CSMS recovers it is delivered."""
+    fw = boot(csms, firmware, {"AllowOfflineTxForUnknownId": True,
+                               "TransactionMessageAttempts": 1})
+    link_down(csms, fw)
+    plug_and_tap(fw)
+    running(fw)
+    csms.respond = False
+    csms.handlers["StartTransaction"] = lambda cp_id, payload: csms.drop(CP) and {}
+    mark = link_up(csms, fw)
+    for cycle in range(1, 2 * CLOSES_PER_ATTEMPT + 1):
+        assert jump_until(fw, lambda: len(csms.records("StartTransaction", after=mark))
+                          >= cycle), f"cycle {cycle}"
+    assert not dead(fw) and outbox_row(fw, "StartTransaction")[0][1] == 0
+    csms.respond = True
+    del csms.handlers["StartTransaction"]
+    assert jump_until(fw, lambda: not outbox_row(fw, "StartTransaction"))
+    starts = csms.records("StartTransaction", after=mark)
+    assert len({s.unique_id for s in starts}) == 1 and starts[-1].reply is not None
+    assert not dead(fw)
 
 
 # -------------------------------------------------------------------- transactionData cap

@@ -543,7 +543,7 @@ class LocalCsms:
     ``data_transfer_response`` (each a dict or ``callable(cp_id, payload) -> dict``),
     ``handlers[action]`` (overrides any of them; may raise an ``ocpp.exceptions.OCPPError``
     subclass to answer with that CALLERROR, or return ``NO_RESPONSE``), ``respond`` (bool, or
-    a mapping action -> bool), ``answer_pings``, ``validate``, ``now``.
+    a mapping action -> bool), ``answer_pings``, ``validate``, ``now``, ``frame_limit``.
     ``flood`` keeps sending one CALL at a steady rate.
 
     Handlers run in a worker thread, so they may use the blocking API (e.g. ``call``); the
@@ -593,6 +593,9 @@ class LocalCsms:
         self.respond: bool | Mapping[str, bool] = True
         self.answer_pings = True
         self.validate = True
+        #: Close the link (code 1009) on a frame from the charge point larger than this many
+        #: bytes, as a CSMS with a smaller limit than ``max_size`` does; None: no such limit.
+        self.frame_limit: int | None = None
         self.now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
         self._cond = threading.Condition()
@@ -600,6 +603,8 @@ class LocalCsms:
         self.log = _SyncList(self._cond)
         self.violations = _SyncList(self._cond)
         self.handshakes = _SyncList(self._cond)
+        #: (cp_id, bytes) of every frame the link was closed on because of ``frame_limit``.
+        self.oversized = _SyncList(self._cond)
         self._sessions: dict[str, _CsmsSide] = {}
         self._counts: collections.Counter[str] = collections.Counter()
         self._peercerts: dict[str, dict | None] = {}
@@ -855,6 +860,15 @@ class LocalCsms:
         worker = asyncio.ensure_future(side.work())
         try:
             async for frame in connection:
+                limit = self.frame_limit
+                size = len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "replace"))
+                if limit is not None and size > limit:
+                    # As a CSMS with a smaller frame limit does: the link ends on the frame.
+                    self.oversized._append((cp_id, size))
+                    self._log_event(cp_id, "frame too big", size=size)
+                    self._print_line(cp_id, "", f"frame of {size} bytes is over {limit}: closing")
+                    await connection.close(1009, f"frame over {limit} bytes")
+                    break
                 try:
                     side.frame_in(frame)
                 except Exception as error:  # noqa: BLE001 - e.g. an unhashable unique id
