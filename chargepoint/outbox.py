@@ -121,7 +121,10 @@ class Outbox:
             after = page[-1].seq
 
     def head(self) -> Optional[Item]:
-        self._notice_others()
+        if not self._items:
+            # Rows another process added wait after everything queued here: they matter
+            # once the window runs empty (or a new message is queued, see `produce`).
+            self._notice_others()
         return self._items[0] if self._items else None
 
     @property
@@ -169,7 +172,8 @@ class Outbox:
 
     def _notice_others(self) -> None:
         """Another connection changed the database (an operator re-queued a message):
-        count the rows after the window again and top the window up."""
+        count the rows after the window again and top the window up. (Rows after the
+        window are read in anyway as it empties; the count is what this puts right.)"""
         version = self._version()
         if version == self._data_version:
             return
