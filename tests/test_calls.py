@@ -130,6 +130,20 @@ def test_an_authorize_goes_at_once_when_nothing_was_passed_over(csms):
     assert csms.actions(mark) == ["Authorize"]
 
 
+def test_a_triggered_boot_notification_takes_its_turn_like_any_other(csms):
+    """Only the BootNotification that opens a connection goes before everything: one the
+    CSMS triggers (over and over, maybe) takes turns with the transaction queue."""
+    st = csms.st
+    queue_transaction_messages(st, 3)
+    st.send_call("DataTransfer", {"vendorId": "v"})
+    csms.feed(ev.Tick())                       # the DataTransfer; a transaction passed over
+    mark = len(csms.sent)
+    assert csms.call("TriggerMessage", {"requestedMessage": "BootNotification"}) == {
+        "status": "Accepted"}
+    csms.answer(2)
+    assert csms.actions(mark) == ["MeterValues", "BootNotification"]
+
+
 def test_triggered_status_notifications_are_merged_and_answered_accepted(csms):
     """A CSMS triggering faster than it answers: one StatusNotification per connector
     waits, carrying the latest status; every trigger is Accepted."""

@@ -29,12 +29,14 @@ def on_connected(st: "Station") -> None:
         send_boot(st)
 
 
-def send_boot(st: "Station") -> bool:
+def send_boot(st: "Station", lane: int = CONNECTION) -> bool:
+    """Queue the BootNotification; it opens the connection, before anything else, unless
+    the CSMS triggered it (then it takes its turn like any other CALL)."""
     st.timers.cancel("boot-retry")
     return st.send_call("BootNotification", st.config.boot_payload,
                         on_result=lambda p: _on_boot_result(st, p),
                         on_error=lambda reason: _on_boot_error(st, reason),
-                        before_accept=True, lane=CONNECTION)
+                        before_accept=True, lane=lane)
 
 
 def _retry_at(st: "Station", delay: float) -> None:

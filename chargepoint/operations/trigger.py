@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Callable
 
+from chargepoint.calls import OTHER
 from chargepoint.operations.registry import PROFILES, handles
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ def trigger(name: str):
 def _boot(st: "Station", connector_id) -> bool:
     from chargepoint.operations import boot
 
-    return boot.send_boot(st)
+    # Not ahead of everything as on connecting: a CSMS triggering it over and over must
+    # not hold up the transaction queue.
+    return boot.send_boot(st, lane=OTHER)
 
 
 @trigger("Heartbeat")
