@@ -5,7 +5,7 @@ an open SQLite connection, so a diagnostics archive can reuse it; `format_listin
 the table `chargepoint outbox list` prints. `resend` moves a given-up message back to the
 end of the queue with its own unique id (a CSMS that did record it can recognise it) and
 its attempts counted afresh; a StartTransaction brings back the later messages of its
-transaction that were given up with it.
+transaction that were given up with it or for want of its transactionId.
 
 Both work beside the running service as well as while it is stopped: the database is in
 WAL mode, so a second connection reads without disturbing the firmware, and writes wait
@@ -161,9 +161,13 @@ def resend(con: sqlite3.Connection, ident: str, now: float) -> list[Listed]:
     seq, uid, action, payload, tx_local, reason = _dead_row(con, ident)
     group = [(seq, uid, action, payload, tx_local)]
     if action == "StartTransaction":
-        group += con.execute(
-            "SELECT seq, unique_id, action, payload, tx_local FROM outbox_dead "
-            "WHERE reason=? ORDER BY seq", (discarded_with(uid),)).fetchall()
+        # Given up with it, or after it for want of its transactionId: they need it.
+        group += [row for row in con.execute(
+            "SELECT seq, unique_id, action, payload, tx_local, reason FROM outbox_dead "
+            "WHERE seq > ? AND tx_local IS ? AND action IN ('MeterValues', 'StopTransaction') "
+            "ORDER BY seq", (seq, tx_local)).fetchall()
+            if row[5] == discarded_with(uid) or '"transactionId"' not in row[3]]
+        group = [row[:5] for row in group]
     elif tx_local is not None and '"transactionId"' not in payload:
         known = con.execute("SELECT transaction_id FROM transactions WHERE local_id=?",
                             (tx_local,)).fetchone()

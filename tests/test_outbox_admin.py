@@ -48,8 +48,9 @@ def cli(config: Path, *words: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def given_up(config):
     """A database as a stopped firmware leaves it: transaction 1's StartTransaction was
-    given up with its MeterValues and StopTransaction; transaction 2 (transactionId 42)
-    lost its StopTransaction; one MeterValues of transaction 2 still waits."""
+    given up with its MeterValues and StopTransaction, and a later MeterValues of it for
+    want of a transactionId; transaction 2 (transactionId 42) lost its StopTransaction;
+    one MeterValues of transaction 2 still waits."""
     store = Store(config.parent / "cp.db")
     outbox = Outbox(store)
     for local_id, tid in ((1, None), (2, 42)):
@@ -61,6 +62,8 @@ def given_up(config):
     outbox.produce("MeterValues", {"connectorId": 1, "meterValue": []}, 1, 0.0)
     outbox.produce("StopTransaction", {"meterStop": 9, "timestamp": "x"}, 1, 0.0)
     outbox.failed(start, "InternalError", 1_767_225_600.0, 1, 60)
+    late = outbox.produce("MeterValues", {"connectorId": 1, "meterValue": []}, 1, 0.0)
+    outbox.failed(late, "no transactionId", 1_767_225_600.0, 1, 0)   # as the station does
     stop = outbox.produce("StopTransaction", {"meterStop": 7, "timestamp": "x"}, 2, 0.0)
     outbox.failed(stop, "the CSMS closed the link on it 3 times in a row", 1_767_225_700.0,
                   1, 60, transaction_id=42)
@@ -73,15 +76,16 @@ def test_list_shows_what_was_given_up_and_what_waits(config, given_up):
     dead = cli(config, "list", "--dead")
     assert dead.returncode == 0, dead.stderr
     lines = dead.stdout.splitlines()
-    assert lines[0] == "4 message(s) given up (outbox_dead):"
+    assert lines[0] == "5 message(s) given up (outbox_dead):"
     assert [line.split()[1] for line in lines[2:]] == ["StartTransaction", "MeterValues",
-                                                       "StopTransaction", "StopTransaction"]
+                                                       "StopTransaction", "MeterValues",
+                                                       "StopTransaction"]
     assert given_up["stop"] in lines[-1] and " 42 " in lines[-1] and "closed the link" in lines[-1]
     assert f"StartTransaction {given_up['start']} was discarded" in lines[3]
     queued = cli(config, "list")
     assert queued.returncode == 0 and queued.stdout.startswith("1 message(s) queued")
     limited = json.loads(cli(config, "list", "--dead", "--limit", "2", "--json").stdout)
-    assert limited["total"] == 4 and len(limited["messages"]) == 2
+    assert limited["total"] == 5 and len(limited["messages"]) == 2
 
 
 def test_resend_puts_a_start_back_with_the_messages_given_up_with_it(config, given_up):
@@ -95,12 +99,12 @@ def test_resend_puts_a_start_back_with_the_messages_given_up_with_it(config, giv
 
     again = cli(config, "resend", given_up["start"])            # by its unique id
     assert again.returncode == 0, again.stderr
-    assert "3 message(s) queued again" in again.stdout
+    assert "4 message(s) queued again" in again.stdout
     with closing(open_database(config.parent / "cp.db")) as con:
         queued = list_messages(con)
         assert [(m.action, m.attempts) for m in queued] == [
             ("MeterValues", 0), ("StartTransaction", 0), ("MeterValues", 0),
-            ("StopTransaction", 0)]
+            ("StopTransaction", 0), ("MeterValues", 0)]
         assert queued[1].unique_id == given_up["start"]
         assert [m.action for m in list_messages(con, dead=True)] == ["StopTransaction"]
     # A stopped firmware picks them up when it starts: the queue as it will be sent.
