@@ -209,8 +209,7 @@ def cmd_outbox_resend(args) -> int:
         return 1
     finally:
         con.close()
-    print(format_listing(queued, False, len(queued)).replace(
-        "queued (outbox), in sending order", "queued again at the end of the outbox"))
+    print(format_listing(queued, False, len(queued), "queued again at the end of the outbox"))
     print("A running firmware sends them after what it has queued now; a stopped one when "
           "it starts.")
     return 0

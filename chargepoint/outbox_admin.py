@@ -120,9 +120,11 @@ def list_messages(con: sqlite3.Connection, dead: bool = False,
     return out
 
 
-def format_listing(rows: list[Listed], dead: bool, total: int) -> str:
-    """A plain-text table of `rows`, with a line saying how many there are in all."""
-    what = "given up (outbox_dead)" if dead else "queued (outbox), in sending order"
+def format_listing(rows: list[Listed], dead: bool, total: int,
+                   what: Optional[str] = None) -> str:
+    """A plain-text table of `rows`, with a line saying how many there are in all (and
+    `what` they are)."""
+    what = what or ("given up (outbox_dead)" if dead else "queued (outbox), in sending order")
     lines = [f"{total} message(s) {what}" + (f"; the first {len(rows)}:" if len(rows) < total
                                               else (":" if rows else "."))]
     if not rows:
