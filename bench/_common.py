@@ -419,15 +419,21 @@ class RawCsms:
     def wait_for(self, action: str, count: int = 1, timeout: float = 10.0) -> float:
         """Arrival time (time.monotonic()) of the `count`-th CALL `action`."""
         deadline = time.monotonic() + timeout
+        seen, scanned = 0, 0
         with self._cond:
             while True:
-                seen = [r for r in self.received if r[1] == action]
-                if len(seen) >= count:
-                    return seen[count - 1][0]
+                # Only what arrived since the last look: a rescan of everything on every
+                # arrival holds the lock the CSMS needs and slows a long drain down.
+                for record in self.received[scanned:]:
+                    if record[1] == action:
+                        seen += 1
+                        if seen == count:
+                            return record[0]
+                scanned = len(self.received)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"{count} x {action} not received within {timeout} s "
-                                       f"({len(seen)} were)")
+                                       f"({seen} were)")
                 self._cond.wait(left)
 
     def wait_connected(self, name: str, timeout: float = 10.0) -> None:

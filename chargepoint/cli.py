@@ -1,4 +1,5 @@
-"""Command line: `chargepoint run`, `chargepoint demo`, `chargepoint sim ...`."""
+"""Command line: `chargepoint run`, `chargepoint demo`, `chargepoint sim ...`,
+`chargepoint outbox list|resend`."""
 from __future__ import annotations
 
 import argparse
@@ -150,6 +151,70 @@ def cmd_sim(args) -> int:
     return client_main(args.words, path or default_socket_path())
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return value
+
+
+def _outbox_database(args):
+    """The database named by `--config`, or an exit code after saying why not."""
+    from chargepoint.config import ConfigError, load_settings
+    from chargepoint.outbox_admin import AdminError, open_database
+
+    try:
+        return open_database(load_settings(args.config).storage.path)
+    except ConfigError as exc:
+        print(f"chargepoint: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    except AdminError as exc:
+        print(f"chargepoint: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_outbox_list(args) -> int:
+    import json
+
+    from chargepoint.outbox_admin import count_messages, format_listing, list_messages
+
+    con = _outbox_database(args)
+    if isinstance(con, int):
+        return con
+    try:
+        rows = list_messages(con, dead=args.dead, limit=args.limit or None)
+        total = count_messages(con, dead=args.dead)
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps({"total": total, "messages": [r.as_dict() for r in rows]}, indent=1))
+    else:
+        print(format_listing(rows, args.dead, total))
+    return 0
+
+
+def cmd_outbox_resend(args) -> int:
+    from chargepoint.outbox_admin import AdminError, format_listing, resend
+
+    con = _outbox_database(args)
+    if isinstance(con, int):
+        return con
+    try:
+        queued = resend(con, args.id, time.time())
+    except AdminError as exc:
+        print(f"chargepoint: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+    print(format_listing(queued, False, len(queued), "queued again at the end of the outbox"))
+    print("A running firmware sends them after what it has queued now; a stopped one when "
+          "it starts.")
+    return 0
+
+
 DEMO_SETTINGS = {
     "csms": {"url": "ws://127.0.0.1:9000/ocpp", "charge_point_id": "CP-DEMO"},
     "connectors": [{"id": 1, "fixed_cable": True, "meter": {"type": "sim"},
@@ -185,6 +250,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="read system.sim_socket from this file if it exists")
     sim.add_argument("words", nargs=argparse.REMAINDER, help="command and arguments")
     sim.set_defaults(func=cmd_sim)
+
+    outbox = sub.add_parser("outbox", help="the queue of transaction messages: list what "
+                            "waits or was given up, send a given-up one again",
+                            description="Works on the database of --config, whether the "
+                            "firmware runs or not (see docs/delivery.md).")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    listing = outbox_sub.add_parser("list", help="the queued messages in sending order, or "
+                                    "with --dead those given up")
+    listing.add_argument("--dead", action="store_true", help="the messages given up")
+    listing.add_argument("--limit", type=_count, default=100,
+                         help="show at most this many (default 100; 0: all)")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    listing.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    listing.set_defaults(func=cmd_outbox_list)
+    again = outbox_sub.add_parser("resend", help="put a given-up message back at the end of "
+                                  "the queue (a StartTransaction with the rest of its "
+                                  "transaction)")
+    again.add_argument("id", help="its ID in `outbox list --dead`, or its unique id")
+    again.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    again.set_defaults(func=cmd_outbox_resend)
     return parser
 
 

@@ -17,6 +17,11 @@ attempt: the message simply waits for the next connection.
 Two things are filled in at send time, not at production: the `transactionId` of a
 transaction whose StartTransaction was queued offline (from its StartTransaction.conf,
 TC_039), and timestamps produced while the clock was still unknown.
+
+Only the first `WINDOW` messages are held in memory; the rest of a long offline backlog
+stays on disk and is read in, in order, as the window empties. Rows another process
+adds (an operator putting a given-up message back, chargepoint/outbox_admin.py) are
+noticed through SQLite's `data_version` and join the end of the queue.
 """
 from __future__ import annotations
 
@@ -30,6 +35,11 @@ from chargepoint import ocppj
 
 log = logging.getLogger("chargepoint.outbox")
 
+#: Queued messages held in memory; the rest wait on disk. A queued MeterValues costs about
+#: 1 KB in memory, so the window is about 1 MB whatever the backlog (bench/drain.py). It is
+#: topped up from disk, a page of half a window at a time, once it is half empty.
+WINDOW = 1000
+
 #: Prefix of a timestamp produced before the clock was known: "$local:<seconds>",
 #: the charger's own clock reading, corrected by the CSMS's offset when sent.
 LOCAL_TIME = "$local:"
@@ -37,6 +47,14 @@ LOCAL_TIME = "$local:"
 
 def _dump(payload: dict) -> str:
     return json.dumps(payload, separators=(",", ":"))
+
+
+def discarded_with(start_unique_id: str) -> str:
+    """The reason recorded for a later message buried with its StartTransaction."""
+    return f"StartTransaction {start_unique_id} was discarded"
+
+
+_COLUMNS = "seq, unique_id, action, payload, tx_local, attempts, next_attempt"
 
 
 @dataclass(slots=True)
@@ -51,6 +69,9 @@ class Item:
     tx_local: Optional[int]
     attempts: int = 0
     next_attempt: float = 0.0
+    #: Times in a row the CSMS closed the link while this message was outstanding
+    #: (chargepoint/station.py counts them; not stored: a restart counts afresh).
+    closures: int = 0
 
     @property
     def payload(self) -> dict:
@@ -63,30 +84,105 @@ class Item:
 
 
 class Outbox:
-    """In-memory mirror of the `outbox` table, in production order. Loop thread only."""
+    """The `outbox` table in production order: its first `window` rows mirrored in memory,
+    the rest read from disk as the window empties. Loop thread only."""
 
-    def __init__(self, store):
+    def __init__(self, store, window: Optional[int] = None):
         self.store = store
+        self.window = window or WINDOW
+        self.refill_below = max(1, self.window // 2)
         self._items: deque[Item] = deque()
+        #: Rows on disk after the window (none of them in memory).
+        self._beyond = 0
+        #: The highest seq that has been in the window: rows after it are `_beyond`.
+        self._last_seq = 0
         #: seqs delivered but not yet deleted on disk: folded into the next commit.
         self._delivered: list[int] = []
-        for seq, uid, action, payload, tx_local, attempts, next_attempt in store.execute(
-                "SELECT seq, unique_id, action, payload, tx_local, attempts, next_attempt "
-                "FROM outbox ORDER BY seq").fetchall():
-            self._items.append(Item(seq, uid, action, payload, tx_local, attempts,
-                                    next_attempt))
-        if self._items:
-            log.info("%d transaction message(s) waiting from before the restart",
-                     len(self._items))
+        self._data_version = self._version()
+        total = store.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        self._load(self.window)
+        self._beyond = total - len(self._items)
+        if total:
+            log.info("%d transaction message(s) waiting from before the restart", total)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + self._beyond
 
     def __iter__(self) -> Iterator[Item]:
-        return iter(self._items)
+        """Every queued message in order: the window, then the rows on disk (read a page
+        at a time; changing those Items changes nothing unless written back)."""
+        yield from list(self._items)
+        after = self._after()
+        while True:
+            page = self._rows(after, self.window)
+            if not page:
+                return
+            yield from page
+            after = page[-1].seq
 
     def head(self) -> Optional[Item]:
+        if not self._items:
+            # Rows another process added wait after everything queued here: they matter
+            # once the window runs empty (or a new message is queued, see `produce`).
+            self._notice_others()
         return self._items[0] if self._items else None
+
+    @property
+    def in_memory(self) -> int:
+        """Messages held in memory (at most `window`)."""
+        return len(self._items)
+
+    # -- the window
+    def _rows(self, after: int, limit: int) -> list[Item]:
+        return [Item(*row) for row in self.store.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit)).fetchall()]
+
+    def _after(self) -> int:
+        """Every row with a higher seq is one the window has not held yet.
+
+        Once the queue has run empty SQLite may hand out low seqs again, so an empty
+        window counts from the rows still waiting for their deferred deletion."""
+        if self._items or self._beyond:
+            return self._last_seq
+        return max(self._delivered, default=0)
+
+    def _load(self, limit: int, after: Optional[int] = None) -> int:
+        """Append up to `limit` rows from disk after the window; returns how many."""
+        after = self._after() if after is None else after
+        rows = self._rows(after, limit) if limit > 0 else []
+        self._items.extend(rows)
+        if rows:
+            self._last_seq = rows[-1].seq
+        return len(rows)
+
+    def _top_up(self) -> None:
+        if self._beyond > 0 and len(self._items) < self.refill_below:
+            self._fill(self._after())
+
+    def _fill(self, after: int) -> None:
+        """Load what fits of the `_beyond` rows after `after`; fewer found than asked for
+        means there are no more (the count is put right, whatever it said)."""
+        room = self.window - len(self._items)
+        loaded = self._load(room, after)
+        self._beyond = 0 if loaded < room else max(0, self._beyond - loaded)
+
+    def _version(self) -> int:
+        return self.store.execute("PRAGMA data_version").fetchone()[0]
+
+    def _notice_others(self) -> None:
+        """Another connection changed the database (an operator re-queued a message):
+        count the rows after the window again and top the window up. (Rows after the
+        window are read in anyway as it empties; the count is what this puts right.)"""
+        version = self._version()
+        if version == self._data_version:
+            return
+        self._data_version = version
+        after = self._after()
+        self._beyond = self.store.execute("SELECT COUNT(*) FROM outbox WHERE seq > ?",
+                                          (after,)).fetchone()[0]
+        if self._beyond:
+            self._fill(after)
 
     # -- producing (call inside `with store.transaction():` to join other writes)
     def produce(self, action: str, payload: dict, tx_local: Optional[int], now: float) -> Item:
@@ -95,11 +191,16 @@ class Outbox:
         text = _dump(payload)
         with self.store.transaction():
             self._flush_delivered()
+            self._notice_others()         # under the write lock: nobody adds a row now
             cur = self.store.execute(
                 "INSERT INTO outbox(unique_id, action, payload, tx_local, created) "
                 "VALUES(?, ?, ?, ?, ?)", (uid, action, text, tx_local, now))
             item = Item(cur.lastrowid, uid, action, text, tx_local)
-        self._items.append(item)
+        if self._beyond == 0 and len(self._items) < self.window:
+            self._items.append(item)
+            self._last_seq = item.seq
+        else:
+            self._beyond += 1
         return item
 
     # -- delivering
@@ -130,10 +231,14 @@ class Outbox:
                 self._flush_delivered()
 
     def failed(self, item: Item, reason: str, now: float, max_attempts: int,
-               retry_interval_s: float) -> list[Item]:
-        """A CALLERROR or timeout for `item`: schedule a retry, or give up.
+               retry_interval_s: float, transaction_id: Optional[int] = None) -> list[Item]:
+        """A failed attempt of `item` (the head): schedule a retry, or give up.
 
-        Returns the items discarded (empty while retries remain).
+        Given up, it moves to `outbox_dead` (with `transaction_id` written into a
+        MeterValues or StopTransaction that lacks it, so it can be sent again later),
+        and with a StartTransaction every later message of its transaction, in the
+        window or on disk. Returns the items discarded from the window (empty while
+        retries remain).
         """
         item.attempts += 1
         if item.attempts < max_attempts:
@@ -146,21 +251,36 @@ class Outbox:
                         item.action, item.unique_id, reason, item.attempts, max_attempts,
                         item.next_attempt - now)
             return []
+        if (transaction_id is not None and item.action in ("StopTransaction", "MeterValues")
+                and '"transactionId"' not in item.text):
+            item.payload = {**item.payload, "transactionId": transaction_id}
+        later = item.action == "StartTransaction" and item.tx_local is not None
         doomed = [item]
-        if item.action == "StartTransaction" and item.tx_local is not None:
+        if later:
             # Later messages of this transaction could never carry its transactionId.
             doomed += [i for i in self._items if i is not item and i.tx_local == item.tx_local
                        and i.action in ("StopTransaction", "MeterValues")]
+        on_disk = 0
         with self.store.transaction():
             self._flush_delivered()
             for dead in doomed:
-                self._bury(dead, reason if dead is item else
-                           f"StartTransaction {item.unique_id} was discarded", now)
+                self._bury(dead, reason if dead is item else discarded_with(item.unique_id),
+                           now)
+            if later and self._beyond:
+                on_disk = self._bury_beyond(item, now)
+        self._beyond -= on_disk
         for dead in doomed:
             self._pop(dead)
-        log.error("gave up on %s %s after %d attempts (%s); moved to outbox_dead: %s",
-                  item.action, item.unique_id, item.attempts, reason,
-                  ", ".join(f"{dead.action} {dead.unique_id}" for dead in doomed))
+        where = f"transaction {item.tx_local}" if item.tx_local is not None else "no transaction"
+        if transaction_id is not None:
+            where += f", transactionId {transaction_id}"
+        moved = ", ".join(f"{dead.action} {dead.unique_id}" for dead in doomed)
+        if on_disk:
+            moved += f" and {on_disk} more not yet read from disk"
+        log.error("gave up on %s %s (%s) after %d attempts (%s); moved to outbox_dead: %s "
+                  "(`chargepoint outbox list --dead` shows them, `chargepoint outbox resend` "
+                  "sends one again)", item.action, item.unique_id, where, item.attempts,
+                  reason, moved)
         return doomed
 
     def _bury(self, item: Item, reason: str, now: float) -> None:
@@ -172,11 +292,23 @@ class Outbox:
             (item.unique_id, item.action, item.text, item.tx_local, item.attempts, reason, now))
         self.store.execute("DELETE FROM outbox WHERE seq=?", (item.seq,))
 
+    def _bury_beyond(self, start: Item, now: float) -> int:
+        """Bury the later messages of `start`'s transaction that wait on disk."""
+        where = ("FROM outbox WHERE seq > ? AND tx_local = ? "
+                 "AND action IN ('StopTransaction', 'MeterValues')")
+        args = (self._last_seq, start.tx_local)
+        self.store.execute(
+            "INSERT INTO outbox_dead(unique_id, action, payload, tx_local, attempts, reason, "
+            f"discarded) SELECT unique_id, action, payload, tx_local, attempts, ?, ? {where} "
+            "ORDER BY seq", (discarded_with(start.unique_id), now, *args))
+        return self.store.execute(f"DELETE {where}", args).rowcount
+
     def _pop(self, item: Item) -> None:
         try:
             self._items.remove(item)
         except ValueError:
             pass
+        self._top_up()
 
     def _flush_delivered(self) -> None:
         for seq in self._delivered:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from chargepoint import actions as act
 from chargepoint import events as ev
 from chargepoint import ocppj
+from chargepoint.calls import CONNECTION, OTHER, CallQueue, Outgoing
 from chargepoint.connector import Connector, ConnectorInfo
 from chargepoint.ocpp_keys import OcppKeys, key_id
 from chargepoint.operations import HANDLERS, load_all
@@ -66,18 +66,11 @@ def redact(text: str) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":")) if found else text
 
 
-@dataclass
-class Outgoing:
-    """A CALL of ours waiting to be sent or answered."""
-
-    action: str
-    payload: dict
-    on_result: Optional[Callable[[dict], None]] = None
-    #: Called with "offline", "timeout" or the CALLERROR code.
-    on_error: Optional[Callable[[str], None]] = None
-    #: May go out before BootNotification is Accepted (Boot itself, triggered messages).
-    before_accept: bool = False
-    unique_id: str = field(default_factory=ocppj.new_unique_id)
+#: A transaction message after which the CSMS closed the link this many times in a row
+#: (each time on a connection where it had answered another CALL first) counts one failed
+#: attempt of TransactionMessageAttempts: a message the CSMS cannot take (a frame over its
+#: size limit) must not hold the queue forever (docs/delivery.md, "Poison messages").
+CLOSES_PER_ATTEMPT = 3
 
 
 @dataclass
@@ -118,8 +111,12 @@ class Station:
         self._commanded: dict[int, tuple[bool, Optional[float]]] = {}
         #: connector id -> callbacks waiting for the result of the next SetLock.
         self.lock_waiters: dict[int, list[Callable[[bool], None]]] = {}
-        self._queue: deque[Outgoing] = deque()
+        self.calls = CallQueue()
         self._inflight: Optional[Outgoing] = None
+        #: A transaction message was ready when another CALL took the turn: it goes next.
+        self._tx_passed_over = False
+        #: The CSMS has answered a CALL of ours on the present connection.
+        self._answered_on_link = False
         self._actions: list[Any] = []
         self.stats = {"frames_in": 0, "frames_out": 0, "errors_answered": 0}
         keys.on_change(self._key_changed)
@@ -209,22 +206,30 @@ class Station:
     def send_call(self, action: str, payload: dict,
                   on_result: Optional[Callable[[dict], None]] = None,
                   on_error: Optional[Callable[[str], None]] = None,
-                  before_accept: bool = False) -> None:
+                  before_accept: bool = False, lane: int = OTHER) -> bool:
         """Queue a CALL that is not a transaction message (those go through the outbox).
 
         While offline such a CALL fails at once with "offline": a heartbeat or a
-        status that could not be sent is not worth replaying later.
+        status that could not be sent is not worth replaying later. A message of a
+        kind already waiting is merged into it; at the queue's bound a new one fails
+        at once with "queue full" (chargepoint/calls.py). Returns whether it will go.
         """
         ocppj.check_outgoing(ocppj.CALL, action, payload)
-        out = Outgoing(action, payload, on_result, on_error, before_accept)
+        out = Outgoing(action, payload, on_result, on_error, before_accept, lane=lane)
         if not self.connected:
             if on_error:
                 on_error("offline")
-            return
-        self._queue.append(out)
+            return False
+        outcome = self.calls.put(out)
+        if outcome == "full":
+            log.warning("%s not sent: %d CALLs are already waiting", action, len(self.calls))
+            if on_error:
+                on_error("queue full")
+            return False
+        return True
 
     def queued_actions(self) -> list[str]:
-        return [o.action for o in self._queue]
+        return [o.action for o in self.calls]
 
     @property
     def accepted(self) -> bool:
@@ -242,19 +247,43 @@ class Station:
                             self._call_timed_out)
 
     def _next_outgoing(self) -> Optional[Outgoing]:
-        """Other CALLs first (they are few and a driver may be waiting on an Authorize),
-        then the head of the durable transaction queue, strictly in order."""
-        for i, out in enumerate(self._queue):
-            if self.accepted or out.before_accept:
-                del self._queue[i]
+        """Whose turn it is; nothing waits behind a flood of anything else.
+
+        1. The reports that open a connection (BootNotification, every connector's
+           status) go before anything: what follows makes sense to the CSMS only after them.
+        2. A transaction message that was ready when another CALL last took the turn goes
+           next. So when both wait they take turns: transaction messages keep their
+           rate under any number of CSMS-triggered messages, and the others (a driver's
+           Authorize among them) wait for at most one transaction message.
+        3. Otherwise the other CALLs first, an Authorize before the rest (someone is
+           standing at the charger), then the head of the transaction queue.
+        """
+        def may_go(out: Outgoing) -> bool:
+            return self.accepted or out.before_accept
+
+        out = self.calls.pop(may_go, lanes=(CONNECTION,))
+        if out is not None:
+            return out
+        if self._tx_passed_over:
+            self._tx_passed_over = False
+            out = self._outbox_outgoing()
+            if out is not None:
                 return out
-        if self.accepted:
-            return self._outbox_outgoing()
-        return None
+        out = self.calls.pop(may_go)
+        if out is not None:
+            self._tx_passed_over = self._transaction_ready()
+            return out
+        return self._outbox_outgoing()
+
+    def _transaction_ready(self) -> bool:
+        head = self.outbox.head() if self.accepted else None
+        return head is not None and head.next_attempt <= self.now
 
     def _outbox_outgoing(self) -> Optional[Outgoing]:
         from chargepoint.operations import transactions
 
+        if not self.accepted:
+            return None
         while True:
             head = self.outbox.head()
             if head is None:
@@ -277,10 +306,24 @@ class Station:
                             unique_id=head.unique_id)
 
     def _outbox_failed(self, item: Item, reason: str) -> None:
+        """A transaction message got a CALLERROR or no answer, or the link closed on it."""
         if reason == "offline":
-            return                              # not an attempt: it waits for the link
+            # A lost link is not an attempt: the message waits for the next one. Unless
+            # the CSMS keeps closing a working link on this very message (a poison).
+            if not self._answered_on_link:
+                return
+            item.closures += 1
+            if item.closures < CLOSES_PER_ATTEMPT:
+                log.warning("the CSMS closed the link while %s %s was outstanding (%d of %d "
+                            "in a row count as a failed attempt)", item.action,
+                            item.unique_id, item.closures, CLOSES_PER_ATTEMPT)
+                return
+            reason = f"the CSMS closed the link on it {CLOSES_PER_ATTEMPT} times in a row"
+        item.closures = 0
+        tx = self.ledger.by_local.get(item.tx_local) if item.tx_local is not None else None
         self.outbox.failed(item, reason, self.now, self.keys.int("TransactionMessageAttempts"),
-                           self.keys.int("TransactionMessageRetryInterval"))
+                           self.keys.int("TransactionMessageRetryInterval"),
+                           transaction_id=tx.transaction_id if tx is not None else None)
 
     def _finish_inflight(self) -> Optional[Outgoing]:
         out, self._inflight = self._inflight, None
@@ -348,7 +391,7 @@ class Station:
 
     def busy(self) -> bool:
         """Work is under way that will produce more events soon (a CALL, a meter read)."""
-        return (self._inflight is not None or bool(self._queue) or any(self.lock_waiters.values())
+        return (self._inflight is not None or bool(self.calls) or any(self.lock_waiters.values())
                 or any(c.reading_pending for c in self.connectors.values()))
 
     def set_lock(self, connector_id: int, locked: bool,
@@ -360,6 +403,8 @@ class Station:
 
     def _on_connected(self) -> None:
         self.connected = True
+        self._answered_on_link = False
+        self._tx_passed_over = False
         log.info("connected to the CSMS")
         from chargepoint.operations import boot, status
 
@@ -374,8 +419,7 @@ class Station:
         self.connected = False
         if was:
             log.warning("disconnected from the CSMS: %s", reason)
-        dropped = list(self._queue)
-        self._queue.clear()
+        dropped = self.calls.clear()
         inflight = self._finish_inflight()
         if inflight is not None:
             dropped.insert(0, inflight)
@@ -522,6 +566,7 @@ class Station:
             log.warning("dropped a response to unknown call %s", frame.unique_id)
             return
         self._finish_inflight()
+        self._answered_on_link = True
         if isinstance(frame, ocppj.CallError):
             log.warning("CSMS answered %s with CALLERROR %s: %s", out.action, frame.code,
                         frame.description)

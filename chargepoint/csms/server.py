@@ -41,6 +41,7 @@ from websockets.frames import Opcode
 __all__ = [
     "NO_RESPONSE",
     "CP_ACTIONS",
+    "Flood",
     "Handshake",
     "LocalCsms",
     "LogEntry",
@@ -499,6 +500,29 @@ class _CsmsSide(_OcppChargePoint):
                 waiter.set_exception(error)
 
 
+@dataclasses.dataclass
+class Flood:
+    """CALLs that ``LocalCsms.flood`` keeps sending; ``answers`` counts them by the status
+    answered (or the CALLERROR code, or TimeoutError / ConnectionError)."""
+
+    action: str
+    sent: int = 0
+    answers: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    _future: Any = None
+
+    def stop(self, timeout: float = 5.0) -> "Flood":
+        """Stop sending (a CALL in flight is abandoned) and return self."""
+        if self._future is not None:
+            self._future.cancel()
+            concurrent.futures.wait([self._future], timeout=timeout)
+        return self
+
+    @property
+    def answered(self) -> int:
+        return sum(n for outcome, n in self.answers.items()
+                   if outcome not in ("TimeoutError", "ConnectionError"))
+
+
 def _settle(future: asyncio.Future) -> None:
     """Cancel an abandoned future, or mark its exception as seen (no "never retrieved" noise)."""
     if not future.done():
@@ -519,7 +543,8 @@ class LocalCsms:
     ``data_transfer_response`` (each a dict or ``callable(cp_id, payload) -> dict``),
     ``handlers[action]`` (overrides any of them; may raise an ``ocpp.exceptions.OCPPError``
     subclass to answer with that CALLERROR, or return ``NO_RESPONSE``), ``respond`` (bool, or
-    a mapping action -> bool), ``answer_pings``, ``validate``, ``now``.
+    a mapping action -> bool), ``answer_pings``, ``validate``, ``now``, ``frame_limit``.
+    ``flood`` keeps sending one CALL at a steady rate.
 
     Handlers run in a worker thread, so they may use the blocking API (e.g. ``call``); the
     charge point's next CALL waits until the handler returns.
@@ -568,6 +593,9 @@ class LocalCsms:
         self.respond: bool | Mapping[str, bool] = True
         self.answer_pings = True
         self.validate = True
+        #: Close the link (code 1009) on a frame from the charge point larger than this many
+        #: bytes, as a CSMS with a smaller limit than ``max_size`` does; None: no such limit.
+        self.frame_limit: int | None = None
         self.now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
         self._cond = threading.Condition()
@@ -575,6 +603,8 @@ class LocalCsms:
         self.log = _SyncList(self._cond)
         self.violations = _SyncList(self._cond)
         self.handshakes = _SyncList(self._cond)
+        #: (cp_id, bytes) of every frame the link was closed on because of ``frame_limit``.
+        self.oversized = _SyncList(self._cond)
         self._sessions: dict[str, _CsmsSide] = {}
         self._counts: collections.Counter[str] = collections.Counter()
         self._peercerts: dict[str, dict | None] = {}
@@ -830,6 +860,15 @@ class LocalCsms:
         worker = asyncio.ensure_future(side.work())
         try:
             async for frame in connection:
+                limit = self.frame_limit
+                size = len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "replace"))
+                if limit is not None and size > limit:
+                    # As a CSMS with a smaller frame limit does: the link ends on the frame.
+                    self.oversized._append((cp_id, size))
+                    self._log_event(cp_id, "frame too big", size=size)
+                    self._print_line(cp_id, "", f"frame of {size} bytes is over {limit}: closing")
+                    await connection.close(1009, f"frame over {limit} bytes")
+                    break
                 try:
                     side.frame_in(frame)
                 except Exception as error:  # noqa: BLE001 - e.g. an unhashable unique id
@@ -915,6 +954,36 @@ class LocalCsms:
         session = self._session(cp_id)
         payload = {} if payload is None else payload
         return self._run(session.call_action(action, payload, timeout, validate), timeout + 5)
+
+    def flood(self, cp_id: str, action: str, payload: Mapping | None = None, per_second: float = 200.0,
+              timeout: float = 10.0, validate: bool = True) -> "Flood":
+        """Send ``action`` to cp_id ``per_second`` times a second until ``stop()`` is called on
+        the returned Flood: a CSMS that asks faster than it listens. One CALL is outstanding
+        at a time, as OCPP-J requires, so a slow answer slows the flood down."""
+        session = self._session(cp_id)
+        payload = {} if payload is None else payload
+        flood = Flood(action)
+
+        async def run():
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            while True:
+                flood.sent += 1
+                try:
+                    reply = await session.call_action(action, payload, timeout, validate)
+                    outcome = str(reply.get("status", "answered")) if isinstance(reply, dict) else "answered"
+                except OCPPError as error:
+                    outcome = error.code
+                except (TimeoutError, ConnectionError) as error:
+                    flood.answers[type(error).__name__] += 1
+                    if isinstance(error, ConnectionError):
+                        return
+                    continue
+                flood.answers[outcome] += 1
+                await asyncio.sleep(max(0.0, start + flood.sent / per_second - loop.time()))
+
+        flood._future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        return flood
 
     def send_raw(self, cp_id: str, text: str | bytes, expect_reply: bool = True, timeout: float = 5.0):
         """Send any frame; return the charge point's next CALLRESULT/CALLERROR as a parsed list."""

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
+from chargepoint.calls import DRIVER
 from chargepoint.clock import try_parse_utc
 from chargepoint.operations.registry import handles
 
@@ -161,4 +162,6 @@ def authorize(st: "Station", id_tag: str, done: Callable[[Decision], None]) -> N
                     "accepted" if decision.accepted else "refused")
         done(decision)
 
-    st.send_call("Authorize", {"idTag": id_tag}, on_result=answered, on_error=failed)
+    # The Authorize lane: someone waits at the charger (chargepoint/station.py, whose turn).
+    st.send_call("Authorize", {"idTag": id_tag}, on_result=answered, on_error=failed,
+                 lane=DRIVER)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from chargepoint.calls import CONNECTION
+
 if TYPE_CHECKING:
     from chargepoint.station import Station
 
@@ -27,12 +29,14 @@ def on_connected(st: "Station") -> None:
         send_boot(st)
 
 
-def send_boot(st: "Station") -> None:
+def send_boot(st: "Station", lane: int = CONNECTION) -> bool:
+    """Queue the BootNotification; it opens the connection, before anything else, unless
+    the CSMS triggered it (then it takes its turn like any other CALL)."""
     st.timers.cancel("boot-retry")
-    st.send_call("BootNotification", st.config.boot_payload,
-                 on_result=lambda p: _on_boot_result(st, p),
-                 on_error=lambda reason: _on_boot_error(st, reason),
-                 before_accept=True)
+    return st.send_call("BootNotification", st.config.boot_payload,
+                        on_result=lambda p: _on_boot_result(st, p),
+                        on_error=lambda reason: _on_boot_error(st, reason),
+                        before_accept=True, lane=lane)
 
 
 def _retry_at(st: "Station", delay: float) -> None:
@@ -78,9 +82,12 @@ def schedule_heartbeat(st: "Station") -> None:
     st.timers.set("heartbeat", st.now + interval, lambda: send_heartbeat(st))
 
 
-def send_heartbeat(st: "Station", before_accept: bool = False) -> None:
-    """Send a Heartbeat now; unless triggered, the next one follows an interval later."""
-    st.send_call("Heartbeat", {}, on_result=lambda p: st.set_csms_time(p["currentTime"]),
-                 before_accept=before_accept)
+def send_heartbeat(st: "Station", before_accept: bool = False) -> bool:
+    """Send a Heartbeat now (merged into one still waiting); the next one follows an
+    interval later."""
+    queued = st.send_call("Heartbeat", {},
+                          on_result=lambda p: st.set_csms_time(p["currentTime"]),
+                          before_accept=before_accept)
     if st.accepted:
         schedule_heartbeat(st)
+    return queued

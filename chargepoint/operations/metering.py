@@ -256,9 +256,12 @@ def _record_aligned(st: "Station", conn: "Connector", reading: Optional[MeterRea
     _produce(st, conn, tx, reading, at, values, "StopTxnAlignedData", "Sample.Clock")
 
 
-def trigger(st: "Station", connector_id: Optional[int]) -> None:
-    """TriggerMessage(MeterValues): the current values now, outside the durable queue."""
+def trigger(st: "Station", connector_id: Optional[int]) -> bool:
+    """TriggerMessage(MeterValues): the current values now, outside the durable queue.
+    False if the outgoing queue has no room for them (the reading is not even taken)."""
     ids = [c for c in st.connectors if c != 0] if connector_id in (None, 0) else [connector_id]
+    if not all(st.calls.has_room("MeterValues", {"connectorId": cid}) for cid in ids):
+        return False
     for cid in ids:
         conn = st.connectors[cid]
 
@@ -276,3 +279,4 @@ def trigger(st: "Station", connector_id: Optional[int]) -> None:
                 body["transactionId"] = conn.tx.transaction_id
             st.send_call("MeterValues", body, before_accept=True)
         conn.read_meter(send)
+    return True

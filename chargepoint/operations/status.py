@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from chargepoint.calls import CONNECTION, OTHER
+
 if TYPE_CHECKING:
     from chargepoint.station import Station
 
@@ -25,14 +27,17 @@ def payload(st: "Station", connector_id: int) -> dict:
     return body
 
 
-def send(st: "Station", connector_id: int, before_accept: bool = False) -> None:
+def send(st: "Station", connector_id: int, before_accept: bool = False,
+         lane: int = OTHER) -> bool:
+    """Queue the connector's status (merged into one of its statuses still waiting)."""
     body = payload(st, connector_id)
     st.reported_status[connector_id] = (body["status"], body["errorCode"])
 
     def failed(reason: str) -> None:
         st.reported_status.pop(connector_id, None)
 
-    st.send_call("StatusNotification", body, on_error=failed, before_accept=before_accept)
+    return st.send_call("StatusNotification", body, on_error=failed,
+                        before_accept=before_accept, lane=lane)
 
 
 #: An EV needs a moment to answer a fresh offer (pilot B -> C); SuspendedEV is not
@@ -61,6 +66,7 @@ def notify(st: "Station", connector_id: int) -> None:
 
 
 def report_all(st: "Station") -> None:
-    """Connector 0 and every connector, whatever was reported before."""
+    """Connector 0 and every connector, whatever was reported before; they open the
+    connection, before any other message (chargepoint/station.py `_next_outgoing`)."""
     for connector_id in sorted(st.connectors):
-        send(st, connector_id)
+        send(st, connector_id, lane=CONNECTION)

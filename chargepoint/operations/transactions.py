@@ -188,10 +188,7 @@ def end(st: "Station", tx: Transaction, reason: str, register_wh: float,
     if id_tag:
         payload["idTag"] = id_tag
     with st.store.transaction():
-        data = [json.loads(text) for (text,) in st.store.execute(
-            "SELECT meter_value FROM tx_stop_data WHERE tx_local=? ORDER BY seq",
-            (tx.local_id,)).fetchall()]
-        data += end_values or []
+        data = transaction_data(st, tx, payload, end_values or [])
         if data:
             payload["transactionData"] = data
         st.store.execute("DELETE FROM tx_stop_data WHERE tx_local=?", (tx.local_id,))
@@ -201,6 +198,65 @@ def end(st: "Station", tx: Transaction, reason: str, register_wh: float,
     st.ledger.stopped.add(tx.local_id)
     log.info("transaction %d on connector %d stopped: %s, meterStop %d Wh (%d Wh charged)",
              tx.local_id, tx.connector_id, reason, meter_stop, meter_stop - tx.meter_start_wh)
+
+
+#: The most bytes a StopTransaction may take on the wire. CSMSs commonly close the link on
+#: a frame over 64 KiB; half of that leaves room for what a proxy or CSMS adds. Only the
+#: transactionData is cut to fit (docs/delivery.md, "The size of a StopTransaction").
+STOP_TRANSACTION_MAX_BYTES = 32 * 1024
+
+#: What sending adds to the stored payload at most: the frame around it
+#: ([2,"<unique id>","StopTransaction",...]) and a transactionId filled in then.
+_FRAME_ALLOWANCE = 160
+#: What a timestamp may grow by when a `$local:` mark becomes ISO 8601 at send time.
+_STAMP_ALLOWANCE = 16
+
+
+def evenly(n: int, k: int) -> list[int]:
+    """`k` of the indices 0..n-1, spread evenly, the first and the last among them."""
+    if k >= n:
+        return list(range(n))
+    if k <= 0:
+        return []
+    if k == 1:
+        return [n // 2]
+    return [round(i * (n - 1) / (k - 1)) for i in range(k)]
+
+
+def transaction_data(st: "Station", tx: Transaction, payload: dict,
+                     end_values: list) -> list:
+    """StopTransaction.transactionData from the stored values and `end_values`, cut to
+    keep the whole StopTransaction within STOP_TRANSACTION_MAX_BYTES: the
+    Transaction.Begin and Transaction.End values are always kept, and the samples between
+    are thinned evenly. Rows are read one at a time, so a long session at a short sample
+    interval never sits in memory whole."""
+    def cost(size: int) -> int:          # a list member: its text, a comma, its timestamp
+        return size + 1 + _STAMP_ALLOWANCE
+
+    rows = st.store.execute(
+        "SELECT seq, length(CAST(meter_value AS BLOB)), "
+        "instr(meter_value, '\"context\":\"Transaction.Begin\"') > 0 "
+        "FROM tx_stop_data WHERE tx_local=? ORDER BY seq", (tx.local_id,)).fetchall()
+    begin = [(seq, size) for seq, size, is_begin in rows if is_begin]
+    middle = [(seq, size) for seq, size, is_begin in rows if not is_begin]
+    ends = [json.dumps(v, separators=(",", ":")) for v in end_values]
+    fixed = (len(json.dumps(payload, separators=(",", ":"))) + len(',"transactionData":[]')
+             + _FRAME_ALLOWANCE + _STAMP_ALLOWANCE
+             + sum(cost(size) for _, size in begin) + sum(cost(len(e)) for e in ends))
+    room = STOP_TRANSACTION_MAX_BYTES - fixed
+    if sum(cost(size) for _, size in middle) <= room:
+        keep = {row[0] for row in rows}
+    else:
+        largest = max(cost(size) for _, size in middle)
+        chosen = evenly(len(middle), max(0, room) // largest)
+        keep = {seq for seq, _ in begin} | {middle[i][0] for i in chosen}
+        log.warning("transaction %d: transactionData thinned from %d to %d meter values to "
+                    "keep StopTransaction within %d bytes", tx.local_id,
+                    len(rows) + len(ends), len(keep) + len(ends), STOP_TRANSACTION_MAX_BYTES)
+    data = [json.loads(text) for seq, text in st.store.execute(
+        "SELECT seq, meter_value FROM tx_stop_data WHERE tx_local=? ORDER BY seq",
+        (tx.local_id,)) if seq in keep]
+    return data + list(end_values)
 
 
 def recover(st: "Station") -> list[Transaction]:

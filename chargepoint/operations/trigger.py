@@ -2,20 +2,29 @@
 
 The answer goes out first; the requested message follows it. Triggered messages
 may be sent while the BootNotification is still Pending: the CSMS asked for them.
+A trigger for a message of which one is already waiting to be sent (a StatusNotification
+of the same connector, a Heartbeat) is merged into it and answered Accepted; when the
+queue of outgoing CALLs is full it is answered Rejected (chargepoint/calls.py), so a
+CSMS that triggers faster than it answers gets no growing backlog.
 """
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Callable
 
+from chargepoint.calls import OTHER
 from chargepoint.operations.registry import PROFILES, handles
 
 if TYPE_CHECKING:
     from chargepoint.station import Station
 
+log = logging.getLogger("chargepoint.trigger")
+
 PROFILES.append("RemoteTrigger")
 
-#: requestedMessage -> sender(station, connector_id or None); one per triggerable message.
-TRIGGERS: dict[str, Callable[["Station", "int | None"], None]] = {}
+#: requestedMessage -> sender(station, connector_id or None) -> whether it will go; one
+#: per triggerable message.
+TRIGGERS: dict[str, Callable[["Station", "int | None"], bool]] = {}
 
 def trigger(name: str):
     def register(func):
@@ -25,45 +34,46 @@ def trigger(name: str):
 
 
 @trigger("BootNotification")
-def _boot(st: "Station", connector_id) -> None:
+def _boot(st: "Station", connector_id) -> bool:
     from chargepoint.operations import boot
 
-    boot.send_boot(st)
+    # Not ahead of everything as on connecting: a CSMS triggering it over and over must
+    # not hold up the transaction queue.
+    return boot.send_boot(st, lane=OTHER)
 
 
 @trigger("Heartbeat")
-def _heartbeat(st: "Station", connector_id) -> None:
+def _heartbeat(st: "Station", connector_id) -> bool:
     from chargepoint.operations import boot
 
-    boot.send_heartbeat(st, before_accept=True)
+    return boot.send_heartbeat(st, before_accept=True)
 
 
 @trigger("StatusNotification")
-def _status(st: "Station", connector_id) -> None:
+def _status(st: "Station", connector_id) -> bool:
     from chargepoint.operations import status
 
     ids = sorted(st.connectors) if connector_id is None else [connector_id]
-    for cid in ids:
-        status.send(st, cid, before_accept=True)
+    return all([status.send(st, cid, before_accept=True) for cid in ids])
 
 
 @trigger("MeterValues")
-def _meter_values(st: "Station", connector_id) -> None:
+def _meter_values(st: "Station", connector_id) -> bool:
     from chargepoint.operations import metering
 
-    metering.trigger(st, connector_id)
+    return metering.trigger(st, connector_id)
 
 
 @trigger("DiagnosticsStatusNotification")
-def _diagnostics(st: "Station", connector_id) -> None:
-    st.send_call("DiagnosticsStatusNotification", {"status": st.diagnostics_status},
-                 before_accept=True)
+def _diagnostics(st: "Station", connector_id) -> bool:
+    return st.send_call("DiagnosticsStatusNotification", {"status": st.diagnostics_status},
+                        before_accept=True)
 
 
 @trigger("FirmwareStatusNotification")
-def _firmware(st: "Station", connector_id) -> None:
-    st.send_call("FirmwareStatusNotification", {"status": st.firmware_status},
-                 before_accept=True)
+def _firmware(st: "Station", connector_id) -> bool:
+    return st.send_call("FirmwareStatusNotification", {"status": st.firmware_status},
+                        before_accept=True)
 
 
 @handles("TriggerMessage")
@@ -75,5 +85,8 @@ def trigger_message(st: "Station", payload: dict) -> dict:
         return {"status": "NotImplemented"}
     if connector_id is not None and connector_id not in st.connectors:
         return {"status": "Rejected"}
-    sender(st, connector_id)
+    if not sender(st, connector_id):
+        log.warning("TriggerMessage(%s) rejected: %d CALLs are already waiting", name,
+                    len(st.calls))
+        return {"status": "Rejected"}
     return {"status": "Accepted"}
