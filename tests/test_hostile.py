@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from bench.hostile import Rig, wait_until
+from bench.hostile import Rig, composite, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -116,3 +116,16 @@ def test_a_503_retry_after_is_honoured_and_every_refusal_logged(rig):
     assert len(errors) >= 2, _log(r)
     assert "retry after 1 s" in errors[0]
     assert "connected after 3 failed attempts" in _log(r)
+
+
+def test_the_contactor_opens_within_100_ms_after_a_huge_get_composite_schedule(rig):
+    """16 recurring profiles within the advertised limits, then GetCompositeSchedule with
+    duration 864,000,000 s: before, the loop computed for 86 s and the contactor opened
+    82.8 s late. Now the answer is bounded, the worst turn of the loop stays under 100 ms
+    and the unplug that follows opens the contactor within 100 ms."""
+    r = rig().start()
+    opened_ms, outcome = composite(r, quick=False)
+    assert opened_ms is not None and opened_ms < 100, (opened_ms, r.loop())
+    assert "answered after" in outcome and "link kept" in outcome, outcome
+    assert r.loop()["worst_turn_ms"] < 100, r.loop()
+    assert r.fw.proc.poll() is None
