@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hal.sim_control import send_command
+from tests.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CP_ID = "CP-RESET"
@@ -170,6 +171,7 @@ def _start_transaction(csms, cp: Charger) -> int:
     start = csms.wait_for("StartTransaction", timeout=WAIT_S)
     assert start["idTag"] == TAG
     csms.wait_for("StatusNotification", lambda r: r["status"] == "Charging", timeout=WAIT_S)
+    assert wait_until(lambda: start.reply is not None)      # the CSMS's answer is recorded
     return start.reply["transactionId"]
 
 
