@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from chargepoint import storage_fault
+
 if TYPE_CHECKING:
     from chargepoint.station import Station
 
@@ -22,6 +24,8 @@ def payload(st: "Station", connector_id: int) -> dict:
     stamp = st.timestamp()
     if stamp:
         body["timestamp"] = stamp
+    if connector_id == 0:
+        storage_fault.told(st, body)
     return body
 
 
