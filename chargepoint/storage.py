@@ -178,7 +178,7 @@ class Storage:
                     os.chmod(name, FILE_MODE)
                     log.warning("storage: %s was mode %04o; tightened to %04o (it holds the "
                                 "AuthorizationKey)", name, mode, FILE_MODE)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 continue
             except OSError as exc:
                 log.warning("storage: could not tighten the mode of %s: %s", name, exc.strerror)
@@ -339,9 +339,9 @@ class Storage:
 
     def try_attach(self) -> bool:
         """Degraded: move the in-memory state onto the real file if it can be written now."""
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         if not self.lock.held and not self.lock.acquire():      # AlreadyRunning: stay
             raise OSError(f"cannot create {self.lock.path}")
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         damaged = self._damaged_in_place
         aside = self._write_anew(foreign="damaged" if damaged else (
             None if self._read_completely else "replaced"))
