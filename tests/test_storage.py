@@ -541,3 +541,36 @@ def test_the_guard_moves_a_degraded_store_onto_the_file_by_itself(tmp_path, monk
         assert [(e.code.value, e.active) for e in events][-1] == ("InternalError", False)
     finally:
         storage.close()
+
+
+# ------------------------------------------------------------------ what the CSMS hears
+def _connector0(csms, after: int = 0) -> list[tuple]:
+    return [(r["errorCode"], r.get("info"), r.get("vendorErrorCode"))
+            for r in csms.records("StatusNotification", after=after) if r["connectorId"] == 0]
+
+
+def test_a_repair_is_reported_once_on_connector_0_even_after_a_restart(tmp_path, csms,
+                                                                        firmware):
+    """Registration refused: the repair cannot be reported yet. A restart later it is, once,
+    as InternalError with info naming storage, followed by NoError; then never again."""
+    (tmp_path / "chargepoint.db").write_bytes(b"")
+    csms.boot_response = {"status": "Rejected", "interval": 300}
+    fw = firmware()
+    csms.wait_for("BootNotification")
+    fw.advance(1)
+    assert _connector0(csms) == []
+    fw.stop()
+    csms.boot_response = {"status": "Accepted"}
+    mark = len(csms.received)
+    fw.start()
+    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 0
+                  and r["errorCode"] == "NoError", after=mark)
+    assert _connector0(csms, mark) == [
+        ("InternalError", "storage: empty db file replaced, data lost", "StorageRepaired"),
+        ("NoError", None, None)]
+    assert fw.runtime.store.health.state == "ok"
+    mark = len(csms.received)
+    fw.restart()
+    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 0, after=mark)
+    fw.advance(1)
+    assert _connector0(csms, mark) == [("NoError", None, None)]
