@@ -2,7 +2,7 @@
 reports figures that make sense. Timings are never asserted: they belong to the
 machine, and docs/performance.md holds the measured ones.
 
-The four commands run at the same time, as separate processes, so this file takes about
+The commands run at the same time, as separate processes, so this file takes about
 as long as the slowest of them (footprint, about ten seconds).
 """
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("footprint", "startup", "rpc", "drain")
+BENCHES = ("footprint", "startup", "rpc", "drain", "storage_check")
 TIMEOUT_S = 90
 
 
@@ -92,3 +92,10 @@ def test_drain_delivers_every_queued_message_in_order(runs):
             assert r["messages"] == data["messages"] and not r["problems"], r
             assert r["per_s"] > 0 and r["seconds"] > 0, r
     assert "checked: ok" in out
+
+
+def test_storage_check_reports_the_cost_of_the_checks_at_start(runs):
+    out, data = result(runs, "storage_check")
+    for name in ("header_s", "quick_check_s", "integrity_check_s", "open_s", "salvage_s"):
+        assert 0 < data[name] < 60, (name, data[name])
+    assert data["bytes"] > 0 and "integrity_check" in out
