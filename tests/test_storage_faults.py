@@ -65,13 +65,24 @@ def stop_session(charger: Charger) -> None:
 
 
 def a_driver_can_charge(charger: Charger, csms: LocalCsms) -> None:
-    """A whole session: StartTransaction and StopTransaction reach the CSMS."""
+    """A whole session: StartTransaction and StopTransaction reach the CSMS, which answers,
+    and the charger has recorded the answer (when its queue is on the file)."""
     mark = len(csms.received)
     start_session(charger)
     csms.wait_for("StartTransaction", after=mark, timeout=15)
     time.sleep(1.2)                                  # a sample or two
     stop_session(charger)
-    csms.wait_for("StopTransaction", after=mark, timeout=15)
+    stop = csms.wait_for("StopTransaction", after=mark, timeout=15)
+    assert wait_until(lambda: stop.reply is not None, 10)
+    assert wait_until(lambda: not queued_on_file(charger.db), 10)
+
+
+def queued_on_file(db: Path) -> list:
+    """The outbox rows in the database file ([] if there is no readable file)."""
+    try:
+        return _rows(db, "SELECT seq FROM outbox") if db.exists() else []
+    except sqlite3.Error:
+        return []
 
 
 def connector0(csms: LocalCsms) -> list[tuple[str, str, str]]:
@@ -322,6 +333,7 @@ def test_a_second_process_on_the_same_database_is_refused_and_the_first_charges_
         stop_session(charger)
         stop = csms.wait_for("StopTransaction", timeout=10)
         assert stop["reason"] == "Local"
+        assert wait_until(lambda: not queued_on_file(charger.db), 10)
         code, clean = charger.terminate()
         assert code == 0
     finally:
