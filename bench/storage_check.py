@@ -4,8 +4,9 @@ Why: every start reads the header and runs `PRAGMA integrity_check` before trust
 database (chargepoint/storage.py), so a damaged SD card is found before the firmware acts
 on it. That is paid on every boot; `quick_check` would be cheaper but does not compare
 indexes with their tables (a local-list lookup through a bad index answers wrongly).
-This measures both, the header check, a whole `Storage.open` of a sound file, and the
-salvage of a damaged one, so the choice rests on figures.
+This measures both, the header check, the check that the rows loaded at start decode
+and fit (damage inside a record passes integrity_check), a whole `Storage.open` of a
+sound file, and the salvage of a damaged one, so the choices rest on figures.
 
 The database is made through the firmware's own code: `fill_queue` of bench/drain.py
 (one offline transaction: StartTransaction, MeterValues one second apart with energy
@@ -71,6 +72,17 @@ def pragma(db: Path, name: str) -> None:
         con.close()
 
 
+def content(db: Path) -> None:
+    from chargepoint import salvage
+    from chargepoint.storage import Storage
+
+    con = sqlite3.connect(db)
+    try:
+        assert salvage.content_problem(con, Storage._schema()) is None
+    finally:
+        con.close()
+
+
 def open_sound(db: Path) -> None:
     from chargepoint.storage import Storage
 
@@ -121,6 +133,7 @@ def main(argv=None) -> int:
             "header_s": timed(lambda: salvage.header_problem(str(db)), repeat),
             "quick_check_s": timed(lambda: pragma(db, "quick_check"), repeat),
             "integrity_check_s": timed(lambda: pragma(db, "integrity_check"), repeat),
+            "content_s": timed(lambda: content(db), repeat),
             "open_s": timed(lambda: open_sound(db), repeat),
             "salvage_s": timed(lambda: salvage_damaged(root, db), max(1, repeat // 2)),
         }
@@ -134,6 +147,8 @@ def main(argv=None) -> int:
         ("header and size check (100 bytes)", fmt(figures["header_s"] * 1000, 2)),
         ("PRAGMA quick_check", fmt(figures["quick_check_s"] * 1000, 1)),
         ("PRAGMA integrity_check (used)", fmt(figures["integrity_check_s"] * 1000, 1)),
+        ("rows loaded at start decode and fit (salvage.content_problem)",
+         fmt(figures["content_s"] * 1000, 1)),
         ("Storage.open of the sound file (lock, modes, checks, one commit)",
          fmt(figures["open_s"] * 1000, 1)),
         ("Storage.open of a copy with its header destroyed (salvage, fresh file)",

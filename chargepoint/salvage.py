@@ -21,7 +21,7 @@ import sqlite3
 import struct
 import tempfile
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from chargepoint.store import PAGE_SIZE
 
@@ -39,17 +39,16 @@ JSON_COLUMNS: dict[str, dict[str, type]] = {
     "charging_profiles": {"body": dict},
 }
 
-#: Further checks of a row (column name -> value) by table.
-ROW_CHECKS: dict[str, Callable[[dict], bool]] = {
-    "outbox": lambda row: row.get("action") in ("StartTransaction", "StopTransaction",
-                                                "MeterValues"),
-}
 
 #: Scratch space for the copy: RAM first (a failing card should not be written more),
 #: then the system's temporary directory.
 SCRATCH_DIRS = ("/dev/shm", None)
 
 MAX_ROWID = 2**63 - 1
+
+#: What reading a damaged file raises: SQLite's errors, and a UnicodeDecodeError when the
+#: error message itself quotes broken text (a damaged schema entry).
+READ_ERRORS = (sqlite3.DatabaseError, UnicodeError)
 
 
 def header_problem(path: str) -> Optional[str]:
@@ -93,6 +92,49 @@ def integrity_problem(db: sqlite3.Connection) -> Optional[str]:
     return "integrity check: " + (found[:200] or "not ok")
 
 
+#: Tables the firmware reads whole when it starts: a row of them that cannot be used would
+#: stop every start, so each must decode and fit (`content_problem`).
+LOADED_AT_START = ("ocpp_config", "state", "transactions", "outbox", "tx_stop_data",
+                   "reservations", "charging_profiles")
+
+
+def content_problem(db: sqlite3.Connection,
+                    schema: dict[str, dict[str, tuple[str, bool]]]) -> Optional[str]:
+    """What is wrong with the content of a database migrated to `schema`, or None: a table
+    or column the schema has and the file lacks (a damaged schema entry), or a row the
+    firmware loads at start that does not decode as UTF-8 or breaks its JSON. Damage inside
+    a record passes integrity_check but would fail every start. The rule for rows is the
+    one the salvage keeps them by."""
+    present = {name for (name,) in db.execute(
+        "SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
+    for table, columns in schema.items():          # a damaged schema entry loses columns
+        if table not in present:
+            return f"table {table} is missing"
+        theirs = {row[1] for row in db.execute(f'PRAGMA table_info("{table}")')}
+        if set(columns) - theirs:
+            return f"table {table} lacks {', '.join(sorted(set(columns) - theirs))}"
+    for table in LOADED_AT_START:
+        names = list(schema[table])
+        # Each text column is decoded in one piece (a text that is not UTF-8 fails here; the
+        # line breaks keep two broken ends from making one valid character); only the rows
+        # SQL does not find plainly fine are fetched for the full check.
+        texts = [c for c in names if schema[table][c][0].upper() == "TEXT"]
+        try:
+            for name in texts:
+                db.execute(f"SELECT group_concat(coalesce({name}, ''), char(10)) "
+                           f'FROM "{table}"').fetchone()
+            suspects = db.execute(
+                f'SELECT {", ".join(names)} FROM "{table}" '
+                f'WHERE NOT coalesce({_plainly_fine(table, names, schema[table])}, 0)'
+            ).fetchall()
+        except READ_ERRORS as exc:
+            return f"rows of {table} cannot be read ({exc})"
+        unfit = sum(not _fits(table, dict(zip(names, r)), schema[table]) for r in suspects)
+        if unfit:
+            return f"{unfit} row(s) of {table} hold broken text or values"
+    return None
+
+
 @dataclass
 class Salvage:
     """What could be read: rows by table (column name -> value, in rowid order)."""
@@ -134,7 +176,7 @@ def read(path: str, schema: dict[str, dict[str, tuple[str, bool]]]) -> Salvage:
         try:
             present = {name for (name,) in db.execute(
                 "SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
-        except sqlite3.DatabaseError as exc:
+        except READ_ERRORS as exc:
             out.unreadable["*"] = f"schema unreadable: {exc}"
             return out
         for table, columns in schema.items():
@@ -142,7 +184,7 @@ def read(path: str, schema: dict[str, dict[str, tuple[str, bool]]]) -> Salvage:
                 continue
             try:
                 theirs = {row[1] for row in db.execute(f'PRAGMA table_info("{table}")')}
-            except sqlite3.DatabaseError as exc:
+            except READ_ERRORS as exc:
                 out.unreadable[table] = str(exc)
                 continue
             names = [c for c in columns if c in theirs]
@@ -158,34 +200,50 @@ def read(path: str, schema: dict[str, dict[str, tuple[str, bool]]]) -> Salvage:
 
 
 def _read_table(db: sqlite3.Connection, table: str, names: list[str]) -> tuple[list, int]:
-    """Rows of `table` in rowid order, resuming past damaged pages; (rows, spans skipped)."""
+    """Rows of `table` in rowid order, resuming past damaged pages; (rows, spans skipped).
+
+    One scan when it works. Otherwise row by row (one LIMIT 1 query each): Python's
+    cursor steps to the next row before it hands out the current one, so in a scan an
+    error loses the row read just before it, and a probe that worked would not promise
+    that a scan from there moves on."""
     select = f'SELECT rowid, {", ".join(names)} FROM "{table}" WHERE rowid >= ? ORDER BY rowid'
-    rows: list[tuple] = []
-    start, skipped = -MAX_ROWID - 1, 0
+    try:
+        rows = db.execute(select, (-MAX_ROWID - 1,)).fetchall()
+        if all(a[0] < b[0] for a, b in zip(rows, rows[1:])):
+            return [row[1:] for row in rows], 0
+    except READ_ERRORS:
+        pass
+    one = select + " LIMIT 1"
+    rows, start, skipped = [], -MAX_ROWID - 1, 0
     while True:
         try:
-            for row in db.execute(select, (start,)):
-                rows.append(row[1:])
-                start = row[0] + 1
-            return rows, skipped
-        except sqlite3.DatabaseError:
+            found = db.execute(one, (start,)).fetchall()
+            if found and found[0][0] < start:        # a damaged tree can lead back
+                raise sqlite3.DatabaseError(f"rowid {found[0][0]} before {start}")
+        except READ_ERRORS:
             skipped += 1
-            start = _next_readable(db, select, start)
+            start = _next_readable(db, one, start)
             if start is None:
                 return rows, skipped
+            continue
+        if not found:
+            return rows, skipped
+        rows.append(found[0][1:])
+        if found[0][0] >= MAX_ROWID:
+            return rows, skipped
+        start = found[0][0] + 1
 
 
-def _next_readable(db: sqlite3.Connection, select: str, bad: int) -> Optional[int]:
-    """The lowest rowid after `bad` from which a read works again (a guess to within
-    the damaged span), or None if nothing after it can be read."""
-    probe = select + " LIMIT 1"
+def _next_readable(db: sqlite3.Connection, one: str, bad: int) -> Optional[int]:
+    """The lowest rowid after `bad` from which the one-row read `one` works again (a guess
+    to within the damaged span), or None if nothing after it can be read."""
 
     def works(rowid: int) -> bool:
         try:
-            db.execute(probe, (rowid,)).fetchall()
-            return True
-        except sqlite3.DatabaseError:
+            found = db.execute(one, (rowid,)).fetchall()
+        except READ_ERRORS:
             return False
+        return not found or found[0][0] >= rowid
 
     step = 1
     while True:
@@ -204,7 +262,34 @@ def _next_readable(db: sqlite3.Connection, select: str, bad: int) -> Optional[in
     return good
 
 
+def _plainly_fine(table: str, names: list[str],
+                  columns: dict[str, tuple[str, bool]]) -> str:
+    """An SQL expression true for rows that certainly pass `_fits` (for speed: a row it
+    does not pass is judged by `_fits`). SQLite's json_valid is RFC 8259, which json.loads
+    accepts too."""
+    kinds = {"INTEGER": "'integer','real'", "REAL": "'integer','real'", "TEXT": "'text'"}
+    terms = []
+    for name in names:
+        declared, not_null = columns[name]
+        allowed = kinds.get(declared.upper())
+        if allowed:
+            if not not_null:
+                allowed += ",'null'"
+            terms.append(f"typeof({name}) IN ({allowed})")
+        elif not_null:
+            terms.append(f"{name} IS NOT NULL")
+    for name, shape in JSON_COLUMNS.get(table, {}).items():
+        if name in names:
+            # Valid JSON that starts with "{" is an object (cheaper than json_type).
+            terms.append(f"({name} IS NULL OR json_valid({name})"
+                         + (f" AND substr(ltrim({name}), 1, 1) = '{{')" if shape is dict
+                            else ")"))
+    return " AND ".join(terms) or "1"
+
+
 def _fits(table: str, row: dict, columns: dict[str, tuple[str, bool]]) -> bool:
+    """The row can be used: types as the column's affinity stores them, JSON columns parse.
+    Nothing stricter: a rule that a sound row could break would cost that row."""
     for name, value in row.items():
         declared, not_null = columns[name]
         if value is None:
@@ -212,8 +297,8 @@ def _fits(table: str, row: dict, columns: dict[str, tuple[str, bool]]) -> bool:
                 return False
             continue
         kind = declared.upper()
-        if kind == "INTEGER" and not isinstance(value, int):
-            # A transactionId beyond 64 bits is stored as text (operations/transactions.py).
+        if kind == "INTEGER" and not isinstance(value, (int, float)):
+            # An integer beyond 64 bits becomes REAL by the column's affinity, or stays text.
             if not (isinstance(value, str) and value.lstrip("-").isdigit()):
                 return False
         elif kind == "REAL" and not isinstance(value, (int, float)):
@@ -228,8 +313,7 @@ def _fits(table: str, row: dict, columns: dict[str, tuple[str, bool]]) -> bool:
                 return False
             if shape is not object and not isinstance(parsed, shape):
                 return False
-    check = ROW_CHECKS.get(table)
-    return check is None or check(row)
+    return True
 
 
 class _ReadableCopy:
@@ -305,7 +389,7 @@ def _open_repaired(copy: str) -> Optional[sqlite3.Connection]:
         try:
             db.execute("SELECT name FROM sqlite_master").fetchall()
             return db
-        except sqlite3.DatabaseError:
+        except READ_ERRORS:
             db.close()
     return None
 
@@ -318,7 +402,7 @@ def _connect(copy: str) -> Optional[sqlite3.Connection]:
         # and skip schema entries that no longer parse, instead of refusing the file.
         db.execute("PRAGMA writable_schema=ON")
         return db
-    except sqlite3.Error:
+    except (sqlite3.Error, UnicodeError):
         return None
 
 

@@ -4,7 +4,9 @@ A damaged SD card must never stop the charger. `Storage.open`, after taking the
 single-instance lock (chargepoint/instance_lock.py):
 
 - tightens the database files to 0600 if they are wider (they hold the AuthorizationKey);
-- checks an existing file: its size and header (100 bytes), then `PRAGMA integrity_check`;
+- checks an existing file: its size and header (100 bytes), `PRAGMA integrity_check`, and
+  that the rows loaded at start decode and fit the schema (a flipped byte inside a record
+  passes integrity_check but would fail every start);
 - salvages a damaged one (corrupt, not a database, truncated, empty): what can be read is
   copied into a fresh database at the same path (chargepoint/salvage.py), and the damaged
   file with its -wal/-shm is moved aside as `<name>.damaged-<UTC time>` for forensics;
@@ -44,14 +46,19 @@ CHECK_INTERVAL_S = 2.0
 RETRY_MIN_S = 2.0
 RETRY_MAX_S = 60.0
 
-#: SQLite result codes that mean the file's content is bad (anything else at open means
-#: it cannot be opened or written: permissions, read-only, full, missing directory).
-_DAMAGE_CODES = {11, 26, 10}          # SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_IOERR
+#: SQLite result codes that mean the place, not the file's content, is at fault:
+#: SQLITE_PERM, BUSY, LOCKED, NOMEM, READONLY, FULL, CANTOPEN, AUTH.
+_UNWRITABLE_CODES = {3, 5, 6, 7, 8, 13, 14, 23}
 
 
-def _is_damage(exc: BaseException) -> bool:
+def _cannot_write(exc: BaseException) -> bool:
+    """True if opening failed for the place (read-only, full, permissions, no directory);
+    False if for what the file holds (corrupt, not a database, a header field that makes
+    no sense, a schema this firmware cannot carry on from)."""
+    if isinstance(exc, OSError):
+        return True
     code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in _DAMAGE_CODES
+    return code is not None and code & 0xFF in _UNWRITABLE_CODES
 
 
 def _utc_stamp() -> str:
@@ -149,21 +156,25 @@ class Storage:
             db = None
             try:
                 db = connect(path)
-                problem = salvage.integrity_problem(db) if existed else None
+                if existed:
+                    problem = salvage.integrity_problem(db)
                 if problem is None:
-                    store = Store(path, db)
-                    _probe_write(store)
-                    self.store = store
-                    self._remember_files()
-                    self._resume_record()
-                    return
+                    store = Store(path, db)             # migrated before its content is judged
+                    if existed:
+                        problem = salvage.content_problem(db, self._schema())
+                    if problem is None:
+                        _probe_write(store)
+                        self.store = store
+                        self._remember_files()
+                        self._resume_record()
+                        return
                 db.close()
-            except (sqlite3.Error, OSError) as exc:
+            except (sqlite3.Error, OSError, RuntimeError, UnicodeError) as exc:
                 if db is not None:
                     _close_quietly(db)
                 if not existed:
                     self._remove_created()
-                if _is_damage(exc) and existed:
+                if existed and not _cannot_write(exc):
                     problem = str(exc)
                 else:
                     self._degrade(f"cannot write it ({_reason(exc)})", damaged="")

@@ -22,6 +22,7 @@ import pytest
 from chargepoint import salvage, storage_fault
 from chargepoint.instance_lock import AlreadyRunning, InstanceLock
 from chargepoint.ocpp_keys import OcppKeys
+from chargepoint.operations.transactions import Ledger
 from chargepoint.outbox import Outbox
 from chargepoint.storage import Storage
 from chargepoint.store import Store
@@ -181,6 +182,30 @@ def test_damage_at_start_keeps_every_readable_row_and_moves_the_file_aside(
     assert record["damaged_copy"] == str(aside)
 
 
+@pytest.mark.parametrize("flip", [b"\xff", b"["], ids=["not UTF-8", "broken JSON"])
+def test_a_flipped_byte_inside_a_queued_message_costs_that_message_only(tmp_path, opened,
+                                                                        caplog, flip):
+    """Damage inside a record passes integrity_check; the check of the rows loaded at start
+    finds it (else every start would fail on it), and the salvage keeps the other rows."""
+    db = tmp_path / "cp.db"
+    expected = make_db(db)
+    victim = expected["outbox"][2]
+    raw = db.read_bytes()
+    at = raw.index(victim[3].encode()) + 1           # inside its payload: '{' -> flip
+    db.write_bytes(raw[:at] + flip + raw[at + 1:])
+    con = sqlite3.connect(db)
+    assert salvage.integrity_problem(con) is None
+    con.close()
+    with caplog.at_level(logging.ERROR, "chargepoint.storage"):
+        storage = opened(db)
+    assert storage.health.state == "repaired"
+    kept = contents(storage.store)["outbox"]
+    assert kept == [row for row in expected["outbox"] if row != victim]
+    assert "row(s) of outbox" in storage.health.problem \
+        or "rows of outbox cannot be read" in storage.health.problem
+    Outbox(storage.store)                             # the firmware's own load works
+
+
 def test_a_bad_page_costs_its_rows_not_the_table(tmp_path):
     db = tmp_path / "cp.db"
     make_db(db, tags=3000)
@@ -228,15 +253,13 @@ def test_garbled_rows_are_dropped_not_loaded(tmp_path):
     con = sqlite3.connect(db)
     con.execute("INSERT INTO outbox(unique_id, action, payload, created) "
                 "VALUES('bad-json', 'MeterValues', '{\"conn', 1.0)")
-    con.execute("INSERT INTO outbox(unique_id, action, payload, created) "
-                "VALUES('bad-action', 'Reset', '{}', 1.0)")
     con.execute("INSERT INTO transactions(connector_id, id_tag, meter_start, started, last_wh, "
                 "last_ts) VALUES(1, 'T', 'not a number', 1.0, 1.0, 1.0)")
     con.commit()
     con.close()
     found = salvage.read(str(db), Storage._schema())
-    assert [r["unique_id"] for r in found.rows["outbox"]][-1] != "bad-action"
-    assert found.dropped["outbox"] == 2 and found.dropped["transactions"] == 1
+    assert "bad-json" not in [r["unique_id"] for r in found.rows["outbox"]]
+    assert found.dropped["outbox"] == 1 and found.dropped["transactions"] == 1
     assert "garbled rows dropped in" in found.summary()
 
 
@@ -574,3 +597,59 @@ def test_a_repair_is_reported_once_on_connector_0_even_after_a_restart(tmp_path,
     csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 0, after=mark)
     fw.advance(1)
     assert _connector0(csms, mark) == [("NoError", None, None)]
+
+
+# ------------------------------------------------------------------ any damage at all
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("template") / "cp.db"
+    expected = make_db(path, tags=300)
+    return path, expected
+
+
+def test_whatever_the_damage_the_store_opens_sound_and_keeps_only_real_rows(tmp_path_factory,
+                                                                         template):
+    """Random bytes anywhere, the file cut anywhere: Storage.open never fails, the database
+    it gives is sound and writable, and the firmware's own loaders start on it."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    source, expected = template
+    originals = expected["outbox"]
+    size = source.stat().st_size
+    tried = []
+
+    @settings(max_examples=60, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(hits=st.lists(st.tuples(st.integers(0, size - 1), st.binary(min_size=1,
+                                                                       max_size=3000)),
+                         min_size=1, max_size=4),
+           cut=st.one_of(st.none(), st.integers(0, size)))
+    def check(hits, cut):
+        tried.append((hits, cut))
+        db = tmp_path_factory.mktemp("hit") / "cp.db"
+        db.write_bytes(source.read_bytes())
+        with open(db, "r+b") as f:
+            for offset, data in hits:
+                f.seek(offset)
+                f.write(data[:size - offset])
+            if cut is not None:
+                f.truncate(cut)
+        storage = Storage.open(db)
+        try:
+            assert storage.health.durable
+            store = storage.store
+            keys = OcppKeys(store, {}, {})
+            assert keys.int("HeartbeatInterval") > 0
+            Ledger(store)
+            for item in Outbox(store):
+                assert isinstance(item.payload, dict)
+            assert {seq for seq, *_ in store.execute("SELECT seq FROM outbox")} <= \
+                {seq for seq, *_ in originals}
+            _queue_one(store, "still writable")
+            assert store.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        finally:
+            storage.close()
+
+    check()
+    assert len(tried) >= 60
