@@ -135,6 +135,11 @@ class Storage:
         storage = cls(path, lock)
         try:
             storage._open()
+        except Exception:
+            # Whatever this layer did not foresee must not stop the charger either.
+            log.exception("storage: could not open %s", path)
+            storage._degrade("an unexpected error (above)", damaged="",
+                             found=salvage.Salvage(unreadable={"*": "not read"}))
         except BaseException:
             lock.release()
             raise
@@ -260,7 +265,10 @@ class Storage:
                  aside: str = "") -> None:
         """Nothing can be written at the path: run on an in-memory database."""
         if found is None:
-            readable = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+            try:
+                readable = os.path.getsize(self.path) > 0
+            except OSError:
+                readable = False
             found = salvage.read(self.path, self._schema()) if readable else salvage.Salvage()
         self._damaged_in_place = damaged
         self._read_completely = not damaged and not any(found.skipped.values()) \
@@ -273,7 +281,7 @@ class Storage:
         health.damaged_copy, health.saved = aside, saved
         log.error("storage: cannot use %s: %s. Running on an in-memory database: NOTHING IS "
                   "DURABLE (a power cut loses queued transaction messages, open transactions "
-                  "and keys set since); drivers are served by the offline rules. Retrying "
+                  "and keys set since); drivers are still served. Retrying "
                   "the file every %.0f-%.0f s. Read from the file: %s", self.path, reason,
                   RETRY_MIN_S, RETRY_MAX_S, found.summary())
 

@@ -544,6 +544,29 @@ def test_a_missing_directory_that_cannot_be_made_runs_in_memory(tmp_path, opened
     assert Path(blocker / "state" / "cp.db").exists()
 
 
+def test_an_unforeseen_error_while_opening_runs_in_memory_and_keeps_the_file(
+        tmp_path, opened, monkeypatch, caplog):
+    db = tmp_path / "cp.db"
+    expected = make_db(db)
+    before = digest(db)
+
+    def broken(path):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(salvage, "header_problem", broken)
+    with caplog.at_level(logging.ERROR, "chargepoint.storage"):
+        storage = opened(db)
+    assert storage.health.state == "degraded"
+    assert any("a bug" in (r.exc_text or "") for r in caplog.records)
+    _queue_one(storage.store, "in memory")
+    assert storage.try_attach() is True
+    [kept] = asides(db, "replaced")                    # not deleted: it was never read
+    assert digest(kept) == before
+    store = Store(kept)
+    assert contents(store)["outbox"] == expected["outbox"]
+    store.close()
+
+
 def test_the_guard_moves_a_degraded_store_onto_the_file_by_itself(tmp_path, monkeypatch):
     from chargepoint import storage as storage_module
 
