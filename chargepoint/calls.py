@@ -56,10 +56,18 @@ class Outgoing:
 def coalesce_key(action: str, payload: dict) -> Optional[Hashable]:
     """Messages with the same key report the same thing; only the newest is worth sending.
     None: never merged (every Authorize and DataTransfer counts)."""
-    if action in ("Heartbeat", "BootNotification", "DiagnosticsStatusNotification",
-                  "FirmwareStatusNotification"):
+    if action in ("Heartbeat", "BootNotification"):
         return (action,)
-    if action in ("StatusNotification", "MeterValues"):
+    if action in ("DiagnosticsStatusNotification", "FirmwareStatusNotification"):
+        # Each step of an upload or update is news (Downloading, Downloaded, Installing...);
+        # only the same status told twice (a trigger flood) is merged.
+        return (action, payload.get("status"))
+    if action == "StatusNotification":
+        # A fault is reported even if it cleared before it could be sent: an error code
+        # keys apart from NoError, so a repair's report is not replaced by the all-clear.
+        return (action, payload.get("connectorId"), payload.get("errorCode"),
+                payload.get("vendorErrorCode"))
+    if action == "MeterValues":
         # MeterValues here are never transaction messages (those wait in the outbox):
         # a triggered or clock-aligned reading, of which the newest says it all.
         return (action, payload.get("connectorId"))
@@ -83,7 +91,7 @@ class CallQueue:
 
     def has_room(self, action: str, payload: dict) -> bool:
         """Would `put` take this message (merge it or queue it)? `payload` needs only what
-        `coalesce_key` reads (the connectorId)."""
+        `coalesce_key` reads (for MeterValues, the connectorId)."""
         key = coalesce_key(action, payload)
         return (key is not None and key in self._by_key) or len(self) < self.bound
 

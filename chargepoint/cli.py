@@ -56,9 +56,14 @@ REBOOT_RETRY_S = 2.0
 
 
 def _run_runtime(settings) -> int:
+    from chargepoint.instance_lock import EXIT_IN_USE, AlreadyRunning
     from chargepoint.runtime import Runtime
 
-    runtime = Runtime(settings)
+    try:
+        runtime = Runtime(settings)
+    except AlreadyRunning as exc:
+        print(f"chargepoint: {exc}", file=sys.stderr)
+        return EXIT_IN_USE
     _install_signal_handlers(runtime)
     outcome = runtime.run()
     if outcome is None:

@@ -29,7 +29,7 @@ from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.operations import PROFILES, load_all
 from chargepoint.sdnotify import Notifier
 from chargepoint.station import Station, StationConfig
-from chargepoint.store import Store
+from chargepoint.storage import Storage
 from chargepoint.transport import Transport
 from chargepoint.turns import Stamped, TurnAccounting
 from hal import events as hal_events
@@ -71,7 +71,17 @@ class Runtime:
         self._power_cut = False
         self._idle = threading.Event()
         self.turns = TurnAccounting()
-        self.store = Store(settings.storage.path)
+        # Never fails for a damaged or unwritable database (chargepoint/storage.py); raises
+        # AlreadyRunning if another process holds it.
+        self.storage = Storage.open(settings.storage.path)
+        self.store = self.storage.store
+        try:
+            self._build(settings, hardware)
+        except BaseException:
+            self.storage.close()
+            raise
+
+    def _build(self, settings: Settings, hardware: Optional[Hardware]) -> None:
         self.hardware = hardware or build_hardware(settings.connectors, settings.readers,
                                                    emit=self.hardware_event, clock=self.clock.now)
         measurands = frozenset().union(*(c.meter.measurands
@@ -108,6 +118,7 @@ class Runtime:
         from hal.meter_poller import MeterPoller
 
         self.hardware.start()
+        self.storage.watch(self.events.put)
         self.meter_poller = MeterPoller({cid: c.meter for cid, c in
                                          self.hardware.connectors.items()},
                                         self.hardware_event, interval_s=1.0,
@@ -168,7 +179,7 @@ class Runtime:
         self.notifier.stopping()
         for closer in (getattr(self.sim_server, "close", None),
                        getattr(self.meter_poller, "close", None),
-                       self.transport.close, self.hardware.close, self.store.close):
+                       self.transport.close, self.hardware.close, self.storage.close):
             if closer is None:
                 continue
             try:

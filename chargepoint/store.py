@@ -5,17 +5,31 @@ disk, so a transaction message whose row is committed survives a power cut. The
 page size is small because the workload is many tiny commits: each commit writes
 whole pages to the WAL, and smaller pages mean fewer bytes worn off an SD card.
 Schema changes are numbered migrations tracked in `PRAGMA user_version`.
+
+The file and its `-wal`/`-shm` are created 0600 whatever the umask: the database holds
+the AuthorizationKey. Opening a damaged file, a read-only or full filesystem, and files
+deleted under a running process are handled around this class, in chargepoint/storage.py.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+log = logging.getLogger("chargepoint.store")
 
 PAGE_SIZE = 1024
+
+#: The database and its -wal/-shm: readable and writable by the service's user only.
+FILE_MODE = 0o600
+#: The companion files SQLite keeps beside the database in WAL mode.
+SIDECARS = ("-wal", "-shm")
 
 MIGRATIONS: list[str] = [
     # 1: configuration keys, small state, transactions, outbox
@@ -118,21 +132,82 @@ MIGRATIONS: list[str] = [
 ]
 
 
-class Store:
-    """The firmware's only persistent state. Used from the station loop's thread."""
+@dataclass
+class StorageHealth:
+    """How the storage is doing, for logs, the CSMS (connector 0) and operators.
 
-    def __init__(self, path: str | os.PathLike):
+    `state` is "ok"; "repaired" when the file was damaged, empty or deleted and has
+    been rewritten with what could be saved; or "degraded" when nothing can be written
+    and the database lives in memory (chargepoint/storage.py)."""
+
+    path: str
+    state: str = "ok"
+    #: What was wrong, for people ("" while ok).
+    problem: str = ""
+    #: What kind of fault: "damaged", "empty", "deleted" or "unwritable" ("" while ok).
+    cause: str = ""
+    #: Where the damaged file was moved for forensics ("" if nowhere).
+    damaged_copy: str = ""
+    #: Rows saved per table by the last salvage.
+    saved: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def durable(self) -> bool:
+        return self.state != "degraded"
+
+    def describe(self) -> str:
+        if self.state == "ok":
+            return f"storage ok ({self.path})"
+        text = f"storage {self.state}: {self.problem}"
+        if self.damaged_copy:
+            text += f"; damaged file kept as {self.damaged_copy}"
+        return text
+
+
+def create_private(path: str) -> None:
+    """Create `path` empty with exactly FILE_MODE, whatever the umask; an existing file is
+    left alone."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection to `path` with the firmware's settings: small pages, WAL, full sync.
+
+    A missing file is created FILE_MODE first; SQLite gives the -wal and -shm it creates
+    the database file's mode."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+class Store:
+    """The firmware's only persistent state. Used from the station loop's thread (and
+    from chargepoint/storage.py's guard, which swaps the connection between commits)."""
+
+    def __init__(self, path: str | os.PathLike, db: Optional[sqlite3.Connection] = None):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = db if db is not None else connect(self.path)
         self._lock = threading.RLock()
         self._depth = 0
         #: Durable commits made through `transaction()` (for the wear figures in docs/).
         self.commits = 0
-        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self.health = StorageHealth(self.path)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -157,14 +232,44 @@ class Store:
         with self._lock:
             self._db.close()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._db
+
+    def swap(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        """Carry on with `db` (holding the same data) from the next statement; returns the
+        old connection. Waits for a transaction in progress to end."""
+        with self._lock:
+            if self._depth:
+                raise RuntimeError("swap inside a transaction")
+            old, self._db = self._db, db
+            return old
+
+    @contextmanager
+    def exclusive(self):
+        """`with store.exclusive():` no one else uses the database meanwhile (waits for a
+        transaction in progress to end)."""
+        with self._lock:
+            if self._depth:
+                raise RuntimeError("exclusive use inside a transaction")
+            yield self
+
+    def backup_to(self, db: sqlite3.Connection) -> None:
+        """Copy the whole database into `db`, consistently between commits."""
+        with self._lock:
+            self._db.backup(db)
+
     # -- helpers
     def transaction(self):
         """`with store.transaction():` groups writes into one durable commit."""
         return _Transaction(self)
 
-    def execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: tuple = ()) -> "Rows":
+        """Run one statement; its rows are read whole before the store is let go, so the
+        connection may be swapped (chargepoint/storage.py) while a caller reads them."""
         with self._lock:
-            return self._db.execute(sql, params)
+            cur = self._db.execute(sql, params)
+            return Rows(cur.fetchall(), cur.lastrowid, cur.rowcount)
 
     # -- OCPP configuration keys
     def load_config(self) -> dict[str, str]:
@@ -186,6 +291,32 @@ class Store:
 
     def delete_state(self, key: str) -> None:
         self.execute("DELETE FROM state WHERE key=?", (key,))
+
+
+class Rows:
+    """What `Store.execute` returns: the rows, `lastrowid` and `rowcount`, read like a
+    cursor (fetchone, fetchall, iteration)."""
+
+    __slots__ = ("_rows", "_next", "lastrowid", "rowcount")
+
+    def __init__(self, rows: list, lastrowid: Optional[int], rowcount: int):
+        self._rows = rows
+        self._next = 0
+        self.lastrowid = lastrowid
+        self.rowcount = rowcount
+
+    def fetchone(self):
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    def fetchall(self) -> list:
+        rest, self._next = self._rows[self._next:], len(self._rows)
+        return rest
+
+    def __iter__(self):
+        return iter(self.fetchall())
 
 
 class _Transaction:

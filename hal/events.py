@@ -25,6 +25,8 @@ class FaultCode(str, enum.Enum):
     POWER_METER_FAILURE = "PowerMeterFailure"
     POWER_SWITCH_FAILURE = "PowerSwitchFailure"   # welded or stuck-open contactor
     READER_FAILURE = "ReaderFailure"
+    #: Not hardware on the connector: the controller's own storage (chargepoint/storage_fault.py).
+    INTERNAL_ERROR = "InternalError"
     OTHER_ERROR = "OtherError"
 
 

@@ -123,10 +123,11 @@ class Charger:
     """
 
     def __init__(self, workdir: Path, csms_url: str, connectors: int = 1,
-                 ocpp: Optional[dict] = None, cp_id: str = "CP-CRASH"):
+                 ocpp: Optional[dict] = None, cp_id: str = "CP-CRASH",
+                 db: Optional[Path] = None):
         self.workdir = workdir
         self.cp_id = cp_id
-        self.db = workdir / "cp.db"
+        self.db = db if db is not None else workdir / "cp.db"
         self.sock = workdir / "sim.sock"
         self.register_file = workdir / "register"
         self.register_files = {cid: self.register_file if cid == 1
@@ -154,7 +155,8 @@ class Charger:
     def log_file(self) -> Path:
         return self.workdir / f"run-{self.runs:03d}.log"
 
-    def spawn(self) -> None:
+    def spawn(self, **popen) -> None:
+        """Start the next run; `popen` (e.g. `user=`, `umask=`) goes to subprocess.Popen."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         with self._lock:
             self.runs += 1
@@ -162,7 +164,7 @@ class Charger:
             with open(self.log_file, "wb") as out:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "chargepoint", "run", "--config", str(self.config)],
-                    cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+                    cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, **popen)
 
     def kill_now(self, run: Optional[int] = None) -> None:
         """SIGKILL the process of run `run` (default: the current one) unless done already."""

@@ -2,7 +2,7 @@
 reports figures that make sense. Timings are never asserted: they belong to the
 machine, and docs/performance.md holds the measured ones.
 
-The five commands run at the same time, as separate processes, so this file takes about
+The commands run at the same time, as separate processes, so this file takes about
 as long as the slowest of them (hostile, about fifteen seconds).
 """
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("footprint", "startup", "rpc", "drain", "hostile")
+BENCHES = ("footprint", "startup", "rpc", "drain", "hostile", "storage_check")
 TIMEOUT_S = 90
 
 
@@ -109,3 +109,11 @@ def test_hostile_reports_every_scenario_with_the_contactor_opened(runs):
     assert "(in fragments)" in scenarios["fragments"]["link"]
     assert "answered after" in scenarios["composite"]["link"]
     assert "worst loop turn ms" in out
+
+
+def test_storage_check_reports_the_cost_of_the_checks_at_start(runs):
+    out, data = result(runs, "storage_check")
+    for name in ("header_s", "quick_check_s", "integrity_check_s", "content_s", "open_s",
+                 "salvage_s"):
+        assert 0 < data[name] < 60, (name, data[name])
+    assert data["bytes"] > 0 and "integrity_check" in out

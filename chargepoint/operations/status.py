@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chargepoint.calls import CONNECTION, OTHER
+from chargepoint import storage_fault
 
 if TYPE_CHECKING:
     from chargepoint.station import Station
@@ -24,6 +25,8 @@ def payload(st: "Station", connector_id: int) -> dict:
     stamp = st.timestamp()
     if stamp:
         body["timestamp"] = stamp
+    if connector_id == 0:
+        storage_fault.told(st, body)
     return body
 
 

@@ -1,0 +1,75 @@
+"""Storage faults as the CSMS sees them: errorCode InternalError on connector 0.
+
+OCPP 1.6 defines InternalError as an "error in internal hard- or software component",
+which a failing SD card is (OtherError would say nothing). The fault does not block
+charging: the connector keeps its status, drivers keep being served. `info` names
+storage (at most 50 characters) and `vendorErrorCode` tells the two kinds apart:
+
+- StorageNotDurable: nothing can be written, the database lives in memory. Shown until
+  the real file can be written again, then cleared (NoError).
+- StorageRepaired: the file was damaged, empty, or deleted under the running firmware,
+  and has been rewritten with what could be saved. Storage works again at once, so the
+  fault is reported once and cleared right after; the `state` row RECORD_KEY keeps it
+  (with `told`) so a restart before the CSMS heard of it still reports it.
+
+chargepoint/storage.py raises and clears the fault with HardwareFault events for
+connector 0; chargepoint/operations/status.py calls `told` when it builds the report.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from hal import events as hal_events
+
+if TYPE_CHECKING:
+    from chargepoint.station import Station
+    from chargepoint.store import StorageHealth
+
+log = logging.getLogger("chargepoint.storage")
+
+#: `state` row recording the last repair: problem, time, damaged copy, rows saved, told.
+RECORD_KEY = "storage_fault"
+NOT_DURABLE = "StorageNotDurable"
+REPAIRED = "StorageRepaired"
+
+INFO = {
+    "unwritable": "storage not writable: running in memory only",
+    "empty": "storage: empty db file replaced, data lost",
+    "deleted": "storage: db files deleted, written anew",
+    "damaged": "storage: damaged db replaced, data salvaged",
+}
+
+
+def fault(health: "StorageHealth") -> hal_events.HardwareFault:
+    """The connector-0 fault for an unhealthy `health`."""
+    code = NOT_DURABLE if health.state == "degraded" else REPAIRED
+    return hal_events.HardwareFault(0, hal_events.FaultCode.INTERNAL_ERROR, True,
+                                    INFO.get(health.cause, INFO["damaged"]), code)
+
+
+def cleared() -> hal_events.HardwareFault:
+    return hal_events.HardwareFault(0, hal_events.FaultCode.INTERNAL_ERROR, False)
+
+
+def told(st: "Station", body: dict) -> None:
+    """A StatusNotification `body` for connector 0 is being sent: a repair in it has now
+    been reported, so it is cleared (a NoError report follows it)."""
+    if body.get("vendorErrorCode") == REPAIRED:
+        st.timers.set("storage-repair-told", st.now, lambda: _clear_repair(st))
+
+
+def _clear_repair(st: "Station") -> None:
+    from chargepoint import sessions
+
+    conn = st.connectors[0]
+    current = conn.faults.get(hal_events.FaultCode.INTERNAL_ERROR)
+    if current is None or current.vendor_error_code != REPAIRED:
+        return
+    record = st.store.get_state(RECORD_KEY)
+    if isinstance(record, dict):
+        st.store.set_state(RECORD_KEY, {**record, "told": True})
+    if st.store.health.state == "repaired":
+        st.store.health.state = "ok"
+    log.info("storage: the repair (%s) was reported to the CSMS", current.info)
+    sessions.on_hardware(st, conn, cleared())
