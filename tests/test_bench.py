@@ -103,7 +103,9 @@ def test_hostile_reports_every_scenario_with_the_contactor_opened(runs):
         assert not s["problems"], (name, s["problems"])
         assert s["contactor_open_ms"] is not None and s["contactor_open_ms"] > 0, (name, s)
         assert 0 < s["worst_turn_ms"], (name, s)
-        assert 5 < s["rss_before_mib"] <= s["peak_rss_mib"] < 1024, (name, s)
+        # VmHWM is kept from per-thread counters synced lazily: it may read a page or two
+        # lower later on.
+        assert 5 < s["rss_before_mib"] <= s["peak_rss_mib"] + 0.5 < 1024, (name, s)
     for name in ("flood", "trickle", "fragments"):             # these cost the link
         assert "dropped after" in scenarios[name]["link"] and "back" in scenarios[name]["link"]
     assert "(in fragments)" in scenarios["fragments"]["link"]
