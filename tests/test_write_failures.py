@@ -293,3 +293,32 @@ def test_disk_full_mid_session_bills_the_stop_once_storage_works(csms, firmware,
     assert len(errors) == 1 and fw.settings.storage.path in errors[0].getMessage()
     assert "database or disk is full" in errors[0].getMessage()
     assert not [r for r in ours if r.exc_info], "a traceback was logged"
+
+
+# -------------------------------------------------------------------- keys and the cache
+def test_a_key_change_that_cannot_be_stored_is_refused_and_not_applied(station, caplog):
+    """ChangeConfiguration on a full disk: a CALLERROR, the old value in memory and on
+    disk, one ERROR and no traceback; the same change is accepted once the disk works."""
+    disk = FailingDisk.install(station.store)
+    station.handle(ev.Connected(), STATION_NOW)
+    disk.full = True
+    call = ocppj.encode_call("k1", "ChangeConfiguration",
+                             {"key": "HeartbeatInterval", "value": "123"})
+    frames = [a.text for a in station.handle(ev.FrameReceived(call), STATION_NOW)
+              if isinstance(a, act.SendFrame)]
+    answer = ocppj.parse_frame(frames[0])
+    assert isinstance(answer, ocppj.CallError) and answer.code == "InternalError"
+    assert station.keys.raw("HeartbeatInterval") != "123"
+    assert station.store.load_config().get("HeartbeatInterval") != "123"
+    assert station.write_faults.failing
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and not errors[0].exc_info
+    assert "database or disk is full" in errors[0].getMessage()
+    disk.full = False
+    call = ocppj.encode_call("k2", "ChangeConfiguration",
+                             {"key": "HeartbeatInterval", "value": "123"})
+    frames = [a.text for a in station.handle(ev.FrameReceived(call), STATION_NOW)
+              if isinstance(a, act.SendFrame)]
+    assert ocppj.parse_frame(frames[0]).payload == {"status": "Accepted"}
+    assert station.keys.raw("HeartbeatInterval") == "123"
+    assert station.store.load_config()["HeartbeatInterval"] == "123"
