@@ -8,12 +8,17 @@ billed with the reading taken at its stop.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
+import subprocess
 import tempfile
+import time
 from collections import deque
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as hs
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -322,3 +327,89 @@ def test_a_key_change_that_cannot_be_stored_is_refused_and_not_applied(station, 
     assert ocppj.parse_frame(frames[0]).payload == {"status": "Accepted"}
     assert station.keys.raw("HeartbeatInterval") == "123"
     assert station.store.load_config()["HeartbeatInterval"] == "123"
+
+
+# -------------------------------------------------------------------- the real process
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MiB tmpfs, mounted for the test and removed after (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem of `directory` to the last block; returns the filler file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 512):                # then the last partial block
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_the_real_process_on_a_full_filesystem_bills_the_stop_once_space_is_freed(
+        csms, tmp_path, small_tmpfs):
+    """ENOSPC under the real firmware mid-session (its database on a 2 MiB tmpfs filled to
+    the last block): the process stays up, the driver's stop opens the contactor, and once
+    space is freed exactly one StopTransaction arrives with the meter's reading at the stop;
+    the next session starts; one ERROR in the log and no traceback."""
+    from bench._common import FirmwareProcess
+
+    proc = FirmwareProcess(tmp_path / "fw", csms.url, ocpp={"MeterValueSampleInterval": 1,
+                                                             "ClockAlignedDataInterval": 0})
+    db = small_tmpfs / "cp.db"
+    proc.config.write_text(proc.config.read_text().replace(str(proc.db), str(db)))
+    proc.start()
+    try:
+        proc.wait_sim()
+        csms.wait_for("BootNotification", timeout=10)
+        proc.sim("plug", "1")
+        csms.wait_for("StatusNotification", lambda r: r["status"] == "Preparing", timeout=10)
+        proc.sim("tap", "TAG1")
+        start = csms.wait_for("StartTransaction", timeout=10)
+        csms.wait_for("MeterValues", timeout=10)
+        filler = fill(small_tmpfs)
+        assert wait_until(lambda: "database or disk is full" in proc.log.read_text(),
+                          timeout=10), proc.tail()
+        mark = len(csms.received)
+        proc.sim("tap", "TAG1")
+        assert wait_until(lambda: proc.sim("status")["connectors"]["1"]["contactor"] == "open",
+                          timeout=10), proc.tail()
+        time.sleep(0.5)                            # the stop's reading has been taken
+        energy_at_stop = proc.sim("status")["connectors"]["1"]["energy_wh"]
+        time.sleep(2)                              # still full: nothing may go out
+        assert csms.records("StopTransaction") == []
+        assert proc.proc.poll() is None, proc.tail()
+        filler.unlink()
+        stop = csms.wait_for("StopTransaction", timeout=30, after=mark)
+        assert stop["transactionId"] == start.reply["transactionId"]
+        assert stop["meterStop"] == round(energy_at_stop)
+        mark = len(csms.received)
+        proc.sim("tap", "TAG2")
+        csms.wait_for("StartTransaction", lambda r: r["idTag"] == "TAG2", timeout=10,
+                      after=mark)
+        time.sleep(1)
+    finally:
+        assert proc.stop() == 0
+    first = start.reply["transactionId"]
+    assert [r["transactionId"] for r in csms.records("StopTransaction")].count(first) == 1
+    log = proc.log.read_text()
+    assert "Traceback" not in log, log
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and str(db) in errors[0], log
