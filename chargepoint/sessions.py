@@ -314,11 +314,11 @@ def stop(st: "Station", conn: "Connector", reason: str, id_tag: Optional[str] = 
                       if reading is not None else [])
         at = st.now
 
-        def commit() -> None:
+        def commit(release: bool = True) -> None:
             if tx.local_id not in st.ledger.stopped:
                 transactions.end(st, tx, reason, register, id_tag, at=at,
                                  end_values=end_values)
-            if conn.tx is tx:
+            if release and conn.tx is tx:
                 _ended(st, conn, reason)
 
         try:
@@ -389,10 +389,18 @@ def shutdown(st: "Station") -> None:
             tx.stopping, tx.stop_reason = True, "Reboot"
             metering.transaction_ended(st, conn)
         unsaved = st.write_faults.unsaved_stops.pop(tx.local_id, None)
-        if unsaved is not None:
-            unsaved()                     # the reading taken at the stop, not a later one
-        else:
-            register = _best_register(st, conn, tx, None)
-            transactions.end(st, tx, tx.stop_reason or "Reboot", register, tx.stop_id_tag)
+        try:
+            if unsaved is not None:
+                unsaved(release=False)    # the reading taken at the stop, not a later one
+            else:
+                register = _best_register(st, conn, tx, None)
+                transactions.end(st, tx, tx.stop_reason or "Reboot", register,
+                                 tx.stop_id_tag)
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            log.warning("transaction %d could not be closed on disk; it is stopped with "
+                        "reason PowerLoss at the next start", tx.local_id)
+            st.storage_failed(exc)
         conn.tx = None
         st.refresh_outputs(conn.id)

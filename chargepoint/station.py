@@ -389,8 +389,11 @@ class Station:
         try:
             sessions.shutdown(self)
             self.outbox.flush()
-        except Exception:
-            log.exception("error while shutting down the station")
+        except Exception as exc:
+            if is_storage_fault(exc):
+                self.storage_failed(exc)
+            else:
+                log.exception("error while shutting down the station")
         out, self._actions = self._actions, []
         return out
 

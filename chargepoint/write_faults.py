@@ -51,8 +51,9 @@ class WriteFaults:
         self.st = st
         self.failing = False
         self.retry_s = RETRY_FIRST_S
-        #: local_id -> commit of a transaction's end that failed (retried in stop order).
-        self.unsaved_stops: dict[int, Callable[[], None]] = {}
+        #: local_id -> commit of a transaction's end that failed (retried in stop order);
+        #: `commit(release=False)` at a clean stop only writes the end.
+        self.unsaved_stops: dict[int, Callable[..., None]] = {}
         #: Failed writes since the last success (the log names the first only).
         self.failures = 0
 
@@ -82,7 +83,7 @@ class WriteFaults:
             if conn.id != 0:
                 conn.changed()
 
-    def keep_stop(self, local_id: int, commit: Callable[[], None], exc: BaseException) -> None:
+    def keep_stop(self, local_id: int, commit: Callable[..., None], exc: BaseException) -> None:
         """A transaction's end could not be committed: keep it to commit again."""
         self.unsaved_stops[local_id] = commit
         log.warning("transaction %d stopped, its StopTransaction not yet durable: kept in "

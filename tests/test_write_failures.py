@@ -90,7 +90,9 @@ class Rig:
         self.feed(he.PilotStateChanged(1, PilotState.C if self.plugged else PilotState.A))
         self.feed(ev.Connected())
 
-    def power_cut(self) -> None:
+    def power_cut(self, clean: bool = False) -> None:
+        if clean:                                  # SIGTERM: transactions end with Reboot
+            self.station.shutdown(self.now)
         full, self.disk.full = self.disk.full, False
         self.store.close()
         self._stop_for = None
@@ -208,6 +210,11 @@ class WriteFailures(RuleBasedStateMachine):
     def power_cut(self):
         self.rig.power_cut()
 
+    @rule(fail=FAIL)
+    def clean_restart(self, fail):
+        self.rig.disk.fail_in = fail
+        self.rig.power_cut(clean=True)
+
     @invariant()
     def memory_is_disk(self):
         check_memory_is_disk(self.rig.station)
@@ -239,7 +246,7 @@ class WriteFailures(RuleBasedStateMachine):
             assert sorted(stops) == sorted(rig.csms.tids[uid] for uid in starts)
             for uid, start in starts.items():
                 stop = stops[rig.csms.tids[uid]]
-                if stop["reason"] != "PowerLoss":
+                if stop["reason"] not in ("PowerLoss", "Reboot"):
                     assert stop["meterStop"] == rig.expected_stop[start["meterStart"]], stop
             # A new session starts once the disk works.
             rig.feed(he.PilotStateChanged(1, PilotState.C))
