@@ -223,12 +223,12 @@ class _Transaction:
                 return False
             applied, store._after_commit = store._after_commit, []
             if exc_type:
-                _rollback(store)
+                self._rollback(store)
                 return False
             try:
                 store._db.execute("COMMIT")
             except BaseException:
-                _rollback(store)          # a failed COMMIT may leave the transaction open
+                self._rollback(store)          # a failed COMMIT may leave the transaction open
                 raise
             store.commits += 1
         finally:
@@ -237,12 +237,12 @@ class _Transaction:
             apply()
         return False
 
-
-def _rollback(store: Store) -> None:
-    """Undo the open transaction; SQLite may already have rolled it back itself (a full
-    disk, an I/O error), and a second failure must not hide the first."""
-    if store._db.in_transaction:
-        try:
-            store._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
+    @staticmethod
+    def _rollback(store: Store) -> None:
+        """Undo the open transaction; SQLite may already have rolled it back itself (a full
+        disk, an I/O error), and a second failure must not hide the first."""
+        if store._db.in_transaction:
+            try:
+                store._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

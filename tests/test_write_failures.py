@@ -307,6 +307,38 @@ def test_disk_full_mid_session_bills_the_stop_once_storage_works(csms, firmware,
     assert not [r for r in ours if r.exc_info], "a traceback was logged"
 
 
+# -------------------------------------------------------------------- Store.on_commit
+def test_changes_in_memory_wait_for_the_outermost_commit(tmp_path):
+    """`on_commit` runs after the outermost commit, in order; a failed COMMIT runs none,
+    rolls back, and leaves the store usable for the next transaction."""
+    import sqlite3
+
+    store = Store(tmp_path / "s.db")
+    disk = FailingDisk.install(store)
+    seen = []
+    with store.transaction():
+        store.set_state("a", 1)
+        store.on_commit(lambda: seen.append("outer"))
+        with store.transaction():
+            store.on_commit(lambda: seen.append("inner"))
+        assert seen == []                          # the inner end is not a commit
+    assert seen == ["outer", "inner"]
+    disk.fail_in = 1                               # the INSERT goes through, COMMIT fails
+    with pytest.raises(sqlite3.OperationalError):
+        with store.transaction():
+            store.set_state("b", 2)
+            store.on_commit(lambda: seen.append("lost"))
+    assert seen == ["outer", "inner"] and store.get_state("b") is None
+    assert not store._db.in_transaction
+    with store.transaction():
+        store.set_state("c", 3)
+        store.on_commit(lambda: seen.append("again"))
+    assert seen[-1] == "again" and store.get_state("c") == 3
+    with pytest.raises(RuntimeError):
+        store.on_commit(lambda: None)
+    store.close()
+
+
 # -------------------------------------------------------------------- what is a disk fault
 def test_storage_faults_are_told_from_bugs(tmp_path):
     """A read-only database or a full disk is a storage fault (logged once, retried); an
