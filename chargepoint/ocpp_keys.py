@@ -255,8 +255,8 @@ class OcppKeys:
         if status != "Accepted":
             return status
         spec = self.spec(name)
+        self._store.save_config(spec.name, canonical)    # memory follows the disk
         self._values[spec.name] = canonical
-        self._store.save_config(spec.name, canonical)
         for listener in self._listeners:
             listener(spec.name, canonical)
         return "RebootRequired" if spec.reboot_required else "Accepted"

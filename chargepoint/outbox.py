@@ -196,12 +196,17 @@ class Outbox:
                 "INSERT INTO outbox(unique_id, action, payload, tx_local, created) "
                 "VALUES(?, ?, ?, ?, ?)", (uid, action, text, tx_local, now))
             item = Item(cur.lastrowid, uid, action, text, tx_local)
+            self.store.on_commit(lambda: self._queued(item))
+        return item
+
+    def _queued(self, item: Item) -> None:
+        """`item`'s row is committed: it joins the queue (memory never holds a message
+        the disk may not have)."""
         if self._beyond == 0 and len(self._items) < self.window:
             self._items.append(item)
             self._last_seq = item.seq
         else:
             self._beyond += 1
-        return item
 
     # -- delivering
     def ready(self, now: float) -> Optional[Item]:
@@ -222,13 +227,18 @@ class Outbox:
         Without `also`, the row's deletion is deferred to the next commit (a new
         message, the next send), which saves one disk write per message when the
         queue is idle and still repeats at most this one message after a crash.
+        With `also`, the message leaves the queue only once that commit succeeded: if it
+        fails, the message stays at the head and is sent again (with its unique id).
         """
-        self._pop(item)
-        self._delivered.append(item.seq)
-        if also is not None:
-            with self.store.transaction():
-                also()
-                self._flush_delivered()
+        if also is None:
+            self._pop(item)
+            self._delivered.append(item.seq)
+            return
+        with self.store.transaction():
+            also()
+            self.store.execute("DELETE FROM outbox WHERE seq=?", (item.seq,))
+            self._flush_delivered()
+            self.store.on_commit(lambda: self._pop(item))
 
     def failed(self, item: Item, reason: str, now: float, max_attempts: int,
                retry_interval_s: float, transaction_id: Optional[int] = None) -> list[Item]:
@@ -240,20 +250,22 @@ class Outbox:
         window or on disk. Returns the items discarded from the window (empty while
         retries remain).
         """
-        item.attempts += 1
-        if item.attempts < max_attempts:
-            item.next_attempt = now + retry_interval_s * item.attempts
+        attempts = item.attempts + 1
+        if attempts < max_attempts:
+            next_attempt = now + retry_interval_s * attempts
             with self.store.transaction():
                 self._flush_delivered()
                 self.store.execute("UPDATE outbox SET attempts=?, next_attempt=? WHERE seq=?",
-                                   (item.attempts, item.next_attempt, item.seq))
+                                   (attempts, next_attempt, item.seq))
+            item.attempts, item.next_attempt = attempts, next_attempt
             log.warning("%s %s failed (%s), attempt %d of %d; next try in %.0f s",
                         item.action, item.unique_id, reason, item.attempts, max_attempts,
                         item.next_attempt - now)
             return []
+        text = item.text
         if (transaction_id is not None and item.action in ("StopTransaction", "MeterValues")
                 and '"transactionId"' not in item.text):
-            item.payload = {**item.payload, "transactionId": transaction_id}
+            text = _dump({**item.payload, "transactionId": transaction_id})
         later = item.action == "StartTransaction" and item.tx_local is not None
         doomed = [item]
         if later:
@@ -265,9 +277,11 @@ class Outbox:
             self._flush_delivered()
             for dead in doomed:
                 self._bury(dead, reason if dead is item else discarded_with(item.unique_id),
-                           now)
+                           now, attempts if dead is item else dead.attempts,
+                           text if dead is item else dead.text)
             if later and self._beyond:
                 on_disk = self._bury_beyond(item, now)
+        item.attempts, item.text = attempts, text
         self._beyond -= on_disk
         for dead in doomed:
             self._pop(dead)
@@ -283,13 +297,13 @@ class Outbox:
                   reason, moved)
         return doomed
 
-    def _bury(self, item: Item, reason: str, now: float) -> None:
+    def _bury(self, item: Item, reason: str, now: float, attempts: int, text: str) -> None:
         # outbox_dead numbers its own rows (in burial order): an outbox seq comes back once
         # the queue has run empty, so a second dead message could carry a seq already there.
         self.store.execute(
             "INSERT INTO outbox_dead(unique_id, action, payload, tx_local, attempts, "
             "reason, discarded) VALUES(?, ?, ?, ?, ?, ?, ?)",
-            (item.unique_id, item.action, item.text, item.tx_local, item.attempts, reason, now))
+            (item.unique_id, item.action, text, item.tx_local, attempts, reason, now))
         self.store.execute("DELETE FROM outbox WHERE seq=?", (item.seq,))
 
     def _bury_beyond(self, start: Item, now: float) -> int:
@@ -311,9 +325,17 @@ class Outbox:
         self._top_up()
 
     def _flush_delivered(self) -> None:
-        for seq in self._delivered:
+        """Delete the delivered rows in the open transaction; they are forgotten only once
+        it commits (a failed commit leaves them to the next one)."""
+        flushed = list(self._delivered)
+        for seq in flushed:
             self.store.execute("DELETE FROM outbox WHERE seq=?", (seq,))
-        self._delivered.clear()
+        if flushed:
+            self.store.on_commit(lambda: self._forget_delivered(flushed))
+
+    def _forget_delivered(self, seqs: list[int]) -> None:
+        done = set(seqs)
+        self._delivered = [seq for seq in self._delivered if seq not in done]
 
     def flush(self) -> None:
         """Make pending deletions durable (before a clean stop)."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from chargepoint.connector import BLOCKING_FAULTS
 from chargepoint.operations import authorize, metering, transactions
+from chargepoint.write_faults import is_storage_fault
 from hal import events as hal_events
 
 if TYPE_CHECKING:
@@ -77,7 +78,8 @@ def is_free(st: "Station", conn: "Connector", id_tag: Optional[str] = None,
     """Could a new transaction (of `id_tag`, when a reservation holds `conn`) start on
     `conn`, plug aside?"""
     if not (conn.id != 0 and conn.tx is None and not conn.starting and conn.available()
-            and not conn.faulted and not st.connectors[0].faulted):
+            and not conn.faulted and not st.connectors[0].faulted
+            and not st.write_faults.failing):
         return False
     return not (check_reservations and st.reservations.blocks(conn, id_tag, parent_id_tag))
 
@@ -258,13 +260,22 @@ def start(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Dec
             conn.changed()
             return
         begin_values = metering.stop_values(st, conn, reading, st.now, "Transaction.Begin")
-        with st.store.transaction():   # a used reservation ends in the same commit
-            tx = transactions.begin(st, conn, id_tag, decision, reading.energy_import_wh,
-                                    reservation_id, begin_values)
-            conn.tx = tx
-            conn.finishing = False
-            if reservation_id is not None:
-                st.reservations.remove(reservation_id, f"used by transaction {tx.local_id}")
+        try:
+            with st.store.transaction():   # a used reservation ends in the same commit
+                tx = transactions.begin(st, conn, id_tag, decision, reading.energy_import_wh,
+                                        reservation_id, begin_values)
+                if reservation_id is not None:
+                    st.reservations.remove(reservation_id, f"used by transaction {tx.local_id}")
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            log.warning("connector %d: transaction for %s not started: it cannot be stored",
+                        conn.id, id_tag)
+            st.write_faults.failed(exc)
+            conn.changed()
+            return
+        conn.tx = tx
+        conn.finishing = False
         metering.transaction_started(st, conn, tx)
         for hook in st.sessions.on_transaction_started:
             hook(conn)
@@ -301,8 +312,22 @@ def stop(st: "Station", conn: "Connector", reason: str, id_tag: Optional[str] = 
         register = _best_register(st, conn, tx, reading)
         end_values = (metering.stop_values(st, conn, reading, st.now, "Transaction.End")
                       if reading is not None else [])
-        transactions.end(st, tx, reason, register, id_tag, end_values=end_values)
-        _ended(st, conn, reason)
+        at = st.now
+
+        def commit(release: bool = True) -> None:
+            if tx.local_id not in st.ledger.stopped:
+                transactions.end(st, tx, reason, register, id_tag, at=at,
+                                 end_values=end_values)
+            if release and conn.tx is tx:
+                _ended(st, conn, reason)
+
+        try:
+            commit()
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            # The reading at the stop is kept: billed with it once the disk takes writes.
+            st.write_faults.keep_stop(tx.local_id, commit, exc)
 
     conn.read_meter(finish)
     return True
@@ -363,7 +388,19 @@ def shutdown(st: "Station") -> None:
         if not tx.stopping:
             tx.stopping, tx.stop_reason = True, "Reboot"
             metering.transaction_ended(st, conn)
-        register = _best_register(st, conn, tx, None)
-        transactions.end(st, tx, tx.stop_reason or "Reboot", register, tx.stop_id_tag)
+        unsaved = st.write_faults.unsaved_stops.pop(tx.local_id, None)
+        try:
+            if unsaved is not None:
+                unsaved(release=False)    # the reading taken at the stop, not a later one
+            else:
+                register = _best_register(st, conn, tx, None)
+                transactions.end(st, tx, tx.stop_reason or "Reboot", register,
+                                 tx.stop_id_tag)
+        except Exception as exc:
+            if not is_storage_fault(exc):
+                raise
+            log.warning("transaction %d could not be closed on disk; it is stopped with "
+                        "reason PowerLoss at the next start", tx.local_id)
+            st.storage_failed(exc)
         conn.tx = None
         st.refresh_outputs(conn.id)

@@ -26,6 +26,7 @@ from chargepoint.outbox import Item, Outbox
 from chargepoint.registration import REFUSE, SILENT, allows, refusal
 from chargepoint.station_clock import StationClock
 from chargepoint.timers import Timers
+from chargepoint.write_faults import WriteFaults, is_storage_fault
 from hal import events as hal_events
 
 log = logging.getLogger("chargepoint.station")
@@ -124,6 +125,7 @@ class Station:
         from chargepoint.operations import boot, metering
         from chargepoint.operations.transactions import Ledger
 
+        self.write_faults = WriteFaults(self)
         self.ledger = Ledger(store)
         self.outbox = Outbox(store)
         self.sessions = sessions.Sessions(self)
@@ -157,8 +159,11 @@ class Station:
         for step in (lambda: self._dispatch(event), lambda: self.timers.fire_due(now), self._pump):
             try:
                 step()
-            except Exception:  # a bug must not take the charger down: log, keep running
-                log.exception("error while handling %r", event)
+            except Exception as exc:  # a bug must not take the charger down: log, go on
+                if is_storage_fault(exc):
+                    self.storage_failed(exc)
+                else:
+                    log.exception("error while handling %r", event)
         out, self._actions = self._actions, []
         return out
 
@@ -282,8 +287,8 @@ class Station:
     def _outbox_outgoing(self) -> Optional[Outgoing]:
         from chargepoint.operations import transactions
 
-        if not self.accepted:
-            return None
+        if not self.accepted or self.write_faults.failing:
+            return None     # an answer that cannot be recorded would only bring a repeat
         while True:
             head = self.outbox.head()
             if head is None:
@@ -384,10 +389,22 @@ class Station:
         try:
             sessions.shutdown(self)
             self.outbox.flush()
-        except Exception:
-            log.exception("error while shutting down the station")
+        except Exception as exc:
+            if is_storage_fault(exc):
+                self.storage_failed(exc)
+            else:
+                log.exception("error while shutting down the station")
         out, self._actions = self._actions, []
         return out
+
+    def storage_failed(self, exc: BaseException) -> None:
+        """A write to the database failed: logged once, retried with backoff
+        (chargepoint/write_faults.py)."""
+        self.write_faults.failed(exc)
+
+    def storage_recovered(self) -> None:
+        """Writes work again: logged once; new transactions and queued messages resume."""
+        self.write_faults.recovered()
 
     def busy(self) -> bool:
         """Work is under way that will produce more events soon (a CALL, a meter read)."""
@@ -536,7 +553,10 @@ class Station:
             return self._answer_error(call.unique_id, exc.code, exc.description)
         except Exception as exc:
             del self._actions[mark:]
-            log.exception("handler for %s failed", action)
+            if is_storage_fault(exc):
+                self.storage_failed(exc)
+            else:
+                log.exception("handler for %s failed", action)
             return self._answer_error(call.unique_id, "InternalError",
                                       f"{type(exc).__name__} while handling {action}")
         # The answer goes out before whatever the handler set in motion (a reconnect,

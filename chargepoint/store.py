@@ -264,6 +264,13 @@ class Store:
         """`with store.transaction():` groups writes into one durable commit."""
         return _Transaction(self)
 
+    def on_commit(self, apply) -> None:
+        """Run `apply()` once the outermost transaction has committed, never if it fails:
+        what memory holds follows what reached the disk, never runs ahead of it."""
+        if self._depth == 0:
+            raise RuntimeError("on_commit outside `with store.transaction():`")
+        self._after_commit.append(apply)
+
     def execute(self, sql: str, params: tuple = ()) -> "Rows":
         """Run one statement; its rows are read whole before the store is let go, so the
         connection may be swapped (chargepoint/storage.py) while a caller reads them."""
@@ -330,16 +337,43 @@ class _Transaction:
         store._lock.acquire()
         store._depth += 1
         if store._depth == 1:
-            store._db.execute("BEGIN IMMEDIATE")
+            store._after_commit = []
+            try:
+                store._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                store._depth -= 1
+                store._lock.release()
+                raise
         return store
 
     def __exit__(self, exc_type, exc, tb):
         store = self.store
         try:
             store._depth -= 1
-            if store._depth == 0:
-                store._db.execute("ROLLBACK" if exc_type else "COMMIT")
-                store.commits += 1
+            if store._depth > 0:
+                return False
+            applied, store._after_commit = store._after_commit, []
+            if exc_type:
+                self._rollback(store)
+                return False
+            try:
+                store._db.execute("COMMIT")
+            except BaseException:
+                self._rollback(store)          # a failed COMMIT may leave the transaction open
+                raise
+            store.commits += 1
         finally:
             store._lock.release()
+        for apply in applied:
+            apply()
         return False
+
+    @staticmethod
+    def _rollback(store: Store) -> None:
+        """Undo the open transaction; SQLite may already have rolled it back itself (a full
+        disk, an I/O error), and a second failure must not hide the first."""
+        if store._db.in_transaction:
+            try:
+                store._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

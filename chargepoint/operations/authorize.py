@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from chargepoint.calls import DRIVER
 from chargepoint.clock import try_parse_utc
 from chargepoint.operations.registry import handles
+from chargepoint.write_faults import is_storage_fault
 
 if TYPE_CHECKING:
     from chargepoint.station import Station
@@ -70,7 +71,19 @@ def cache_get(st: "Station", id_tag: str) -> Optional[dict]:
 
 
 def remember(st: "Station", id_tag: str, info: dict) -> None:
-    """Cache the CSMS's latest word on `id_tag` (not for ids of the local list)."""
+    """Cache the CSMS's latest word on `id_tag` (not for ids of the local list).
+
+    The cache only saves asking again: a failed write leaves it as it was and does not
+    hold up what the answer decides (a de-authorization, a start)."""
+    try:
+        _remember(st, id_tag, info)
+    except Exception as exc:
+        if not is_storage_fault(exc):
+            raise
+        st.storage_failed(exc)
+
+
+def _remember(st: "Station", id_tag: str, info: dict) -> None:
     if not st.keys.bool("AuthorizationCacheEnabled"):
         return
     local_list = getattr(st, "local_list", None)

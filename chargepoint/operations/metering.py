@@ -193,7 +193,7 @@ def _keep_for_stop(st: "Station", tx: Transaction, value: dict) -> None:
 def _store_reading(st: "Station", tx: Transaction, reading: MeterReading, at: float) -> None:
     st.store.execute("UPDATE transactions SET last_wh=?, last_ts=? WHERE local_id=?",
                      (reading.energy_import_wh, at, tx.local_id))
-    tx.info["stored_wh"] = reading.energy_import_wh
+    st.store.on_commit(lambda: tx.info.__setitem__("stored_wh", reading.energy_import_wh))
 
 
 def _schedule_checkpoint(st: "Station", conn: "Connector", tx: Transaction) -> None:

@@ -101,21 +101,29 @@ class Reservations:
                 "parent_id_tag=excluded.parent_id_tag, expiry=excluded.expiry",
                 (reservation.reservation_id, reservation.connector_id, reservation.id_tag,
                  reservation.parent_id_tag, reservation.expiry))
+            self.st.store.on_commit(lambda: self._added(reservation))
+
+    def _added(self, reservation: Reservation) -> None:
         self.active[reservation.reservation_id] = reservation
         self.arm(reservation)
         self._notify()
 
     def remove(self, reservation_id: int, why: str) -> bool:
-        reservation = self.active.pop(reservation_id, None)
+        reservation = self.active.get(reservation_id)
         if reservation is None:
             return False
-        self.st.store.execute("DELETE FROM reservations WHERE reservation_id=?",
-                              (reservation_id,))
-        self.st.timers.cancel(f"reservation:{reservation_id}")
-        log.info("reservation %d (%s on connector %d) ended: %s", reservation_id,
+        with self.st.store.transaction():
+            self.st.store.execute("DELETE FROM reservations WHERE reservation_id=?",
+                                  (reservation_id,))
+            self.st.store.on_commit(lambda: self._removed(reservation, why))
+        return True
+
+    def _removed(self, reservation: Reservation, why: str) -> None:
+        self.active.pop(reservation.reservation_id, None)
+        self.st.timers.cancel(f"reservation:{reservation.reservation_id}")
+        log.info("reservation %d (%s on connector %d) ended: %s", reservation.reservation_id,
                  reservation.id_tag, reservation.connector_id, why)
         self._notify()
-        return True
 
     def arm(self, reservation: Reservation) -> None:
         """Set the expiry timer (the expiry is in the CSMS's time)."""

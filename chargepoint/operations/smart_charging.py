@@ -117,7 +117,11 @@ class SmartCharging:
                 "tx_local) VALUES(?, ?, ?, ?, ?)",
                 (profile.profile_id, profile.connector_id,
                  json.dumps(profile.raw, separators=(",", ":")), profile.installed, tx_local))
-        self.profiles = [p for p in self.profiles if p not in replaced] + [profile]
+            self.st.store.on_commit(lambda: self._replace(replaced, [profile]))
+
+    def _replace(self, old: list[cp.Profile], new: list[cp.Profile]) -> None:
+        """The profiles in memory follow a committed change (never a failed one)."""
+        self.profiles = [p for p in self.profiles if p not in old] + new
         self.refresh()
 
     def clear(self, doomed: list[cp.Profile]) -> None:
@@ -127,8 +131,7 @@ class SmartCharging:
             for p in doomed:
                 self.st.store.execute("DELETE FROM charging_profiles WHERE profile_id=?",
                                       (p.profile_id,))
-        self.profiles = [p for p in self.profiles if p not in doomed]
-        self.refresh()
+            self.st.store.on_commit(lambda: self._replace(doomed, []))
 
     def transaction_ended(self, conn: "Connector") -> None:
         self.clear([p for p in self.profiles

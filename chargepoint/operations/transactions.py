@@ -94,12 +94,18 @@ def stamp(st: "Station", at: Optional[float] = None, tx: Optional["Transaction"]
 def _anchor(st: "Station", tx: "Transaction") -> Optional[float]:
     """The transaction's anchor; fixed (and stored) the first time the time is known."""
     if tx.anchor is None and st.time_known:
-        tx.anchor = st.clock.anchor_for(tx.started)
-        tx.info["anchor"] = tx.anchor
+        anchor = st.clock.anchor_for(tx.started)
         with st.store.transaction():
             st.store.execute("UPDATE transactions SET info=? WHERE local_id=?",
-                             (json.dumps(tx.info), tx.local_id))
+                             (json.dumps({**tx.info, "anchor": anchor}), tx.local_id))
+            st.store.on_commit(lambda: _anchored(tx, anchor))
+        return anchor
     return tx.anchor
+
+
+def _anchored(tx: "Transaction", anchor: float) -> None:
+    tx.anchor = anchor
+    tx.info["anchor"] = anchor
 
 
 # -------------------------------------------------------------------- state in memory
@@ -170,7 +176,7 @@ def begin(st: "Station", conn: "Connector", id_tag: str, decision: authorize.Dec
         for value in begin_values or []:
             st.store.execute("INSERT INTO tx_stop_data(tx_local, meter_value) VALUES(?, ?)",
                              (tx.local_id, json.dumps(value, separators=(",", ":"))))
-    st.ledger.by_local[tx.local_id] = tx
+        st.store.on_commit(lambda: st.ledger.by_local.__setitem__(tx.local_id, tx))
     log.info("transaction %d started on connector %d for %s (meterStart %d Wh, %s)",
              tx.local_id, conn.id, id_tag, meter_start, decision.source)
     return tx
@@ -195,7 +201,7 @@ def end(st: "Station", tx: Transaction, reason: str, register_wh: float,
         st.store.execute("UPDATE transactions SET stopped=1, last_wh=?, last_ts=? "
                          "WHERE local_id=?", (register_wh, at, tx.local_id))
         st.outbox.produce("StopTransaction", payload, tx.local_id, st.now)
-    st.ledger.stopped.add(tx.local_id)
+        st.store.on_commit(lambda: st.ledger.stopped.add(tx.local_id))
     log.info("transaction %d on connector %d stopped: %s, meterStop %d Wh (%d Wh charged)",
              tx.local_id, tx.connector_id, reason, meter_stop, meter_stop - tx.meter_start_wh)
 
@@ -305,15 +311,16 @@ def delivered(st: "Station", item: Item, response: dict) -> None:
     """The CSMS confirmed `item`: record what it said, durably, with the row's deletion."""
     tx = st.ledger.by_local.get(item.tx_local) if item.tx_local is not None else None
     if item.action == "StartTransaction" and tx is not None:
-        tx.transaction_id = int(response["transactionId"])
+        transaction_id = int(response["transactionId"])
         info = response["idTagInfo"]
 
         def write() -> None:
             # OCPP bounds no integer; SQLite stores 64 bits, so a larger id is kept as text.
-            stored = tx.transaction_id if -2**63 <= tx.transaction_id < 2**63 \
-                else str(tx.transaction_id)
+            stored = transaction_id if -2**63 <= transaction_id < 2**63 \
+                else str(transaction_id)
             st.store.execute("UPDATE transactions SET transaction_id=? WHERE local_id=?",
                              (stored, tx.local_id))
+            st.store.on_commit(lambda: setattr(tx, "transaction_id", transaction_id))
         st.outbox.delivered(item, also=write)
         authorize.remember(st, tx.id_tag, info)
         if info.get("parentIdTag"):       # its group may stop it (3.10): the CSMS's latest word
