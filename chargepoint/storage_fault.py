@@ -7,6 +7,8 @@ storage (at most 50 characters) and `vendorErrorCode` tells the two kinds apart:
 
 - StorageNotDurable: nothing can be written, the database lives in memory. Shown until
   the real file can be written again, then cleared (NoError).
+- StorageWriteFailed: writes fail while the firmware runs (a full or read-only
+  filesystem, an I/O error; chargepoint/write_faults.py). Shown until a write succeeds.
 - StorageRepaired: the file was damaged, empty, or deleted under the running firmware,
   and has been rewritten with what could be saved. Storage works again at once, so the
   fault is reported once and cleared right after; the `state` row RECORD_KEY keeps it
@@ -32,6 +34,7 @@ log = logging.getLogger("chargepoint.storage")
 RECORD_KEY = "storage_fault"
 NOT_DURABLE = "StorageNotDurable"
 REPAIRED = "StorageRepaired"
+WRITE_FAILED = "StorageWriteFailed"
 
 INFO = {
     "unwritable": "storage not writable: running in memory only",
@@ -46,6 +49,13 @@ def fault(health: "StorageHealth") -> hal_events.HardwareFault:
     code = NOT_DURABLE if health.state == "degraded" else REPAIRED
     return hal_events.HardwareFault(0, hal_events.FaultCode.INTERNAL_ERROR, True,
                                     INFO.get(health.cause, INFO["damaged"]), code)
+
+
+def write_failed(exc: BaseException) -> hal_events.HardwareFault:
+    """The connector-0 fault while writes fail in operation (chargepoint/write_faults.py):
+    shown until a write succeeds again."""
+    return hal_events.HardwareFault(0, hal_events.FaultCode.INTERNAL_ERROR, True,
+                                    f"storage write failed: {exc}"[:50], WRITE_FAILED)
 
 
 def cleared() -> hal_events.HardwareFault:

@@ -16,6 +16,8 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING, Callable
 
+from chargepoint import storage_fault
+
 if TYPE_CHECKING:
     from chargepoint.station import Station
 
@@ -66,6 +68,7 @@ class WriteFaults:
                       "new transactions, and what must be billed is kept in memory and "
                       "written when it works again (retried every %.0f s at first)",
                       self.st.store.path, type(exc).__name__, exc, self.retry_s)
+            self._report(storage_fault.write_failed(exc))
         if self.st.timers.when("storage-retry") is None:
             self.st.timers.set("storage-retry", self.st.now + self.retry_s, self.retry)
 
@@ -79,9 +82,19 @@ class WriteFaults:
         self.failures = 0
         self.retry_s = RETRY_FIRST_S
         self.st.timers.cancel("storage-retry")
+        self._report(storage_fault.cleared())
         for conn in self.st.connectors.values():
             if conn.id != 0:
                 conn.changed()
+
+    def _report(self, event) -> None:
+        """The fault on connector 0, as the CSMS sees it (chargepoint/storage_fault.py)."""
+        from chargepoint import sessions   # sessions imports the station, which imports us
+
+        try:
+            sessions.on_hardware(self.st, self.st.connectors[0], event)
+        except Exception:
+            log.exception("could not report the storage fault on connector 0")
 
     def keep_stop(self, local_id: int, commit: Callable[..., None], exc: BaseException) -> None:
         """A transaction's end could not be committed: keep it to commit again."""

@@ -305,6 +305,13 @@ def test_disk_full_mid_session_bills_the_stop_once_storage_works(csms, firmware,
     assert len(errors) == 1 and fw.settings.storage.path in errors[0].getMessage()
     assert "database or disk is full" in errors[0].getMessage()
     assert not [r for r in ours if r.exc_info], "a traceback was logged"
+    # The CSMS was told on connector 0, once, and told again when it cleared.
+    zero = [(r["errorCode"], r.get("vendorErrorCode"), r.get("info"))
+            for r in csms.records("StatusNotification") if r["connectorId"] == 0]
+    faults = [z for z in zero if z[0] != "NoError"]
+    assert faults == [("InternalError", "StorageWriteFailed",
+                       "storage write failed: database or disk is full")], zero
+    assert zero[-1][0] == "NoError"
 
 
 # -------------------------------------------------------------------- Store.on_commit
