@@ -13,14 +13,18 @@ from typing import Optional
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "COMMIT")
 FULL = "database or disk is full"
+#: What SQLite says for EIO (a failing card, an ext4 shut down under it).
+IO_ERROR = "disk I/O error"
 
 
 class FailingDisk:
     def __init__(self, db: sqlite3.Connection):
         self._db = db
         self._lock = threading.Lock()
-        #: Every write fails while this is set (a full disk).
+        #: Every write fails while this is set (a full disk, or a failing one).
         self.full = False
+        #: The error a failing write raises: FULL (ENOSPC) or IO_ERROR (EIO).
+        self.error = FULL
         #: The write this many writes from now fails (0: the next one), once.
         self.fail_in: Optional[int] = None
         self.writes = 0
@@ -42,7 +46,7 @@ class FailingDisk:
                     self.fail_in = None if self.fail_in == 0 else self.fail_in - 1
                 if fail:
                     self.failed += 1
-                    raise sqlite3.OperationalError(FULL)
+                    raise sqlite3.OperationalError(self.error)
         return self._db.execute(sql, params)
 
     def __getattr__(self, name):

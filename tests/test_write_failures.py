@@ -32,7 +32,7 @@ from chargepoint.station import Station, StationConfig
 from chargepoint.store import Store
 from hal import events as he
 from hal.interfaces import MeterReading, PilotState
-from tests.failing_disk import FailingDisk
+from tests.failing_disk import FULL, IO_ERROR, FailingDisk
 from tests.harness import STATION_NOW, wait_until
 
 TAG = "TAG1"
@@ -264,7 +264,9 @@ test_write_failures_state_machine = WriteFailures.TestCase
 
 
 # -------------------------------------------------------------------- end to end
-def test_disk_full_mid_session_bills_the_stop_once_storage_works(csms, firmware, caplog):
+@pytest.mark.parametrize("error", [FULL, IO_ERROR], ids=["ENOSPC", "EIO"])
+def test_disk_full_mid_session_bills_the_stop_once_storage_works(csms, firmware, caplog,
+                                                                 error):
     """The disk fills up during a session and the driver stops it meanwhile: charging ends
     at once, the StopTransaction waits in memory with the reading taken at the stop, and
     reaches the CSMS exactly once when the disk takes writes again; then the next session
@@ -276,6 +278,7 @@ def test_disk_full_mid_session_bills_the_stop_once_storage_works(csms, firmware,
     start = start_online(csms, fw)
     fw.advance(30)
     disk = FailingDisk.install(fw.station.store)
+    disk.error = error
     disk.full = True
     fw.advance(30)                                 # samples fail: not produced, not sent
     assert disk.failed > 0
@@ -303,14 +306,14 @@ def test_disk_full_mid_session_bills_the_stop_once_storage_works(csms, firmware,
     ours = [r for r in caplog.records if r.name.startswith("chargepoint")]
     errors = [r for r in ours if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and fw.settings.storage.path in errors[0].getMessage()
-    assert "database or disk is full" in errors[0].getMessage()
+    assert error in errors[0].getMessage()
     assert not [r for r in ours if r.exc_info], "a traceback was logged"
     # The CSMS was told on connector 0, once, and told again when it cleared.
     zero = [(r["errorCode"], r.get("vendorErrorCode"), r.get("info"))
             for r in csms.records("StatusNotification") if r["connectorId"] == 0]
     faults = [z for z in zero if z[0] != "NoError"]
     assert faults == [("InternalError", "StorageWriteFailed",
-                       "storage write failed: database or disk is full")], zero
+                       f"storage write failed: {error}")], zero
     assert zero[-1][0] == "NoError"
 
 
