@@ -240,6 +240,17 @@ class FirmwareProcess:
                                        + self.tail())
                 time.sleep(0.02)
 
+    def charge(self, csms, tag: str = "TAG1", timeout: float = 10.0):
+        """Once started: wait until it has booted at `csms` (a LocalCsms), plug an EV into
+        connector 1 and present `tag`; the StartTransaction the CSMS received."""
+        self.wait_sim(timeout)
+        csms.wait_for("BootNotification", timeout=timeout)
+        self.sim("plug", "1")
+        csms.wait_for("StatusNotification", lambda r: r["status"] == "Preparing",
+                      timeout=timeout)
+        self.sim("tap", tag)
+        return csms.wait_for("StartTransaction", lambda r: r["idTag"] == tag, timeout=timeout)
+
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0

@@ -167,13 +167,7 @@ def test_the_real_process_keeps_sampling_across_a_system_clock_step(csms, tmp_pa
                                                      "ClockAlignedDataInterval": 0})
     proc.start()
     try:
-        proc.wait_sim()
-        csms.wait_for("BootNotification", timeout=10)
-        proc.sim("plug", "1")
-        csms.wait_for("StatusNotification", lambda r: r["status"] == "Preparing", timeout=10)
-        proc.sim("tap", "TAG1")
-        assert wait_until(lambda: csms.records("StartTransaction"), timeout=10), proc.tail(60)
-        start = csms.records("StartTransaction")[0]
+        start = proc.charge(csms)
         csms.wait_for("MeterValues", timeout=10)
         proc.sim("clock-step", "-3600")
         mark = len(csms.received)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from ocpp.exceptions import InternalError
 from chargepoint.operations.transactions import STOP_TRANSACTION_MAX_BYTES
 from chargepoint.station import CLOSES_PER_ATTEMPT
 from tests.harness import wait_until
+from tests.test_outbox_admin import cli
 from tests.test_offline import (CP, boot, db, dead, drained, iso, jump,
                                 link_down, link_up, outbox_row, plug_and_tap, running,
                                 start_online, stopped, tx_messages)
@@ -90,9 +89,6 @@ type = "sim"
     return path
 
 
-def outbox_cli(config: Path, *words: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "chargepoint", "outbox", *words, "--config",
-                           str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_a_stop_transaction_the_csms_keeps_closing_the_link_on_is_given_up(
@@ -146,22 +142,22 @@ def test_a_stop_transaction_the_csms_keeps_closing_the_link_on_is_given_up(
 
     # The operator: list what was given up, then send it again (the service runs).
     config = write_config(tmp_path, fw)
-    listing = outbox_cli(config, "list", "--dead")
+    listing = cli(config, "list", "--dead")
     assert listing.returncode == 0, listing.stderr
     assert "1 message(s) given up" in listing.stdout and uid in listing.stdout
     assert str(tid) in listing.stdout and "closed the link" in listing.stdout
-    as_json = json.loads(outbox_cli(config, "list", "--dead", "--json").stdout)
+    as_json = json.loads(cli(config, "list", "--dead", "--json").stdout)
     (entry,) = as_json["messages"]
     assert (entry["unique_id"], entry["transaction_id"]) == (uid, tid)
     csms.frame_limit = None
     mark = len(csms.received)
-    again = outbox_cli(config, "resend", str(entry["id"]))
+    again = cli(config, "resend", str(entry["id"]))
     assert again.returncode == 0, again.stderr
     stop = csms.wait_for("StopTransaction", after=mark, timeout=10)
     assert drained(fw)
     assert stop.unique_id == uid and stop["transactionId"] == tid and stop.reply is not None
     assert not dead(fw) and not db(fw, "SELECT * FROM outbox")
-    assert "0 message(s) given up" in outbox_cli(config, "list", "--dead").stdout
+    assert "0 message(s) given up" in cli(config, "list", "--dead").stdout
     assert not db(fw, "SELECT * FROM transactions")          # its transaction is closed
     assert not csms.violations
 

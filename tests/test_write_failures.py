@@ -453,12 +453,7 @@ def test_the_real_process_on_a_full_filesystem_bills_the_stop_once_space_is_free
     proc.config.write_text(proc.config.read_text().replace(str(proc.db), str(db)))
     proc.start()
     try:
-        proc.wait_sim()
-        csms.wait_for("BootNotification", timeout=10)
-        proc.sim("plug", "1")
-        csms.wait_for("StatusNotification", lambda r: r["status"] == "Preparing", timeout=10)
-        proc.sim("tap", "TAG1")
-        start = csms.wait_for("StartTransaction", timeout=10)
+        start = proc.charge(csms)
         csms.wait_for("MeterValues", timeout=10)
         filler = fill(small_tmpfs)
         assert wait_until(lambda: "database or disk is full" in proc.log.read_text(),
