@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from types import SimpleNamespace
 from collections import deque
 from pathlib import Path
 
@@ -485,3 +486,103 @@ def test_the_real_process_on_a_full_filesystem_bills_the_stop_once_space_is_free
     assert "Traceback" not in log, log
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and str(db) in errors[0], log
+
+
+@pytest.fixture
+def ext4_volume(tmp_path):
+    """A 32 MiB ext4 on a loop device, mounted for the test; `remount()` mounts the image
+    again (its journal replayed), as after the controller restarts (root only)."""
+    if os.geteuid() != 0 or not shutil.which("mkfs.ext4"):
+        pytest.skip("a loop-mounted ext4 needs root and mkfs.ext4")
+    image, mnt = tmp_path / "ext4.img", tmp_path / "ext4"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(32 * 2 ** 20)
+    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True, text=True)
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mnt)],
+                             capture_output=True, text=True)
+    if made.returncode or mounted.returncode:
+        pytest.skip(f"cannot mount an ext4 image here: {made.stderr}{mounted.stderr}".strip())
+
+    def remount() -> None:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+        subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+
+    try:
+        yield SimpleNamespace(path=mnt, remount=remount)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+#: ioctl(EXT4_IOC_SHUTDOWN, EXT4_GOING_FLAGS_NOLOGFLUSH): every later I/O on the filesystem
+#: fails with EIO, as a card that died under the charger.
+EXT4_IOC_SHUTDOWN, NOLOGFLUSH = 0x8004587D, 2
+
+
+def test_the_real_process_on_a_card_that_dies_mid_session_bills_the_session_once(
+        csms, tmp_path, ext4_volume):
+    """EIO from the kernel under the real firmware mid-session (its ext4 shut down): the
+    process stays up, the driver's stop opens the contactor, nothing is sent that the disk
+    does not hold. The card never comes back in this life of the process: at the next start
+    (the power cut, the filesystem mounted again) the session is closed exactly once, with
+    reason PowerLoss at the last reading the disk kept, and the next session starts."""
+    import fcntl
+    import struct
+
+    from bench._common import FirmwareProcess
+
+    def process() -> FirmwareProcess:
+        fw = FirmwareProcess(tmp_path / "fw", csms.url, ocpp={"MeterValueSampleInterval": 1,
+                                                              "ClockAlignedDataInterval": 0})
+        fw.config.write_text(fw.config.read_text().replace(str(fw.db),
+                                                           str(ext4_volume.path / "cp.db")))
+        return fw
+
+    proc = process().start()
+    try:
+        start = proc.charge(csms)
+        assert wait_until(lambda: len(csms.records("MeterValues")) >= 2, timeout=10)
+        fd = os.open(ext4_volume.path, os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", NOLOGFLUSH))
+        finally:
+            os.close(fd)
+        assert wait_until(lambda: "disk I/O error" in proc.log.read_text(), timeout=10), \
+            proc.tail()
+        proc.sim("tap", "TAG1")
+        assert wait_until(lambda: proc.sim("status")["connectors"]["1"]["contactor"] == "open",
+                          timeout=10), proc.tail()
+        time.sleep(2)                               # failing: nothing may go out
+        assert csms.records("StopTransaction") == []
+        assert proc.proc.poll() is None, proc.tail()
+        energy_at_stop = proc.sim("status")["connectors"]["1"]["energy_wh"]
+        assert wait_until(lambda: [r for r in csms.records("StatusNotification")
+                                   if r["connectorId"] == 0
+                                   and r.get("vendorErrorCode") == "StorageWriteFailed"])
+        log = proc.log.read_text()
+    finally:
+        proc.kill()                                  # the power is cut
+    assert "Traceback" not in log, log
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "disk I/O error" in errors[0], log
+    sent = [r["meterValue"][0]["sampledValue"] for r in csms.records("MeterValues")]
+    ext4_volume.remount()
+    mark = len(csms.received)
+    again = process().start()
+    try:
+        stop = csms.wait_for("StopTransaction", timeout=30, after=mark)
+        assert stop["transactionId"] == start.reply["transactionId"]
+        assert stop["reason"] == "PowerLoss"
+        registers = [float(v["value"]) for values in sent for v in values
+                     if v.get("measurand", "Energy.Active.Import.Register")
+                     == "Energy.Active.Import.Register"]
+        assert round(max(registers)) <= stop["meterStop"] <= energy_at_stop
+        mark = len(csms.received)
+        again.sim("plug", "1")
+        again.sim("tap", "TAG2")
+        csms.wait_for("StartTransaction", lambda r: r["idTag"] == "TAG2", timeout=10,
+                      after=mark)
+    finally:
+        assert again.stop() == 0
+    first = start.reply["transactionId"]
+    assert [r["transactionId"] for r in csms.records("StopTransaction")].count(first) == 1
