@@ -586,3 +586,47 @@ def test_the_real_process_on_a_card_that_dies_mid_session_bills_the_session_once
         assert again.stop() == 0
     first = start.reply["transactionId"]
     assert [r["transactionId"] for r in csms.records("StopTransaction")].count(first) == 1
+
+
+def test_the_real_process_past_its_file_size_limit_bills_the_stop_once_it_is_lifted(
+        csms, tmp_path):
+    """`ulimit -f` reached mid-session (RLIMIT_FSIZE set on the running firmware just above
+    its write-ahead log's size: the next commits fail with EFBIG): the process stays up, the
+    driver's stop opens the contactor, nothing goes out; once the limit is lifted exactly one
+    StopTransaction arrives with the meter's reading at the stop."""
+    import resource
+
+    from bench._common import FirmwareProcess
+
+    proc = FirmwareProcess(tmp_path / "fw", csms.url, ocpp={"MeterValueSampleInterval": 1,
+                                                             "ClockAlignedDataInterval": 0})
+    proc.start()
+    try:
+        start = proc.charge(csms)
+        assert wait_until(lambda: len(csms.records("MeterValues")) >= 2, timeout=10)
+        wal = proc.db.with_name(proc.db.name + "-wal")
+        limit = max(wal.stat().st_size, proc.db.stat().st_size) + 2048
+        assert proc.log.stat().st_size < limit // 4, "the log would reach the limit first"
+        unlimited = resource.RLIM_INFINITY          # the hard limit, to lift it again
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (limit, unlimited))
+        assert wait_until(lambda: " ERROR " in proc.log.read_text(), timeout=10), proc.tail()
+        mark = len(csms.received)
+        proc.sim("tap", "TAG1")
+        assert wait_until(lambda: proc.sim("status")["connectors"]["1"]["contactor"] == "open",
+                          timeout=10), proc.tail()
+        time.sleep(0.5)                            # the stop's reading has been taken
+        energy_at_stop = proc.sim("status")["connectors"]["1"]["energy_wh"]
+        time.sleep(2)                              # still limited: nothing may go out
+        assert csms.records("StopTransaction") == []
+        assert proc.proc.poll() is None, proc.tail()
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
+        stop = csms.wait_for("StopTransaction", timeout=30, after=mark)
+        assert stop["transactionId"] == start.reply["transactionId"]
+        assert abs(stop["meterStop"] - energy_at_stop) <= 1
+    finally:
+        assert proc.stop() == 0
+    first = start.reply["transactionId"]
+    assert [r["transactionId"] for r in csms.records("StopTransaction")].count(first) == 1
+    log = proc.log.read_text()
+    assert "Traceback" not in log, log
+    assert len([line for line in log.splitlines() if " ERROR " in line]) == 1, log
