@@ -38,6 +38,9 @@ from typing import Callable, Optional
 
 import websocket
 from websocket import ABNF
+from websocket import _handshake as _ws_handshake
+from websocket._http import read_headers as _read_headers
+from websocket._socket import recv as _recv
 
 from chargepoint import events as ev
 from chargepoint.config import CsmsSettings
@@ -48,6 +51,33 @@ log = logging.getLogger("chargepoint.transport")
 logging.getLogger("websocket").setLevel(logging.CRITICAL)
 
 SUBPROTOCOL = "ocpp1.6"
+
+#: Most of a refused upgrade's body that is read (a 401's or 503's explanation).
+REFUSAL_BODY_CAP = 4096
+
+
+def _refusal_read_capped(sock, success_statuses=_ws_handshake.SUCCESS_STATUSES) -> tuple:
+    """websocket-client's reading of the upgrade's answer, but a refusal's body is read only
+    up to REFUSAL_BODY_CAP bytes: the library reads whatever Content-Length says into
+    memory, so a hostile CSMS could fill the controller's memory with one 503. Installed
+    over websocket/_handshake.py `_get_resp_headers` (the library has no option for it)."""
+    status, headers, message = _read_headers(sock)
+    if status in success_statuses:
+        return status, headers
+    body = b""
+    try:
+        remaining = min(int(headers.get("content-length") or 0), REFUSAL_BODY_CAP)
+    except ValueError:
+        remaining = 0
+    while remaining > 0:
+        chunk = _recv(sock, remaining)
+        body += chunk
+        remaining -= len(chunk)
+    raise websocket.WebSocketBadStatusException(
+        f"Handshake status {status} {message}", status, message, headers, body or None)
+
+
+_ws_handshake._get_resp_headers = _refusal_read_capped
 
 
 def reconnect_delay(attempt: int, min_s: float, max_s: float,

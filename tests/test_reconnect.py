@@ -101,3 +101,51 @@ def test_a_redirect_mode_answers_with_its_location(tmp_path):
         assert [h.status for h in csms.handshakes] == [301]
     finally:
         csms.stop()
+
+
+def test_a_refusal_with_a_huge_body_is_not_read_whole(tmp_path):
+    """A CSMS answering the upgrade with 503 and a Content-Length of a gigabyte, streaming
+    it: the charger reads at most REFUSAL_BODY_CAP bytes of it, fails the connect with the
+    503 and hangs up, instead of reading the gigabyte into memory."""
+    import socket
+    import threading
+
+    from chargepoint.config import parse_settings
+    from chargepoint.transport import LinkError, Transport
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    streamed = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)                                # the upgrade request
+            conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\n"
+                         b"Content-Length: 1000000000\r\n\r\n")
+            sent, chunk = 0, b"x" * 65536
+            try:
+                while sent < 10 ** 9:
+                    conn.sendall(chunk)
+                    sent += len(chunk)
+            except OSError:                                 # the charger hung up
+                pass
+            streamed.append(sent)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    settings = parse_settings({"csms": {"url": f"ws://127.0.0.1:{port}/ocpp",
+                                        "charge_point_id": "CP-1", "response_timeout_s": 5},
+                               "connectors": [{"id": 1, "meter": {"type": "sim"},
+                                               "contactor": {"type": "sim"},
+                                               "pilot": {"type": "sim"}}]}, "<test>")
+    link = Transport(settings.csms, emit=lambda event: None, password=lambda: "")
+    try:
+        link._connect()
+    except LinkError as exc:
+        assert "HTTP 503" in str(exc)
+    else:
+        raise AssertionError("the connect did not fail")
+    server.join(timeout=30)
+    listener.close()
+    assert streamed and streamed[0] < 10 ** 9       # it stopped long before the end
