@@ -402,10 +402,6 @@ class Station:
         (chargepoint/write_faults.py)."""
         self.write_faults.failed(exc)
 
-    def storage_recovered(self) -> None:
-        """Writes work again: logged once; new transactions and queued messages resume."""
-        self.write_faults.recovered()
-
     def busy(self) -> bool:
         """Work is under way that will produce more events soon (a CALL, a meter read)."""
         return (self._inflight is not None or bool(self.calls) or any(self.lock_waiters.values())

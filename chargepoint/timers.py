@@ -19,10 +19,6 @@ class Timers:
         entry = self._due.get(name)
         return entry[0] if entry else None
 
-    def shift(self, step: float) -> None:
-        """Move every deadline by `step` seconds (the clock they were set by was set)."""
-        self._due = {name: (at + step, cb) for name, (at, cb) in self._due.items()}
-
     def next_deadline(self) -> Optional[float]:
         return min((at for at, _ in self._due.values()), default=None)
 

@@ -16,7 +16,7 @@ from ocpp.exceptions import InternalError
 from chargepoint.operations.transactions import STOP_TRANSACTION_MAX_BYTES
 from chargepoint.station import CLOSES_PER_ATTEMPT
 from tests.harness import wait_until
-from tests.test_outbox_admin import cli
+from tests.test_outbox_admin import cli, operator_config
 from tests.test_offline import (CP, boot, db, dead, drained, iso, jump,
                                 link_down, link_up, outbox_row, plug_and_tap, running,
                                 start_online, stopped, tx_messages)
@@ -68,25 +68,8 @@ def test_meter_values_keep_their_rate_under_a_trigger_flood(csms, firmware):
 # -------------------------------------------------------------------- poison messages
 def write_config(tmp_path: Path, fw) -> Path:
     """A config.toml naming the firmware's database, for the operator commands."""
-    path = tmp_path / "operator.toml"
-    path.write_text(f'''
-[csms]
-url = "{fw.settings.csms.url}"
-charge_point_id = "{CP}"
-
-[storage]
-path = "{fw.settings.storage.path}"
-
-[[connectors]]
-id = 1
-[connectors.meter]
-type = "sim"
-[connectors.contactor]
-type = "sim"
-[connectors.pilot]
-type = "sim"
-''')
-    return path
+    return operator_config(tmp_path / "operator.toml", fw.settings.storage.path,
+                           fw.settings.csms.url)
 
 
 

@@ -18,15 +18,14 @@ from chargepoint.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def config(tmp_path) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text('''
+def operator_config(path: Path, db: str, url: str = "ws://127.0.0.1:9/ocpp") -> Path:
+    """A config.toml naming database `db`: all the operator commands need."""
+    path.write_text(f'''
 [csms]
-url = "ws://127.0.0.1:9/ocpp"
+url = "{url}"
 
 [storage]
-path = "cp.db"
+path = "{db}"
 
 [[connectors]]
 id = 1
@@ -38,6 +37,11 @@ type = "sim"
 type = "sim"
 ''')
     return path
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    return operator_config(tmp_path / "config.toml", "cp.db")
 
 
 def cli(config: Path, *words: str) -> subprocess.CompletedProcess:
