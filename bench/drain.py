@@ -74,7 +74,7 @@ def sampled(energy_wh: int) -> list[dict]:
 
 def fill_queue(db: Path, messages: int) -> None:
     """One stopped transaction with `messages` queued messages, in one commit."""
-    from chargepoint.outbox import Outbox
+    from chargepoint.model.outbox import Outbox
     from chargepoint.store import Store
 
     store = Store(db)

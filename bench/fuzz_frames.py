@@ -67,7 +67,7 @@ if str(ROOT) not in sys.path:
 
 from bench._common import table, torture_report  # noqa: E402
 from chargepoint.transport import FRAME_CAP_FACTOR  # noqa: E402
-from chargepoint import ocppj  # noqa: E402
+from chargepoint.protocol import ocppj  # noqa: E402
 from tests.crash_driver import Charger  # noqa: E402
 
 CP_ID = "CP-FUZZ"

@@ -119,13 +119,13 @@ def charging_hour(workdir: Path, interval: int) -> dict:
     }, clock=VirtualClock())
     try:
         fw.start()
-        assert wait_until(lambda: fw.station.accepted, 10), "BootNotification not accepted"
+        assert wait_until(lambda: fw.station.services.link.accepted, 10), "BootNotification not accepted"
         fw.sim.plug(1)
         fw.settle()
         fw.sim.tap("BENCH01")
         csms.wait_for("StartTransaction", timeout=10)
-        assert wait_until(lambda: fw.station.connectors[1].tx is not None
-                          and fw.station.connectors[1].tx.transaction_id is not None, 10)
+        assert wait_until(lambda: fw.station.services.connectors[1].tx is not None
+                          and fw.station.services.connectors[1].tx.transaction_id is not None, 10)
         fw.advance(1)
         store, db = fw.runtime.store, Path(fw.settings.storage.path)
         mv_before = len(csms.records("MeterValues"))

@@ -69,3 +69,17 @@ class ReportStatus:
     """One line for the service manager (systemd STATUS=)."""
 
     text: str
+
+
+class Effects:
+    """The actions of the present turn, in the order they were asked for."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+
+    def emit(self, action) -> None:
+        self.pending.append(action)
+
+    def take(self) -> list:
+        out, self.pending = self.pending, []
+        return out

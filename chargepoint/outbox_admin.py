@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Union
 
-from chargepoint.outbox import discarded_with
+from chargepoint.model.outbox import discarded_with
 
 #: Schema versions (chargepoint/store.py) this module can read: outbox_dead came with 2.
 _MIN_SCHEMA = 2

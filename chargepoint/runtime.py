@@ -24,9 +24,9 @@ from chargepoint import actions as act
 from chargepoint import events as ev
 from chargepoint.clock import SystemClock
 from chargepoint.config import Settings
-from chargepoint.connector import ConnectorInfo
 from chargepoint.ocpp_keys import OcppKeys
-from chargepoint.operations import PROFILES, load_all
+from chargepoint.handlers import PROFILES
+from chargepoint.model.connector import ConnectorInfo
 from chargepoint.sdnotify import Notifier
 from chargepoint.station import Station, StationConfig
 from chargepoint.storage import Storage
@@ -59,7 +59,6 @@ class Runtime:
 
     def __init__(self, settings: Settings, clock=None, notifier: Optional[Notifier] = None,
                  hardware: Optional[Hardware] = None):
-        load_all()
         self.settings = settings
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier.from_environment()

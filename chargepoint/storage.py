@@ -34,7 +34,8 @@ import threading
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
-from chargepoint import salvage, storage_fault
+from chargepoint import salvage
+from chargepoint.model import storage_fault
 from chargepoint.instance_lock import AlreadyRunning, InstanceLock
 from chargepoint.store import FILE_MODE, SIDECARS, Store, connect, create_private
 

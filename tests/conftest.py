@@ -46,7 +46,7 @@ def firmware(tmp_path, csms):
 def station(tmp_path):
     """A bare Station core (one 32 A connector) on a real SQLite file, at STATION_NOW,
     for unit tests that feed it events directly; no loop, no link."""
-    from chargepoint.connector import ConnectorInfo
+    from chargepoint.model.connector import ConnectorInfo
     from chargepoint.ocpp_keys import OcppKeys
     from chargepoint.station import Station, StationConfig
     from chargepoint.store import Store

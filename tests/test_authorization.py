@@ -57,13 +57,13 @@ def authorize_while_unplugged(fw, csms, tag):
     tap(fw, tag)
     csms.wait_for("Authorize", lambda r: r["idTag"] == tag, after=mark)
     fw.settle()
-    fw.advance(fw.station.keys.int("ConnectionTimeOut") + 1)
-    assert fw.station.sessions.pending is None
+    fw.advance(fw.station.services.keys.int("ConnectionTimeOut") + 1)
+    assert fw.station.services.plug_wait.pending is None
 
 
 def go_offline(fw, csms):
     csms.stop(graceful=False)
-    assert wait_until(lambda: not fw.station.connected)
+    assert wait_until(lambda: not fw.station.rpc.connected)
     fw.settle()
 
 
@@ -77,7 +77,7 @@ def come_back(fw, csms):
 
 
 def charging(fw):
-    return fw.station.connectors[1].tx is not None
+    return fw.station.services.connectors[1].tx is not None
 
 
 # ------------------------------------------------------------------------ filling the cache
@@ -156,7 +156,7 @@ def test_tc007_cached_id_with_local_pre_authorize_starts_without_authorize(csms,
     assert "Authorize" not in actions(csms, after=mark)
     # StartTransaction is stamped with the instant the card was presented: no time
     # passed waiting for an answer.
-    assert start["timestamp"] == fw.station.timestamp()
+    assert start["timestamp"] == fw.station.services.clock.timestamp()
     csms.assert_no_violations()
 
 
@@ -323,10 +323,10 @@ def test_cache_entry_expires_while_cached(csms, firmware):
     authorize_while_unplugged(fw, csms, "TAG1")
     mark = len(csms.received)
     tap(fw, "TAG1")                       # still valid: accepted from the cache
-    assert fw.station.sessions.pending is not None
+    assert fw.station.services.plug_wait.pending is not None
     assert "Authorize" not in actions(csms, after=mark)
     fw.advance(1800)
-    assert fw.station.sessions.pending is None
+    assert fw.station.services.plug_wait.pending is None
     tap(fw, "TAG1")                       # expired now: ask the CSMS
     csms.wait_for("Authorize", lambda r: r["idTag"] == "TAG1", after=mark)
 
@@ -354,7 +354,7 @@ def test_authorize_without_answer_falls_back_to_the_offline_decision(
     fw.clock.advance(timeout - 0.5)
     fw.runtime.wake()
     csms.call("CP-1", "GetConfiguration", {"key": ["HeartbeatInterval"]})
-    assert not charging(fw) and not fw.station.connectors[1].starting
+    assert not charging(fw) and not fw.station.services.connectors[1].starting
     fw.clock.advance(0.5)
     fw.runtime.wake()
     fw.settle()
@@ -375,7 +375,7 @@ def test_authorize_callerror_falls_back_to_the_offline_decision(csms, firmware):
     csms.wait_for("StartTransaction", lambda r: r["idTag"] == "TAG1", after=mark)
     tap(fw, "STRANGER")                   # not cached, AllowOfflineTxForUnknownId false
     fw.settle()
-    assert fw.station.connectors[1].tx.id_tag == "TAG1"
+    assert fw.station.services.connectors[1].tx.id_tag == "TAG1"
 
 
 @pytest.mark.parametrize("status", ["Blocked", "Expired", "Invalid"])
@@ -443,24 +443,24 @@ NOW = STATION_NOW
 
 
 def cached_tags(st):
-    return {tag for (tag,) in st.store.execute("SELECT id_tag FROM auth_cache").fetchall()}
+    return {tag for (tag,) in st.services.store.execute("SELECT id_tag FROM auth_cache").fetchall()}
 
 
 def fill(st, count, at):
     """`count` cache rows refreshed at `at`, written in one commit (the bound is checked
     by `remember`)."""
-    with st.store.transaction():
+    with st.services.store.transaction():
         for i in range(count):
-            st.store.execute("INSERT INTO auth_cache(id_tag, info, updated) VALUES(?, ?, ?)",
+            st.services.store.execute("INSERT INTO auth_cache(id_tag, info, updated) VALUES(?, ?, ?)",
                              (f"OLD{i:04d}", '{"status":"Accepted"}', at + i))
 
 
 def test_cache_keeps_at_most_cache_max_entries(station):
-    from chargepoint.operations import authorize
+    from chargepoint.model import authorization as authorize
 
     fill(station, authorize.CACHE_MAX_ENTRIES, NOW - 10_000)
     assert len(cached_tags(station)) == authorize.CACHE_MAX_ENTRIES
-    authorize.remember(station, "NEW", {"status": "Accepted"})
+    station.services.authorization.remember("NEW", {"status": "Accepted"})
     tags = cached_tags(station)
     assert len(tags) == authorize.CACHE_MAX_ENTRIES
     assert "NEW" in tags and "OLD0000" not in tags      # the least recently refreshed goes
@@ -470,37 +470,37 @@ def test_cache_keeps_at_most_cache_max_entries(station):
 def test_cache_bound_keeps_the_newest_entry_when_refreshed_in_the_same_instant(
         station, monkeypatch):
     """Entries refreshed in one and the same second must not push the newest one out."""
-    from chargepoint.operations import authorize
+    from chargepoint.model import authorization as authorize
 
     monkeypatch.setattr(authorize, "CACHE_MAX_ENTRIES", 5)
     for i in range(12):
-        authorize.remember(station, f"TAG{i:02d}", {"status": "Accepted"})
+        station.services.authorization.remember(f"TAG{i:02d}", {"status": "Accepted"})
         assert f"TAG{i:02d}" in cached_tags(station)
         assert len(cached_tags(station)) == min(i + 1, 5)
 
 
 def test_cache_bound_counts_a_reconfirmed_entry_as_refreshed(station, monkeypatch):
     """An id the CSMS confirmed again, unchanged, is as fresh as a new one."""
-    from chargepoint.operations import authorize
+    from chargepoint.model import authorization as authorize
 
     monkeypatch.setattr(authorize, "CACHE_MAX_ENTRIES", 3)
     for i, tag in enumerate(["A", "B", "C"]):
-        station.now = NOW + i
-        authorize.remember(station, tag, {"status": "Accepted"})
-    station.now = NOW + 10
-    authorize.remember(station, "A", {"status": "Accepted"})     # A used again today
-    station.now = NOW + 11
-    authorize.remember(station, "D", {"status": "Accepted"})
+        station.services.clock.local = NOW + i
+        station.services.authorization.remember(tag, {"status": "Accepted"})
+    station.services.clock.local = NOW + 10
+    station.services.authorization.remember("A", {"status": "Accepted"})     # A used again today
+    station.services.clock.local = NOW + 11
+    station.services.authorization.remember("D", {"status": "Accepted"})
     assert cached_tags(station) == {"A", "C", "D"}
 
 
 def test_cache_disabled_remember_writes_nothing(station):
-    from chargepoint.operations import authorize
+    from chargepoint.model import authorization as authorize
 
-    station.keys.change("AuthorizationCacheEnabled", "false")
-    authorize.remember(station, "TAG1", {"status": "Accepted"})
+    station.services.keys.change("AuthorizationCacheEnabled", "false")
+    station.services.authorization.remember("TAG1", {"status": "Accepted"})
     assert cached_tags(station) == set()
-    assert authorize.cache_get(station, "TAG1") is None
+    assert station.services.authorization.cache_get("TAG1") is None
 
 
 @pytest.mark.parametrize("spelling", ["True", "TRUE", " true "])

@@ -49,7 +49,7 @@ def test_boot_rejected_sends_nothing_else_and_retries_after_interval(csms, firmw
     fw.advance(1)
     assert wait_until(lambda: actions(csms)[:2] == ["BootNotification", "BootNotification"])
     csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1)
-    assert fw.station.registration == "Accepted"
+    assert fw.station.services.link.registration == "Accepted"
 
 
 def test_tc002_pending_answers_configuration_and_trigger_then_retries(csms, firmware):
@@ -104,19 +104,18 @@ def test_timestamps_are_never_1970_before_the_clock_is_known(tmp_path, csms):
     CSMS tells the time, and never a 1970 one."""
     from chargepoint.clock import VirtualClock
     from chargepoint.station import Station, StationConfig
-    from chargepoint.connector import ConnectorInfo
+    from chargepoint.model.connector import ConnectorInfo
     from chargepoint.ocpp_keys import OcppKeys
     from chargepoint.store import Store
-    from chargepoint.operations import status
 
     store = Store(tmp_path / "s.db")
     keys = OcppKeys(store, {}, {})
     st = Station(StationConfig("CP", {"chargePointVendor": "v", "chargePointModel": "m"},
                                [ConnectorInfo(1)]), keys, store, now=120.0)
-    assert st.timestamp() is None
-    assert "timestamp" not in status.payload(st, 1)
-    st.set_csms_time("2026-03-01T10:00:00Z")
-    assert status.payload(st, 1)["timestamp"].startswith("2026-03-01T10:00:00")
+    assert st.services.clock.timestamp() is None
+    assert "timestamp" not in st.services.status_reports.payload(1)
+    st.services.timekeeping.set_csms_time("2026-03-01T10:00:00Z")
+    assert st.services.status_reports.payload(1)["timestamp"].startswith("2026-03-01T10:00:00")
 
 
 @pytest.mark.parametrize("interval", [30, 3600])

@@ -8,7 +8,7 @@ import pytest
 
 from chargepoint import actions as act
 from chargepoint import events as ev
-from chargepoint.calls import CONNECTION, DRIVER, MAX_QUEUED, CallQueue, Outgoing
+from chargepoint.protocol.calls import CONNECTION, DRIVER, MAX_QUEUED, CallQueue, Outgoing
 from tests.harness import STATION_NOW as NOW
 
 TX = ("StartTransaction", "MeterValues", "StopTransaction")
@@ -72,13 +72,13 @@ def csms(station):
     c = Csms(station)
     c.feed(ev.Connected())
     c.answer_all()                     # BootNotification, then the statuses it brings
-    assert station.accepted
+    assert station.services.link.accepted
     return c
 
 
 def queue_transaction_messages(st, n: int) -> None:
     for i in range(n):
-        st.outbox.produce("MeterValues", {"connectorId": 1, "meterValue": [
+        st.services.outbox.produce("MeterValues", {"connectorId": 1, "meterValue": [
             {"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [{"value": str(i)}]}]},
             None, NOW)
 
@@ -98,7 +98,7 @@ def test_transaction_messages_and_other_calls_take_turns(csms):
     queue_transaction_messages(st, 3)
     mark = len(csms.sent)
     for _ in range(4):
-        st.send_call("DataTransfer", {"vendorId": "v"})
+        st.services.link.send_call("DataTransfer", {"vendorId": "v"})
     csms.feed(ev.Tick())
     csms.answer_all()
     assert csms.actions(mark) == ["DataTransfer", "MeterValues", "DataTransfer", "MeterValues",
@@ -112,10 +112,10 @@ def test_an_authorize_waits_for_at_most_one_transaction_message(csms):
     queue_transaction_messages(st, 50)
     csms.feed(ev.Tick())                       # the first transaction message goes
     for _ in range(3):
-        st.send_call("DataTransfer", {"vendorId": "v"})
+        st.services.link.send_call("DataTransfer", {"vendorId": "v"})
     csms.answer()                              # a DataTransfer takes the turn
     mark = len(csms.sent)
-    st.send_call("Authorize", {"idTag": "DRIVER"}, lane=DRIVER)
+    st.services.link.send_call("Authorize", {"idTag": "DRIVER"}, lane=DRIVER)
     csms.answer(2)                             # then the transaction message it passed over
     assert csms.actions(mark) == ["MeterValues", "Authorize"]
 
@@ -125,7 +125,7 @@ def test_an_authorize_goes_at_once_when_nothing_was_passed_over(csms):
     queue_transaction_messages(st, 50)
     csms.feed(ev.Tick())
     mark = len(csms.sent)
-    st.send_call("Authorize", {"idTag": "DRIVER"}, lane=DRIVER)
+    st.services.link.send_call("Authorize", {"idTag": "DRIVER"}, lane=DRIVER)
     csms.answer()
     assert csms.actions(mark) == ["Authorize"]
 
@@ -135,7 +135,7 @@ def test_a_triggered_boot_notification_takes_its_turn_like_any_other(csms):
     CSMS triggers (over and over, maybe) takes turns with the transaction queue."""
     st = csms.st
     queue_transaction_messages(st, 3)
-    st.send_call("DataTransfer", {"vendorId": "v"})
+    st.services.link.send_call("DataTransfer", {"vendorId": "v"})
     csms.feed(ev.Tick())                       # the DataTransfer; a transaction passed over
     mark = len(csms.sent)
     assert csms.call("TriggerMessage", {"requestedMessage": "BootNotification"}) == {
@@ -148,14 +148,14 @@ def test_triggered_status_notifications_are_merged_and_answered_accepted(csms):
     """A CSMS triggering faster than it answers: one StatusNotification per connector
     waits, carrying the latest status; every trigger is Accepted."""
     st = csms.st
-    st.send_call("DataTransfer", {"vendorId": "v"})
+    st.services.link.send_call("DataTransfer", {"vendorId": "v"})
     csms.feed(ev.Tick())                       # outstanding: nothing else goes meanwhile
     answers = [csms.call("TriggerMessage", {"requestedMessage": "StatusNotification",
                                             "connectorId": 1})["status"] for _ in range(500)]
     answers += [csms.call("TriggerMessage", {"requestedMessage": "Heartbeat"})["status"]
                 for _ in range(500)]
     assert set(answers) == {"Accepted"}
-    assert st.queued_actions() == ["StatusNotification", "Heartbeat"]
+    assert st.rpc.queued_actions() == ["StatusNotification", "Heartbeat"]
     mark = len(csms.sent)
     csms.answer_all()
     assert csms.actions(mark) == ["StatusNotification", "Heartbeat"]
@@ -163,14 +163,13 @@ def test_triggered_status_notifications_are_merged_and_answered_accepted(csms):
 
 def test_status_changes_of_a_connector_are_merged_into_the_latest(csms):
     st = csms.st
-    st.send_call("DataTransfer", {"vendorId": "v"})
+    st.services.link.send_call("DataTransfer", {"vendorId": "v"})
     csms.feed(ev.Tick())
-    from chargepoint.operations import status
-
+    reports = st.services.status_reports
     for state in ("Preparing", "Charging", "Finishing"):
-        body = {**status.payload(st, 1), "status": state}
-        st.send_call("StatusNotification", body)
-    st.send_call("StatusNotification", {**status.payload(st, 0), "status": "Unavailable"})
+        body = {**reports.payload(1), "status": state}
+        st.services.link.send_call("StatusNotification", body)
+    st.services.link.send_call("StatusNotification", {**reports.payload(0), "status": "Unavailable"})
     mark = len(csms.sent)
     csms.answer_all()
     sent = [(p["connectorId"], p["status"]) for a, _, p in csms.sent[mark:]
@@ -183,15 +182,15 @@ def test_at_the_bound_a_call_is_refused_and_a_trigger_rejected(csms):
     once (its sender hears "queue full"), a TriggerMessage for a new kind is Rejected and
     one for a kind already waiting is merged and Accepted."""
     st = csms.st
-    st.send_call("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
+    st.services.link.send_call("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
                                         "status": "Available"})
     csms.feed(ev.Tick())                       # outstanding
-    st.send_call("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
+    st.services.link.send_call("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
                                         "status": "Available"})
     for _ in range(MAX_QUEUED - 1):
-        assert st.send_call("DataTransfer", {"vendorId": "v"})
+        assert st.services.link.send_call("DataTransfer", {"vendorId": "v"})
     errors = []
-    assert not st.send_call("DataTransfer", {"vendorId": "v"}, on_error=errors.append)
+    assert not st.services.link.send_call("DataTransfer", {"vendorId": "v"}, on_error=errors.append)
     assert errors == ["queue full"]
     assert csms.call("TriggerMessage", {"requestedMessage": "Heartbeat"}) == {
         "status": "Rejected"}
@@ -199,20 +198,20 @@ def test_at_the_bound_a_call_is_refused_and_a_trigger_rejected(csms):
                                         "connectorId": 1}) == {"status": "Rejected"}
     assert csms.call("TriggerMessage", {"requestedMessage": "StatusNotification",
                                         "connectorId": 1}) == {"status": "Accepted"}
-    assert len(st.calls) == MAX_QUEUED
+    assert len(st.rpc.calls) == MAX_QUEUED
     csms.answer_all()
-    assert len(st.calls) == 0 and "Heartbeat" not in csms.actions()
+    assert len(st.rpc.calls) == 0 and "Heartbeat" not in csms.actions()
 
 
 def test_the_queue_is_emptied_when_the_link_goes(csms):
     st = csms.st
     errors = []
-    st.send_call("DataTransfer", {"vendorId": "v"})
+    st.services.link.send_call("DataTransfer", {"vendorId": "v"})
     csms.feed(ev.Tick())
-    st.send_call("Heartbeat", {}, on_error=errors.append)
-    st.send_call("DataTransfer", {"vendorId": "v"}, on_error=errors.append)
+    st.services.link.send_call("Heartbeat", {}, on_error=errors.append)
+    st.services.link.send_call("DataTransfer", {"vendorId": "v"}, on_error=errors.append)
     csms.feed(ev.Disconnected("test"))
-    assert errors == ["offline", "offline"] and len(st.calls) == 0
+    assert errors == ["offline", "offline"] and len(st.rpc.calls) == 0
 
 
 def test_a_merged_message_moves_up_to_the_lane_it_was_asked_for():

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from chargepoint import charging_profiles as cp
-from chargepoint.charging_profiles import Connection, Profile
+from chargepoint.model import charging_profiles as cp
+from chargepoint.model.charging_profiles import Connection, Profile
 
 DAY = 86400
 WEEK = 7 * DAY

@@ -124,7 +124,7 @@ def test_a_jumping_csms_clock_keeps_each_transaction_on_its_timeline(csms, firmw
     fw.advance(150)
     shift[0] = jump                                   # the CSMS's next currentTime jumps
     fw.advance(300)                                   # a Heartbeat brings it
-    assert fw.station.clock.csms_offset == pytest.approx(AHEAD_S + jump)
+    assert fw.station.services.clock.csms_offset == pytest.approx(AHEAD_S + jump)
     assert f"CSMS clock differs by {jump:+.0f} s" in caplog.text
     fw.advance(200)
     end = stop(fw, csms)
@@ -144,11 +144,11 @@ def test_a_jumping_csms_clock_keeps_each_transaction_on_its_timeline(csms, firmw
 def test_an_absurd_csms_time_is_refused_and_transactions_still_start(csms, firmware, told,
                                                                      caplog):
     fw = boot(csms, firmware)
-    sane = fw.station.clock.csms_offset
+    sane = fw.station.services.clock.csms_offset
     csms.now = lambda: datetime.fromisoformat(told.replace("Z", "+00:00"))
     fw.advance(300)                                            # a Heartbeat tells it
     assert csms.records("Heartbeat")
-    assert fw.station.clock.csms_offset == sane
+    assert fw.station.services.clock.csms_offset == sane
     assert "not believed" in caplog.text
     start = charge(fw, csms)
     assert epoch(start["timestamp"]) == pytest.approx(fw.clock.now() + AHEAD_S, abs=0.01)

@@ -13,7 +13,7 @@ import pytest
 from ocpp.exceptions import OCPPError
 
 from chargepoint.ocpp_keys import KEY_SPECS
-from chargepoint.operations import PROFILES
+from chargepoint.handlers import PROFILES
 
 CP = "CP-1"
 SECRET = "Zq7-secret-key-0123456789"  # 25 characters: a valid AuthorizationKey
@@ -149,7 +149,7 @@ def test_more_keys_than_get_configuration_max_keys_is_refused(csms, firmware):
     with pytest.raises(OCPPError) as refused:
         get(csms, names + ["OneTooMany"])
     assert refused.value.code == "OccurenceConstraintViolation"
-    assert fw.station.connected  # the charger goes on answering
+    assert fw.station.rpc.connected  # the charger goes on answering
     assert get(csms, ["HeartbeatInterval"])["configurationKey"][0]["value"] == "300"
 
 
@@ -273,7 +273,7 @@ def test_authorization_key_is_never_logged(csms, firmware, caplog):
 ])
 def test_frame_log_never_shows_the_authorization_key(frame):
     """JSON does not fix the order of members nor how a name is spelt."""
-    from chargepoint.station import redact
+    from chargepoint.protocol.redaction import redact
 
     shown = redact(frame % SECRET)
     assert SECRET not in shown and "***" in shown
@@ -328,7 +328,7 @@ def test_authorization_key_changed_in_another_case_is_never_logged(csms, firmwar
     '[2,"1","ChangeConfiguration",{"key":"authorizationKey","value":"%s"',   # not JSON
 ])
 def test_frame_log_never_shows_the_authorization_key_whatever_the_case_of_its_name(frame):
-    from chargepoint.station import redact
+    from chargepoint.protocol.redaction import redact
 
     shown = redact(frame % SECRET)
     assert SECRET not in shown and "***" in shown

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from ocpp.exceptions import InternalError
 
-from chargepoint.operations.transactions import STOP_TRANSACTION_MAX_BYTES
-from chargepoint.station import CLOSES_PER_ATTEMPT
+from chargepoint.model.transactions import STOP_TRANSACTION_MAX_BYTES
+from chargepoint.model.delivery import CLOSES_PER_ATTEMPT
 from tests.harness import wait_until
 from tests.test_outbox_admin import cli, operator_config
 from tests.test_offline import (CP, boot, db, dead, drained, iso, jump,
@@ -52,7 +52,7 @@ def test_meter_values_keep_their_rate_under_a_trigger_flood(csms, firmware):
             jump(fw, 1)                                      # the next sample is due
             csms.wait_for("MeterValues", lambda r, k=k: r["meterValue"][0]["timestamp"] ==
                           iso(t0 + k), after=mark, timeout=10)
-            waiting.append((len(fw.station.outbox), len(fw.station.calls)))
+            waiting.append((len(fw.station.services.outbox), len(fw.station.rpc.calls)))
     finally:
         flood.stop()
     mvs = csms.records("MeterValues", after=mark)
@@ -93,8 +93,8 @@ def test_a_stop_transaction_the_csms_keeps_closing_the_link_on_is_given_up(
     assert wait_until(lambda: len(csms.oversized) >= CLOSES_PER_ATTEMPT, timeout=20)
     assert wait_until(lambda: outbox_row(fw, "StopTransaction")[0][1] == 1)
     (uid, _, next_attempt), = outbox_row(fw, "StopTransaction")
-    assert wait_until(lambda: fw.station.connected) and fw.settle()
-    assert fw.station.connected, "the link must stay up while the retry waits"
+    assert wait_until(lambda: fw.station.rpc.connected) and fw.settle()
+    assert fw.station.rpc.connected, "the link must stay up while the retry waits"
     assert len(csms.oversized) == CLOSES_PER_ATTEMPT
     fw.advance(next_attempt - fw.clock.now())                # the second and last attempt
     assert wait_until(lambda: dead(fw), timeout=20)
@@ -110,7 +110,7 @@ def test_a_stop_transaction_the_csms_keeps_closing_the_link_on_is_given_up(
     assert f"transactionId {tid}" in gave_up[0].getMessage()
 
     # The queue moved on: the next driver's session is delivered.
-    assert wait_until(lambda: fw.station.connected) and fw.settle()
+    assert wait_until(lambda: fw.station.rpc.connected) and fw.settle()
     fw.sim.unplug(1)
     fw.settle()
     mark = len(csms.received)
@@ -224,7 +224,7 @@ WINDOW = 20
 @pytest.fixture
 def small_window(monkeypatch):
     """The outbox holds only WINDOW messages in memory, so a test backlog exceeds it."""
-    monkeypatch.setattr("chargepoint.outbox.WINDOW", WINDOW)
+    monkeypatch.setattr("chargepoint.model.outbox.WINDOW", WINDOW)
 
 
 def test_a_backlog_larger_than_the_window_drains_in_order_with_every_guarantee(
@@ -245,7 +245,7 @@ def test_a_backlog_larger_than_the_window_drains_in_order_with_every_guarantee(
         fw.sim.unplug(1)
         fw.settle()
     on_disk = db(fw, "SELECT action, unique_id FROM outbox ORDER BY seq")
-    assert len(on_disk) == 2 * (2 * WINDOW + 2) and fw.station.outbox.in_memory <= WINDOW
+    assert len(on_disk) == 2 * (2 * WINDOW + 2) and fw.station.services.outbox.in_memory <= WINDOW
 
     ids = iter([501, 502])
     csms.start_transaction_response = lambda cp, p: {"transactionId": next(ids),
@@ -261,7 +261,7 @@ def test_a_backlog_larger_than_the_window_drains_in_order_with_every_guarantee(
     csms.handlers["MeterValues"] = drop_once
     mark = link_up(csms, fw)
     assert wait_until(lambda: len(seen) >= 30, timeout=30)
-    peak = fw.station.outbox.in_memory
+    peak = fw.station.services.outbox.in_memory
     link_down(csms, fw)
     mark2 = link_up(csms, fw)
     assert drained(fw, timeout=60)

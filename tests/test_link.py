@@ -80,7 +80,7 @@ def test_a_frame_far_beyond_the_limit_ends_the_link_unread(csms, booted, caplog)
     except ConnectionError:
         pass                # the charger dropped the link before the CSMS finished sending
     csms.wait_connected("CP-1", count=2, timeout=10)
-    assert wait_until(lambda: booted.station.connected and booted.station.accepted, 10)
+    assert wait_until(lambda: booted.station.rpc.connected and booted.station.services.link.accepted, 10)
     assert csms.call("CP-1", "GetConfiguration", {"key": ["HeartbeatInterval"]})
     assert "more than 1048576" in caplog.text        # 4 x the default 262144
 

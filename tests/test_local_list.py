@@ -83,24 +83,24 @@ def act(fw, action, *args, **kwargs):
 
 def link_down(csms, fw):
     csms.stop(graceful=False)
-    assert wait_until(lambda: not fw.station.connected, timeout=5)
+    assert wait_until(lambda: not fw.station.rpc.connected, timeout=5)
     fw.settle()
 
 
 def link_up(csms, fw):
     csms.start()
     csms.wait_connected(CP, timeout=10)
-    assert wait_until(lambda: fw.station.connected and fw.station.accepted, timeout=5)
+    assert wait_until(lambda: fw.station.rpc.connected and fw.station.services.link.accepted, timeout=5)
     fw.settle()
 
 
 def tx_running(fw, cid=1) -> bool:
     fw.settle()
-    return fw.station.connectors[cid].tx is not None
+    return fw.station.services.connectors[cid].tx is not None
 
 
 def tx_tag(fw, cid=1):
-    tx = fw.station.connectors[cid].tx
+    tx = fw.station.services.connectors[cid].tx
     return None if tx is None else tx.id_tag
 
 

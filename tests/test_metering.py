@@ -587,7 +587,7 @@ def test_sampling_switched_off_still_bounds_what_a_power_cut_loses(csms, firmwar
     """With sampling switched off during a transaction the running reading must still
     reach the disk every CHECKPOINT_S, or a power cut bills only the energy up to the
     last sample."""
-    from chargepoint.operations.metering import CHECKPOINT_S
+    from chargepoint.model.metering import CHECKPOINT_S
 
     fw = start_firmware(csms, firmware, {"MeterValueSampleInterval": 60})
     start = start_charging(fw, csms)

@@ -4,7 +4,7 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from chargepoint import ocppj
+from chargepoint.protocol import ocppj
 from chargepoint.transport import reconnect_delay
 
 

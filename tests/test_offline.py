@@ -71,7 +71,7 @@ def boot(csms, firmware, ocpp=None, clock=None, csms_offset=0.0, start=True, **o
 def link_down(csms, fw):
     """The network goes away (an abort, as a broken link looks to the charger)."""
     csms.stop(graceful=False)
-    assert wait_until(lambda: not fw.station.connected, timeout=5)
+    assert wait_until(lambda: not fw.station.rpc.connected, timeout=5)
     fw.settle()
 
 
@@ -80,13 +80,13 @@ def link_up(csms, fw) -> int:
     mark = len(csms.received)
     csms.start()
     csms.wait_connected(CP, timeout=10)
-    assert wait_until(lambda: fw.station.connected, timeout=5)
+    assert wait_until(lambda: fw.station.rpc.connected, timeout=5)
     return mark
 
 
 def drained(fw, timeout=10.0) -> bool:
     """Every queued transaction message has been confirmed by the CSMS."""
-    ok = wait_until(lambda: len(fw.station.outbox) == 0 and fw.station.connected
+    ok = wait_until(lambda: len(fw.station.services.outbox) == 0 and fw.station.rpc.connected
                     and fw.runtime.quiescent(), timeout=timeout)
     fw.settle()
     return ok
@@ -103,9 +103,9 @@ def undelivered_on_disk(fw, csms) -> list:
 def fresh_reading(fw, cid=1) -> float:
     """Have the meter poller read now (it polls on real time, the test runs on virtual)."""
     fw.runtime.meter_poller.request()
-    assert wait_until(lambda: fw.station.connectors[cid].reading.time >= fw.clock.now())
+    assert wait_until(lambda: fw.station.services.connectors[cid].reading.time >= fw.clock.now())
     fw.settle()
-    return fw.station.connectors[cid].reading.energy_import_wh
+    return fw.station.services.connectors[cid].reading.energy_import_wh
 
 
 def plug_and_tap(fw, tag="TAG1", cid=1):
@@ -116,13 +116,13 @@ def plug_and_tap(fw, tag="TAG1", cid=1):
 
 
 def running(fw, cid=1):
-    assert wait_until(lambda: fw.station.connectors[cid].tx is not None), "no transaction"
+    assert wait_until(lambda: fw.station.services.connectors[cid].tx is not None), "no transaction"
     fw.settle()
-    return fw.station.connectors[cid].tx
+    return fw.station.services.connectors[cid].tx
 
 
 def stopped(fw, cid=1):
-    assert wait_until(lambda: fw.station.connectors[cid].tx is None), "transaction still open"
+    assert wait_until(lambda: fw.station.services.connectors[cid].tx is None), "transaction still open"
     fw.settle()
 
 
@@ -186,7 +186,7 @@ def _cache_tag(csms, fw, tag):
     csms.wait_for("Authorize", lambda r: r["idTag"] == tag)
     fw.settle()
     fw.advance(fw.runtime.keys.int("ConnectionTimeOut"))   # let the wait for a plug lapse
-    assert fw.station.sessions.pending is None
+    assert fw.station.services.plug_wait.pending is None
 
 
 @pytest.mark.parametrize("how", ["cache", "unknown-id"])
@@ -225,7 +225,7 @@ def test_tc037_1_offline_start_refused_for_an_unknown_id(csms, firmware):
     link_down(csms, fw)
     plug_and_tap(fw, "STRANGER")
     fw.advance(5)
-    assert fw.station.connectors[1].tx is None
+    assert fw.station.services.connectors[1].tx is None
     assert not fw.sim.contactor_commanded(1)
     assert not db(fw, "SELECT * FROM outbox")
 
@@ -253,10 +253,10 @@ def test_tc037_2_offline_start_invalid_id_keeps_transaction_suspended(csms, firm
     fw.settle()
     assert sns(csms, 1, after=mark) == ["Charging", "SuspendedEVSE"]
     assert not fw.sim.contactor_commanded(1)
-    assert fw.station.connectors[1].tx is not None
+    assert fw.station.services.connectors[1].tx is not None
     assert "StopTransaction" not in [r.action for r in records(csms, after=mark)]
     fw.advance(120)                        # still open, still no energy
-    assert fw.station.connectors[1].tx is not None and not fw.sim.contactor_commanded(1)
+    assert fw.station.services.connectors[1].tx is not None and not fw.sim.contactor_commanded(1)
     # The CSMS's verdict is cached: the same id is refused offline from now on.
     (info,) = db(fw, "SELECT info FROM auth_cache WHERE id_tag='BADTAG'")[0]
     assert json.loads(info)["status"] == "Invalid"
@@ -272,7 +272,7 @@ def test_tc037_3_offline_start_invalid_id_stops_deauthorized(csms, firmware):
     fw.settle()
     assert sns(csms, 1, after=mark) == ["Charging", "Finishing"]
     assert not fw.sim.contactor_commanded(1)
-    assert fw.station.connectors[1].tx is None
+    assert fw.station.services.connectors[1].tx is None
     assert not db(fw, "SELECT * FROM transactions")
     assert not csms.violations
 
@@ -339,7 +339,7 @@ def test_tc039_whole_transaction_offline(csms, firmware):
     assert start["meterStart"] < energy(mv1) < energy(mv2) <= stop["meterStop"]
     assert sns(csms, 1, after=mark) == ["Available"]
     assert not db(fw, "SELECT * FROM transactions")
-    assert not fw.station.ledger.by_local
+    assert not fw.station.services.transactions.ledger.by_local
     assert not csms.violations
 
 
@@ -384,7 +384,7 @@ def test_tc032_2_power_cut_stops_the_transaction_with_power_loss(csms, firmware)
     assert stop["meterStop"] == round(energy(mv))
     assert stop["timestamp"] == mv["meterValue"][0]["timestamp"]
     assert "StartTransaction" not in [m.action for m in msgs]
-    assert fw.station.connectors[1].tx is None and not fw.sim.contactor_commanded(1)
+    assert fw.station.services.connectors[1].tx is None and not fw.sim.contactor_commanded(1)
     assert not db(fw, "SELECT * FROM transactions")
     assert not csms.violations
 
@@ -545,7 +545,7 @@ def test_start_given_up_while_its_transaction_goes_on_blocks_nothing(csms, firmw
     fw.settle()
     assert [(a, n, r) for a, _, n, r in dead(fw)] == [
         ("StartTransaction", 1, "InternalError"), ("StopTransaction", 1, "no transactionId")]
-    assert not db(fw, "SELECT * FROM outbox") and not len(fw.station.outbox)
+    assert not db(fw, "SELECT * FROM outbox") and not len(fw.station.services.outbox)
     sent = tx_messages(csms)
     assert "StopTransaction" not in [m.action for m in sent]
     assert all("transactionId" not in m.payload for m in sent), "a made-up transactionId"
@@ -631,7 +631,7 @@ def test_timeout_counts_as_an_attempt(csms, firmware):
     fw.sim.tap("TAG1")
     first = csms.wait_for("StartTransaction")
     t0 = fw.clock.now()
-    assert wait_until(lambda: fw.station.timers.when("rpc-timeout") == t0 + 5)
+    assert wait_until(lambda: fw.station.services.timers.when("rpc-timeout") == t0 + 5)
     assert outbox_row(fw, "StartTransaction") == [(first.unique_id, 0, 0.0)]
     jump(fw, 5)                                              # the timeout
     assert wait_until(lambda: outbox_row(fw, "StartTransaction") == [
@@ -644,7 +644,7 @@ def test_timeout_counts_as_an_attempt(csms, firmware):
     jump(fw, 5)                                              # second timeout: the last one
     assert wait_until(lambda: dead(fw) == [("StartTransaction", first.unique_id, 2,
                                             "timeout")])
-    assert fw.station.connected, "a timeout must not be mistaken for a lost link"
+    assert fw.station.rpc.connected, "a timeout must not be mistaken for a lost link"
 
 
 @pytest.mark.parametrize("action", ["StartTransaction", "MeterValues", "StopTransaction"])
@@ -756,7 +756,7 @@ def test_timestamps_made_before_the_clock_is_known_are_corrected_on_sending(csms
                                "StopTxnSampledData": REGISTER},
               clock=clock, csms_offset=offset)
     fw.settle()
-    assert not fw.station.time_known
+    assert not fw.station.services.clock.known
     plug_and_tap(fw, "EARLY")
     running(fw)
     t0 = clock.now()
@@ -805,7 +805,7 @@ def test_system_clock_set_while_offline_moves_the_queued_timestamps(csms, firmwa
     clock.step_wall(jump)                                    # NTP sets the system clock
     fw.runtime.wake()
     fw.settle()
-    assert fw.station.time_known
+    assert fw.station.services.clock.known
     fw.advance(70)                                           # a sample at +180, new clock
     fw.sim.tap("EARLY")
     stopped(fw)
@@ -862,7 +862,7 @@ def test_a_transaction_id_beyond_64_bits_survives_a_power_cut(csms, firmware):
                                        "idTagInfo": {"status": "Accepted"}}
     fw = boot(csms, firmware)
     start_online(csms, fw)
-    assert wait_until(lambda: fw.station.connectors[1].tx.transaction_id == huge)
+    assert wait_until(lambda: fw.station.services.connectors[1].tx.transaction_id == huge)
     fw.settle()
     fw.cut_power()
     mark = len(csms.received)

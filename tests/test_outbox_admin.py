@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chargepoint.outbox import Outbox
+from chargepoint.model.outbox import Outbox
 from chargepoint.outbox_admin import list_messages, open_database
 from chargepoint.store import Store
 

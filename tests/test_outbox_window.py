@@ -10,7 +10,7 @@ from contextlib import closing
 
 import pytest
 
-from chargepoint.outbox import Outbox, discarded_with
+from chargepoint.model.outbox import Outbox, discarded_with
 from chargepoint.store import Store
 
 WINDOW = 8

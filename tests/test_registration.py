@@ -12,9 +12,9 @@ import pytest
 
 from chargepoint import events as ev
 from chargepoint import actions as act
-from chargepoint import ocppj
-from chargepoint.operations import HANDLERS, load_all
-from chargepoint.registration import REFUSE, SERVE, SILENT, STATES, TABLE, allows, refusal
+from chargepoint.protocol import ocppj
+from chargepoint.handlers import HANDLERS
+from chargepoint.protocol.registration import REFUSE, SERVE, SILENT, STATES, TABLE, allows, refusal
 from tests.harness import STATION_NOW, base_connector, wait_until
 
 CP = "CP-1"
@@ -47,7 +47,7 @@ SAMPLES = {
 
 
 def make_station(tmp_path, registration):
-    from chargepoint.connector import ConnectorInfo
+    from chargepoint.model.connector import ConnectorInfo
     from chargepoint.ocpp_keys import OcppKeys
     from chargepoint.station import Station, StationConfig
     from chargepoint.store import Store
@@ -57,7 +57,7 @@ def make_station(tmp_path, registration):
     st = Station(StationConfig("CP", {"chargePointVendor": "v", "chargePointModel": "m"},
                                [ConnectorInfo(1, max_current_a=32)]),
                  OcppKeys(store, {}, {}), store, STATION_NOW)
-    st.registration = registration
+    st.services.link.registration = registration
     return st, store
 
 
@@ -81,7 +81,6 @@ def test_the_table_has_a_row_for_every_csms_initiated_message():
     assert set(TABLE) == ocppj.CSMS_ACTIONS
     assert all(set(row) <= {SERVE, REFUSE, SILENT} for row in TABLE.values())
     assert all(row[STATES.index("Accepted")] == SERVE for row in TABLE.values())
-    load_all()
     assert set(SAMPLES) == {a for a in TABLE if a in HANDLERS}   # the rest: NotSupported
 
 
@@ -159,7 +158,7 @@ def test_while_pending_remote_start_and_stop_are_rejected_but_configuration_is_s
         "status": "Accepted"}
     csms.wait_for("BootNotification", after=mark)
     fw.settle()
-    assert fw.station.registration == "Pending"
+    assert fw.station.services.link.registration == "Pending"
 
     assert csms.call(CP, "RemoteStopTransaction", {"transactionId": tx_id}) == {
         "status": "Rejected"}
@@ -182,7 +181,7 @@ def test_while_pending_remote_start_and_stop_are_rejected_but_configuration_is_s
 
     csms.boot_response = {"status": "Accepted", "interval": 300}
     fw.advance(60)
-    assert wait_until(lambda: fw.station.registration == "Accepted")
+    assert wait_until(lambda: fw.station.services.link.registration == "Accepted")
     assert csms.call(CP, "RemoteStopTransaction", {"transactionId": tx_id}) == {
         "status": "Accepted"}
     assert csms.wait_for("StopTransaction", after=mark)["reason"] == "Remote"
@@ -196,15 +195,15 @@ def test_while_rejected_no_csms_message_is_answered(csms, firmware):
     fw = firmware()
     csms.wait_for("BootNotification")
     fw.settle()
-    assert fw.station.registration == "Rejected"
-    seen = fw.station.stats["frames_in"]
+    assert fw.station.services.link.registration == "Rejected"
+    seen = fw.station.rpc.stats["frames_in"]
     calls = [[2, "r1", "GetConfiguration", {}],
              [2, "r2", "RemoteStartTransaction", {"idTag": "TAG1"}],
              [2, "r3", "TriggerMessage", {"requestedMessage": "StatusNotification"}],
              [2, "r4", "NoSuchAction", {}]]
     for call in calls:
         csms.send_raw(CP, json.dumps(call), expect_reply=False)
-    assert wait_until(lambda: fw.station.stats["frames_in"] == seen + len(calls))
+    assert wait_until(lambda: fw.station.rpc.stats["frames_in"] == seen + len(calls))
     fw.settle()
     from_charger = [json.loads(e.text) for e in csms.log
                     if e.direction == "in" and e.cp_id == CP]
@@ -213,5 +212,5 @@ def test_while_rejected_no_csms_message_is_answered(csms, firmware):
 
     csms.boot_response = {"status": "Accepted", "interval": 300}
     fw.advance(60)
-    assert wait_until(lambda: fw.station.registration == "Accepted")
+    assert wait_until(lambda: fw.station.services.link.registration == "Accepted")
     assert "configurationKey" in csms.call(CP, "GetConfiguration", {})

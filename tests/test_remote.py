@@ -13,7 +13,8 @@ import json
 import pytest
 from ocpp.exceptions import OCPPError
 
-from chargepoint.operations import data_transfer, remote, trigger
+from chargepoint.handlers import data_transfer, trigger
+from chargepoint.model.smart_charging import SmartCharging
 from tests.harness import (base_connector, socket_outlet, statuses, wait_status,
                            wait_until)
 
@@ -120,7 +121,7 @@ def test_tc_010_remote_start_not_authorized_starts_nothing(csms, firmware):
     csms.wait_for("Authorize", after=mark)
     fw.settle()
     assert "StartTransaction" not in actions(csms, mark)
-    assert fw.station.connectors[1].tx is None
+    assert fw.station.services.connectors[1].tx is None
     assert hw(fw)["contactor"] == "open"
 
 
@@ -162,7 +163,7 @@ def test_tc_011_2_connection_timeout_after_remote_start(csms, firmware):
     fw.advance(1)
     wait_status(csms, "Available", after=mark)
     assert statuses(csms, after=mark) == ["Preparing", "Available"]
-    assert fw.station.sessions.pending is None
+    assert fw.station.services.plug_wait.pending is None
 
     act(fw, fw.sim.plug, 1)
     wait_status(csms, "Preparing", after=mark + 2)
@@ -205,7 +206,7 @@ def test_tc_026_remote_start_on_a_busy_connector_is_rejected(csms, firmware):
     assert remote_start(csms, "OTHER", 1) == "Rejected"
     fw.settle()
     assert actions(csms, mark) == []
-    assert fw.station.connectors[1].tx.id_tag == "TAG1"
+    assert fw.station.services.connectors[1].tx.id_tag == "TAG1"
 
 
 def test_tc_027_remote_start_on_connector_0_is_rejected(csms, firmware):
@@ -216,7 +217,7 @@ def test_tc_027_remote_start_on_connector_0_is_rejected(csms, firmware):
     assert remote_start(csms, "REMOTE1", 0) == "Rejected"
     fw.settle()
     assert actions(csms, mark) == []
-    assert fw.station.sessions.pending is None and fw.station.connectors[1].tx is None
+    assert fw.station.services.plug_wait.pending is None and fw.station.services.connectors[1].tx is None
 
 
 def test_remote_start_on_an_unavailable_or_faulted_connector_is_rejected(csms, firmware):
@@ -235,17 +236,18 @@ def test_remote_start_on_an_unavailable_or_faulted_connector_is_rejected(csms, f
 
 
 @pytest.fixture
-def profile_hook():
-    """Record what a RemoteStartTransaction hands to smart charging; unregister after."""
+def profile_hook(monkeypatch):
+    """Record what a RemoteStartTransaction hands to smart charging (which then goes on
+    as it would)."""
     seen = []
+    checked = SmartCharging.remote_start_profile
 
-    def hook(st, connector_id, id_tag, profile):
+    def recording(smart, connector_id, id_tag, profile):
         seen.append((connector_id, id_tag, profile))
-        return True
+        return checked(smart, connector_id, id_tag, profile)
 
-    remote.REMOTE_START_PROFILE_HOOKS.append(hook)
+    monkeypatch.setattr(SmartCharging, "remote_start_profile", recording)
     yield seen
-    remote.REMOTE_START_PROFILE_HOOKS.remove(hook)
 
 
 @pytest.mark.parametrize("purpose", ["TxDefaultProfile", "ChargePointMaxProfile"])
@@ -259,7 +261,7 @@ def test_remote_start_with_a_profile_that_is_not_a_tx_profile_is_rejected(
     fw.settle()
     assert actions(csms, mark) == []
     assert profile_hook == []
-    assert fw.station.connectors[1].tx is None
+    assert fw.station.services.connectors[1].tx is None
 
 
 def test_remote_start_with_a_tx_profile_is_accepted(csms, firmware, profile_hook):
@@ -288,7 +290,7 @@ def test_tc_007_remote_start_with_a_cached_id_needs_no_authorize(csms, firmware)
     mark = len(csms.received)
     fw.advance(30)
     wait_status(csms, "Available", after=mark)
-    assert fw.station.sessions.pending is None
+    assert fw.station.services.plug_wait.pending is None
     # From now on the CSMS would refuse it: a start can only come from the cache.
     csms.authorize_response = {"idTagInfo": {"status": "Invalid"}}
 
@@ -336,7 +338,7 @@ def test_tc_028_remote_stop_of_an_unknown_transaction_is_rejected(csms, firmware
     assert answer == {"status": "Rejected"}
     fw.settle()
     assert "StopTransaction" not in actions(csms, mark)
-    assert fw.station.connectors[1].tx is not None
+    assert fw.station.services.connectors[1].tx is not None
     assert hw(fw)["contactor"] == "closed"
 
 
@@ -394,7 +396,7 @@ def test_tc_018_2_unlock_with_a_session_on_a_fixed_cable_is_not_supported(csms, 
     assert unlock(csms) == "NotSupported"
     fw.settle()
     assert "StopTransaction" not in actions(csms, mark)
-    assert fw.station.connectors[1].tx is not None
+    assert fw.station.services.connectors[1].tx is not None
     assert hw(fw)["contactor"] == "closed"
 
 
@@ -744,7 +746,7 @@ def test_charger_initiated_data_transfer_reaches_the_csms(csms, firmware, vendor
 
     @vendor("PleasePing")
     def please_ping(st, data):
-        data_transfer.send_data_transfer(st, VENDOR, "Ping", data, on_result=results.append)
+        data_transfer.send_data_transfer(st.link, VENDOR, "Ping", data, on_result=results.append)
         return "Accepted", None
 
     mark = len(csms.received)

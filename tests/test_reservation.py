@@ -104,7 +104,7 @@ def refused(fw, csms, tag, cid=1):
     act(fw, fw.sim.tap, tag)
     fw.advance(5)
     assert starts(csms, mark) == [], f"{tag} started on a connector held for someone else"
-    assert fw.station.connectors[cid].tx is None
+    assert fw.station.services.connectors[cid].tx is None
     assert fw.sim.status()["connectors"][str(cid)]["contactor"] == "open"
     if not plugged:
         act(fw, fw.sim.unplug, cid)
@@ -133,7 +133,7 @@ def test_tc_046_1_reserved_connector_local_start(csms, firmware):
     act(fw, fw.sim.tap, "OTHER")
     fw.advance(5)
     assert statuses(csms, after=mark) == ["Reserved"]
-    assert fw.station.sessions.pending is None
+    assert fw.station.services.plug_wait.pending is None
 
     act(fw, fw.sim.tap, "RES1")
     wait_status(csms, "Preparing", after=mark)
@@ -200,12 +200,12 @@ def test_reservation_holds_offline(csms, firmware):
     assert reserve(csms, 1, "RES1", 44) == "Accepted"
     wait_status(csms, "Reserved")
     csms.stop(graceful=False)
-    assert wait_until(lambda: not fw.station.connected)
+    assert wait_until(lambda: not fw.station.rpc.connected)
     fw.settle()
     refused(fw, csms, "OTHER")
     act(fw, fw.sim.plug, 1)
     act(fw, fw.sim.tap, "RES1")
-    assert wait_until(lambda: fw.station.connectors[1].tx is not None)
+    assert wait_until(lambda: fw.station.services.connectors[1].tx is not None)
     assert stored(fw) == []
     mark = len(csms.received)
     csms.start()

@@ -262,7 +262,7 @@ def test_soft_reset_with_unconfirmed_stop_delivers_it_after_the_restart(tmp_path
     than DRAIN_WAIT_S, and the stop, committed to disk, is delivered after the restart with
     its reason intact, exactly once."""
     from chargepoint.csms.server import NO_RESPONSE
-    from chargepoint.operations.reset import DRAIN_WAIT_S
+    from chargepoint.handlers.reset import DRAIN_WAIT_S
 
     csms.handlers["StopTransaction"] = lambda cp_id, payload: (
         NO_RESPONSE if len(_boots(csms)) < 2 else None)

@@ -4,7 +4,7 @@ import pytest
 
 from chargepoint import actions as act
 from chargepoint.events import Tick
-from chargepoint.operations.transactions import Transaction
+from chargepoint.model.transactions import Transaction
 from hal import events as he
 from hal.interfaces import PilotState
 from tests.harness import STATION_NOW
@@ -30,13 +30,13 @@ def test_no_authorization_no_power(station):
 
 def give_transaction(station):
     """A running transaction, as chargepoint.sessions would have started it."""
-    station.connectors[1].tx = Transaction(1, 1, "TAG", 0, NOW)
+    station.services.connectors[1].tx = Transaction(1, 1, "TAG", 0, NOW)
 
 
 def authorize_and_charge(station):
     station.handle(he.PilotStateChanged(1, PilotState.B), NOW)
     give_transaction(station)
-    station.connectors[1].changed()
+    station.services.connectors[1].changed()
     assert hw(station.handle(Tick(), NOW)) == [act.OfferCurrent(1, 32)]
     out = hw(station.handle(he.PilotStateChanged(1, PilotState.C), NOW))
     assert out == [act.SetContactor(1, True)]
@@ -56,7 +56,7 @@ def test_any_fault_opens_and_withdraws_the_offer(station, code):
     authorize_and_charge(station)
     out = hw(station.handle(he.HardwareFault(1, code, True, "x"), NOW))
     assert out == [act.SetContactor(1, False), act.OfferCurrent(1, None)]
-    assert station.connectors[1].status() == "Faulted"
+    assert station.services.view.status(station.services.connectors[1]) == "Faulted"
 
 
 def test_offer_never_exceeds_the_cable(station):
@@ -103,8 +103,8 @@ def test_a_failing_timer_callback_does_not_stop_the_core(station, caplog):
     def boom():
         raise RuntimeError("bug in a timer")
 
-    station.timers.set("bad", NOW, boom)
-    station.timers.set("good", NOW + 1, lambda: station.emit(act.ReportStatus("still alive")))
+    station.services.timers.set("bad", NOW, boom)
+    station.services.timers.set("good", NOW + 1, lambda: station.services.effects.emit(act.ReportStatus("still alive")))
     station.handle(Tick(), NOW)
     assert "bug in a timer" in caplog.text
     assert act.ReportStatus("still alive") in station.handle(Tick(), NOW + 1)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chargepoint import ocppj
+from chargepoint.protocol import ocppj
 
 SCHEMAS = sorted(name for name in os.listdir(ocppj.SCHEMA_DIR) if name.endswith(".json"))
 

@@ -48,7 +48,7 @@ def boot(csms, firmware, ocpp=None, connectors=None):
     for conn in connectors or [connector()]:
         csms.wait_for("StatusNotification", lambda r, cid=conn["id"]: r["connectorId"] == cid)
     fw.settle()
-    assert fw.station.time_offset == pytest.approx(OFFSET)
+    assert fw.station.services.clock.offset == pytest.approx(OFFSET)
     fw.csms_shift = shift
     return fw
 
@@ -450,7 +450,7 @@ def test_a_remote_start_profile_that_never_started_does_not_limit_a_later_sessio
         "Accepted"
     fw.settle()
     fw.advance(wait)
-    assert fw.station.sessions.pending is None
+    assert fw.station.services.plug_wait.pending is None
     charge(fw, csms, tag=tag)
     assert offered(fw) == 32.0
     assert clear(csms, id=9) == "Unknown"
@@ -491,7 +491,7 @@ def test_zero_amps_suspends_charging_and_a_higher_limit_resumes_it(csms, firmwar
                  "Energy.Active.Import.Register"]
     assert len(registers) >= 9 and len(set(registers)) == 1
     assert registers[0] == pytest.approx(paused_at, abs=0.1)
-    assert fw.station.connectors[1].tx is not None       # the transaction stays open
+    assert fw.station.services.connectors[1].tx is not None       # the transaction stays open
     run_to(fw, csms, s + 1200)
     csms.wait_for("StatusNotification", lambda r: r["status"] == "Charging", after=mark)
     assert offered(fw) == 16.0 and hw(fw)["contactor"] == "closed"
@@ -665,7 +665,7 @@ def test_a_clock_correction_applies_the_limit_of_the_new_time(csms, firmware):
         "Accepted"
     csms.wait_for("Heartbeat")
     fw.settle()
-    assert fw.station.time_offset == pytest.approx(OFFSET + 3600)
+    assert fw.station.services.clock.offset == pytest.approx(OFFSET + 3600)
     assert offered(fw) == 10.0
 
 
@@ -809,7 +809,7 @@ def test_a_change_more_than_the_timer_horizon_ahead_is_still_awaited(csms, firmw
     assert set_profile(csms, 1, body(1, TXDEFAULT, [(0, 10)],
                                      start=now(csms) + 9 * 86400)) == "Accepted"
     fw.settle()
-    due = fw.station.timers.when("smart-charging")
+    due = fw.station.services.timers.when("smart-charging")
     assert due is not None and due + OFFSET <= now(csms) + 9 * 86400
 
 

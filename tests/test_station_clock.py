@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chargepoint import events as ev
-from chargepoint.station_clock import (EARLIEST_CSMS_TIME, LATEST_CSMS_TIME, StationClock,
+from chargepoint.model.clock import (EARLIEST_CSMS_TIME, LATEST_CSMS_TIME, StationClock,
                                        iso)
 from tests.harness import STATION_NOW
 
@@ -102,12 +102,12 @@ def test_timers_run_on_local_time_whatever_the_system_clock_does(station):
     """A Heartbeat-like deadline set before a step of the system clock falls due after the
     same local time, in either direction."""
     fired = []
-    station.timers.set("probe", STATION_NOW + 30, lambda: fired.append(station.now))
+    station.services.timers.set("probe", STATION_NOW + 30, lambda: fired.append(station.services.clock.now))
     station.handle(ev.Tick(), STATION_NOW + 10, STATION_NOW + 10 - 3600)
     assert not fired
     station.handle(ev.Tick(), STATION_NOW + 30, STATION_NOW + 30 - 3600)
     assert fired == [STATION_NOW + 30]
-    station.timers.set("probe", STATION_NOW + 60, lambda: fired.append(station.now))
+    station.services.timers.set("probe", STATION_NOW + 60, lambda: fired.append(station.services.clock.now))
     station.handle(ev.Tick(), STATION_NOW + 40, STATION_NOW + 40 + 86400)
     assert len(fired) == 1
     station.handle(ev.Tick(), STATION_NOW + 60, STATION_NOW + 60 + 86400)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from chargepoint import salvage, storage_fault
+from chargepoint import salvage
+from chargepoint.model import storage_fault
 from chargepoint.instance_lock import AlreadyRunning, InstanceLock
 from chargepoint.ocpp_keys import OcppKeys
-from chargepoint.operations.transactions import Ledger
-from chargepoint.outbox import Outbox
+from chargepoint.model.transactions import Ledger
+from chargepoint.model.outbox import Outbox
 from chargepoint.storage import Storage
 from chargepoint.store import Store
 from tests import damage

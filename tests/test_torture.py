@@ -23,7 +23,7 @@ import pytest
 
 from bench.fuzz_frames import fuzz
 from bench.torture_link import torture
-from chargepoint import ocppj
+from chargepoint.protocol import ocppj
 
 SEED = int(os.environ.get("TORTURE_SEED") or random.SystemRandom().randrange(2**32))
 

@@ -26,8 +26,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from chargepoint import actions as act
 from chargepoint import events as ev
-from chargepoint import ocppj
-from chargepoint.connector import ConnectorInfo
+from chargepoint.protocol import ocppj
+from chargepoint.model.connector import ConnectorInfo
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.station import Station, StationConfig
 from chargepoint.store import Store
@@ -120,7 +120,7 @@ class Rig:
 
     def stopping(self) -> bool:
         """The next event stops a running transaction: its reading is the one to bill."""
-        tx = self.station.connectors[1].tx
+        tx = self.station.services.connectors[1].tx
         if tx is not None and not tx.stopping:
             self._stop_for = tx.meter_start_wh
             return True
@@ -131,13 +131,13 @@ class Rig:
 
 
 def check_memory_is_disk(st: Station) -> None:
-    store = st.store
+    store = st.services.store
     rows = store.execute("SELECT seq, unique_id, action, payload, tx_local FROM outbox "
                          "ORDER BY seq").fetchall()
-    pending_deletion = set(st.outbox._delivered)
-    memory = [(i.seq, i.unique_id, i.action, i.text, i.tx_local) for i in st.outbox._items]
+    pending_deletion = set(st.services.outbox._delivered)
+    memory = [(i.seq, i.unique_id, i.action, i.text, i.tx_local) for i in st.services.outbox._items]
     assert memory == [r for r in rows if r[0] not in pending_deletion]
-    assert len(st.outbox) == len(memory)
+    assert len(st.services.outbox) == len(memory)
     kinds = {"StartTransaction": 0, "MeterValues": 1, "StopTransaction": 2}
     last: dict[int, int] = {}
     for _, _, action, _, tx_local in rows:             # queued in production order
@@ -147,14 +147,14 @@ def check_memory_is_disk(st: Station) -> None:
             last[tx_local] = kinds[action]
     txs = {local: (bool(stopped), tid) for local, stopped, tid in store.execute(
         "SELECT local_id, stopped, transaction_id FROM transactions").fetchall()}
-    assert set(st.ledger.by_local) == set(txs)
-    assert st.ledger.stopped == {local for local, (stopped, _) in txs.items() if stopped}
+    assert set(st.services.transactions.ledger.by_local) == set(txs)
+    assert st.services.transactions.ledger.stopped == {local for local, (stopped, _) in txs.items() if stopped}
     for local, (_, tid) in txs.items():
-        assert st.ledger.by_local[local].transaction_id == tid
-    for conn in st.connectors.values():
+        assert st.services.transactions.ledger.by_local[local].transaction_id == tid
+    for conn in st.services.connectors.values():
         if conn.tx is not None:
-            assert conn.tx.local_id in st.ledger.by_local
-            assert conn.tx.local_id not in st.ledger.stopped
+            assert conn.tx.local_id in st.services.transactions.ledger.by_local
+            assert conn.tx.local_id not in st.services.transactions.ledger.stopped
             stopped_row = store.execute("SELECT stopped FROM transactions WHERE local_id=?",
                                         (conn.tx.local_id,)).fetchone()
             assert stopped_row == (0,)
@@ -239,9 +239,9 @@ class WriteFailures(RuleBasedStateMachine):
                 rig.feed(ev.Tick())
             st = rig.station
             check_memory_is_disk(st)
-            assert len(st.outbox) == 0, list(st.outbox)
-            assert st.connectors[1].tx is None
-            assert not st.write_faults.failing
+            assert len(st.services.outbox) == 0, list(st.services.outbox)
+            assert st.services.connectors[1].tx is None
+            assert not st.services.write_faults.failing
             starts = rig.csms.messages("StartTransaction")
             stops = {p["transactionId"]: p for p in rig.csms.messages("StopTransaction").values()}
             assert sorted(stops) == sorted(rig.csms.tids[uid] for uid in starts)
@@ -252,7 +252,7 @@ class WriteFailures(RuleBasedStateMachine):
             # A new session starts once the disk works.
             rig.feed(he.PilotStateChanged(1, PilotState.C))
             rig.feed(he.TagPresented(TAG))
-            assert st.connectors[1].tx is not None
+            assert st.services.connectors[1].tx is not None
         finally:
             self.rig.close()
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -278,7 +278,7 @@ def test_disk_full_mid_session_bills_the_stop_once_storage_works(csms, firmware,
     fw = boot(csms, firmware, {"MeterValueSampleInterval": 10})
     start = start_online(csms, fw)
     fw.advance(30)
-    disk = FailingDisk.install(fw.station.store)
+    disk = FailingDisk.install(fw.station.services.store)
     disk.error = error
     disk.full = True
     fw.advance(30)                                 # samples fail: not produced, not sent
@@ -290,7 +290,7 @@ def test_disk_full_mid_session_bills_the_stop_once_storage_works(csms, firmware,
     assert fw.sim.status()["connectors"]["1"]["contactor"] == "open"
     fw.advance(120)                                # retried with backoff, still full
     assert tx_messages(csms, after=mark) == []
-    assert fw.station.write_faults.failing
+    assert fw.station.services.write_faults.failing
     disk.full = False
     fw.advance(320)                                # the longest backoff at most
     stopped(fw)
@@ -298,12 +298,12 @@ def test_disk_full_mid_session_bills_the_stop_once_storage_works(csms, firmware,
     assert stop["transactionId"] == start.reply["transactionId"]
     assert stop["meterStop"] == round(energy_at_stop)
     assert stop["reason"] == "Local"
-    assert not fw.station.write_faults.failing
+    assert not fw.station.services.write_faults.failing
     # The next session starts as usual.
     mark = len(csms.received)
     fw.sim.tap("TAG2")
     csms.wait_for("StartTransaction", lambda r: r["idTag"] == "TAG2", after=mark)
-    assert wait_until(lambda: fw.station.connectors[1].tx is not None)
+    assert wait_until(lambda: fw.station.services.connectors[1].tx is not None)
     ours = [r for r in caplog.records if r.name.startswith("chargepoint")]
     errors = [r for r in ours if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and fw.settings.storage.path in errors[0].getMessage()
@@ -356,7 +356,7 @@ def test_storage_faults_are_told_from_bugs(tmp_path):
     error in the SQL is a bug and keeps its traceback."""
     import sqlite3
 
-    from chargepoint.write_faults import is_storage_fault
+    from chargepoint.model.write_faults import is_storage_fault
 
     path = tmp_path / "ro.db"
     sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.commit()
@@ -381,7 +381,7 @@ def test_storage_faults_are_told_from_bugs(tmp_path):
 def test_a_key_change_that_cannot_be_stored_is_refused_and_not_applied(station, caplog):
     """ChangeConfiguration on a full disk: a CALLERROR, the old value in memory and on
     disk, one ERROR and no traceback; the same change is accepted once the disk works."""
-    disk = FailingDisk.install(station.store)
+    disk = FailingDisk.install(station.services.store)
     station.handle(ev.Connected(), STATION_NOW)
     disk.full = True
     call = ocppj.encode_call("k1", "ChangeConfiguration",
@@ -390,9 +390,9 @@ def test_a_key_change_that_cannot_be_stored_is_refused_and_not_applied(station, 
               if isinstance(a, act.SendFrame)]
     answer = ocppj.parse_frame(frames[0])
     assert isinstance(answer, ocppj.CallError) and answer.code == "InternalError"
-    assert station.keys.raw("HeartbeatInterval") != "123"
-    assert station.store.load_config().get("HeartbeatInterval") != "123"
-    assert station.write_faults.failing
+    assert station.services.keys.raw("HeartbeatInterval") != "123"
+    assert station.services.store.load_config().get("HeartbeatInterval") != "123"
+    assert station.services.write_faults.failing
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and not errors[0].exc_info
     assert "database or disk is full" in errors[0].getMessage()
@@ -402,8 +402,8 @@ def test_a_key_change_that_cannot_be_stored_is_refused_and_not_applied(station, 
     frames = [a.text for a in station.handle(ev.FrameReceived(call), STATION_NOW)
               if isinstance(a, act.SendFrame)]
     assert ocppj.parse_frame(frames[0]).payload == {"status": "Accepted"}
-    assert station.keys.raw("HeartbeatInterval") == "123"
-    assert station.store.load_config()["HeartbeatInterval"] == "123"
+    assert station.services.keys.raw("HeartbeatInterval") == "123"
+    assert station.services.store.load_config()["HeartbeatInterval"] == "123"
 
 
 # -------------------------------------------------------------------- the real process
