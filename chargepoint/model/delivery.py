@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from chargepoint.model.authorization import Authorization
 from chargepoint.model.clock import StationClock
 from chargepoint.model.link import Link, QueuedMessage
 from chargepoint.model.outbox import Item, Outbox
@@ -33,14 +34,15 @@ class Delivery:
     """The outbox's head on its way to the CSMS. Loop thread only."""
 
     def __init__(self, keys: OcppKeys, clock: StationClock, timers: Timers, link: Link,
-                 outbox: Outbox, transactions: Transactions, sessions: Sessions,
-                 write_faults: WriteFaults):
+                 outbox: Outbox, transactions: Transactions, authorization: Authorization,
+                 sessions: Sessions, write_faults: WriteFaults):
         self._keys = keys
         self._clock = clock
         self._timers = timers
         self._link = link
         self._outbox = outbox
         self._transactions = transactions
+        self._authorization = authorization
         self._sessions = sessions
         self._write_faults = write_faults
 
@@ -71,9 +73,13 @@ class Delivery:
                                  on_error=lambda reason, item=head: self._failed(item, reason))
 
     def _delivered(self, item: Item, response: dict) -> None:
-        deauthorized = self._transactions.delivered(item, response)
-        if deauthorized is not None:
-            self._sessions.deauthorized(deauthorized)
+        confirmed = self._transactions.delivered(item, response)
+        if confirmed is None:
+            return
+        if confirmed.id_tag and confirmed.info:
+            self._authorization.remember(confirmed.id_tag, confirmed.info)
+        if confirmed.deauthorized:
+            self._sessions.deauthorized(confirmed.tx, confirmed.info)
 
     def _failed(self, item: Item, reason: str) -> None:
         """A transaction message got a CALLERROR or no answer, or the link closed on it."""

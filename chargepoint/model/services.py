@@ -97,14 +97,15 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
     local_list = LocalList(keys, store)
     authorization = Authorization(keys, store, clock, link, local_list, write_faults)
     outbox = Outbox(store)
-    transactions = Transactions(store, clock, outbox, authorization)
+    transactions = Transactions(store, clock, outbox)
     metering = Metering(keys, clock, timers, store, outlets, view, meter_reads, transactions,
                         outbox, link)
     timekeeping = TimeKeeping(clock, metering, reservations, smart)
     sessions = Sessions(keys, clock, outlets, authorization, availability, reservations,
                         plug_wait, smart, metering, transactions, meter_reads, locks,
                         write_faults)
-    delivery = Delivery(keys, clock, timers, link, outbox, transactions, sessions, write_faults)
+    delivery = Delivery(keys, clock, timers, link, outbox, transactions, authorization,
+                        sessions, write_faults)
     boot = Boot(link, keys, clock, timers, boot_payload, status_reports, timekeeping)
     return Services(keys=keys, store=store, clock=clock, timers=timers, effects=effects,
                     link=link, connectors=outlets, meter_reads=meter_reads, locks=locks,

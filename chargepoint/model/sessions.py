@@ -33,7 +33,7 @@ from chargepoint.model.metering import Metering
 from chargepoint.model.plug_wait import Pending, PlugWait
 from chargepoint.model.reservations import Reservations
 from chargepoint.model.smart_charging import SmartCharging
-from chargepoint.model.transactions import Deauthorized, Transaction, Transactions
+from chargepoint.model.transactions import Transaction, Transactions
 from chargepoint.model.write_faults import WriteFaults, is_storage_fault
 from chargepoint.ocpp_keys import OcppKeys
 from hal import events as hal_events
@@ -236,9 +236,10 @@ class Sessions:
                     reservations.remove(reservation_id, f"used by transaction {tx.local_id}")
 
             try:                        # a used reservation ends in the same commit
-                tx = self._transactions.begin(conn, id_tag, decision, reading.energy_import_wh,
-                                              reservation_id, begin_values,
-                                              also=use_reservation)
+                tx = self._transactions.begin(conn.id, id_tag, parent,
+                                              reading.energy_import_wh, reservation_id,
+                                              begin_values, also=use_reservation,
+                                              why=decision.source)
             except Exception as exc:
                 if not is_storage_fault(exc):
                     raise
@@ -334,10 +335,9 @@ class Sessions:
         self._reservations.transaction_ended()
         self._availability.apply_scheduled()
 
-    def deauthorized(self, event: Deauthorized) -> None:
+    def deauthorized(self, tx: Transaction, info: dict) -> None:
         """StartTransaction.conf did not accept the id of a running transaction
         (TC_037_2/3)."""
-        tx, info = event.tx, event.info
         conn = self._connectors.get(tx.connector_id)
         if conn is None or conn.tx is not tx or tx.stopping:
             return

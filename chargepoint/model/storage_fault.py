@@ -21,15 +21,11 @@ builds the report.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
 from chargepoint.model.clock import StationClock
+from chargepoint.model.connector import Connectors
 from chargepoint.store import Store, StorageHealth
 from chargepoint.timers import Timers
 from hal import events as hal_events
-
-if TYPE_CHECKING:
-    from chargepoint.model.connector import Connectors
 
 log = logging.getLogger("chargepoint.storage")
 
@@ -69,7 +65,7 @@ class StorageRepairs:
     """Clears a reported repair once the CSMS has been told of it. Loop thread only."""
 
     def __init__(self, store: Store, timers: Timers, clock: StationClock,
-                 connectors: "Connectors"):
+                 connectors: Connectors):
         self._store = store
         self._timers = timers
         self._clock = clock

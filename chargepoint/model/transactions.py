@@ -15,15 +15,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
-from chargepoint.model.authorization import Authorization, Decision
 from chargepoint.model.clock import StationClock, iso
 from chargepoint.model.outbox import LOCAL_TIME, Item, Outbox
 from chargepoint.store import Store
-
-if TYPE_CHECKING:
-    from chargepoint.model.connector import Connector
 
 log = logging.getLogger("chargepoint.transactions")
 
@@ -134,23 +130,24 @@ class Ledger:
 
 
 @dataclass(frozen=True)
-class Deauthorized:
-    """StartTransaction.conf did not accept the id of a running transaction."""
+class Confirmed:
+    """What the CSMS said of a transaction message: an idTagInfo for `id_tag` (for the
+    authorization cache), and whether it de-authorizes the running transaction `tx`."""
 
     tx: Transaction
-    info: dict
+    id_tag: Optional[str]
+    info: Optional[dict]
+    deauthorized: bool = False
 
 
 class Transactions:
     """The durable life of transactions: begin, readings, end, confirmations. Loop thread
     only."""
 
-    def __init__(self, store: Store, clock: StationClock, outbox: Outbox,
-                 authorization: Authorization):
+    def __init__(self, store: Store, clock: StationClock, outbox: Outbox):
         self._store = store
         self._clock = clock
         self._outbox = outbox
-        self._authorization = authorization
         self.ledger = Ledger(store)
 
     # ---------------------------------------------------------------- timestamps
@@ -186,21 +183,24 @@ class Transactions:
         return tx.anchor
 
     # ---------------------------------------------------------------- begin / end
-    def begin(self, conn: "Connector", id_tag: str, decision: Decision, register_wh: float,
-              reservation_id: Optional[int] = None, begin_values: Optional[list] = None,
-              also: Optional[Callable[[Transaction], None]] = None) -> Transaction:
+    def begin(self, connector_id: int, id_tag: str, parent_id_tag: Optional[str],
+              register_wh: float, reservation_id: Optional[int] = None,
+              begin_values: Optional[list] = None,
+              also: Optional[Callable[[Transaction], None]] = None,
+              why: str = "") -> Transaction:
         """Commit the transaction and its StartTransaction.req; returns it running.
 
         `begin_values`: Transaction.Begin entries kept for StopTransaction.transactionData;
-        `also(tx)` writes what must change in the same commit (a reservation used up).
+        `also(tx)` writes what must change in the same commit (a reservation used up);
+        `why` says for the log who admitted the id.
         """
         now = self._clock.now
         meter_start = wh(register_wh)
-        extra = {"parentIdTag": decision.parent_id_tag} if decision.parent_id_tag else {}
+        extra = {"parentIdTag": parent_id_tag} if parent_id_tag else {}
         anchor = self._clock.anchor_for(now)
         if anchor is not None:
             extra["anchor"] = anchor
-        payload = {"connectorId": conn.id, "idTag": id_tag, "meterStart": meter_start,
+        payload = {"connectorId": connector_id, "idTag": id_tag, "meterStart": meter_start,
                    "timestamp": self.stamp()}
         if reservation_id is not None:
             payload["reservationId"] = reservation_id
@@ -209,10 +209,10 @@ class Transactions:
             cur = store.execute(
                 "INSERT INTO transactions(connector_id, id_tag, meter_start, started, "
                 "reservation_id, last_wh, last_ts, info) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                (conn.id, id_tag, meter_start, now, reservation_id, register_wh, now,
+                (connector_id, id_tag, meter_start, now, reservation_id, register_wh, now,
                  json.dumps(extra)))
-            tx = Transaction(cur.lastrowid, conn.id, id_tag, meter_start, now,
-                             parent_id_tag=decision.parent_id_tag,
+            tx = Transaction(cur.lastrowid, connector_id, id_tag, meter_start, now,
+                             parent_id_tag=parent_id_tag,
                              reservation_id=reservation_id, info=extra, anchor=anchor)
             self._outbox.produce("StartTransaction", payload, tx.local_id, now)
             for value in begin_values or []:
@@ -221,7 +221,7 @@ class Transactions:
                 also(tx)
             store.on_commit(lambda: self.ledger.by_local.__setitem__(tx.local_id, tx))
         log.info("transaction %d started on connector %d for %s (meterStart %d Wh, %s)",
-                 tx.local_id, conn.id, id_tag, meter_start, decision.source)
+                 tx.local_id, connector_id, id_tag, meter_start, why)
         return tx
 
     def end(self, tx: Transaction, reason: str, register_wh: float,
@@ -342,9 +342,10 @@ class Transactions:
             payload = {**payload, "transactionId": tx.transaction_id}
         return payload
 
-    def delivered(self, item: Item, response: dict) -> Optional[Deauthorized]:
+    def delivered(self, item: Item, response: dict) -> Optional[Confirmed]:
         """The CSMS confirmed `item`: record what it said, durably, with the row's deletion.
-        Returns the de-authorization of a running transaction, for the sessions to act on."""
+        Returns what the answer says of the transaction's idTag, for the authorization cache
+        and the sessions to act on."""
         tx = self.of(item)
         if item.action == "StartTransaction" and tx is not None:
             return self._started(item, tx, response)
@@ -357,13 +358,11 @@ class Transactions:
             self._outbox.delivered(item, also=forget)
             self.ledger.by_local.pop(tx.local_id, None)
             self.ledger.stopped.discard(tx.local_id)
-            if info and stop_tag:
-                self._authorization.remember(stop_tag, info)
-            return None
+            return Confirmed(tx, stop_tag, info) if info and stop_tag else None
         self._outbox.delivered(item)
         return None
 
-    def _started(self, item: Item, tx: Transaction, response: dict) -> Optional[Deauthorized]:
+    def _started(self, item: Item, tx: Transaction, response: dict) -> Confirmed:
         transaction_id = int(response["transactionId"])
         info = response["idTagInfo"]
 
@@ -375,14 +374,12 @@ class Transactions:
                                 (stored, tx.local_id))
             self._store.on_commit(lambda: setattr(tx, "transaction_id", transaction_id))
         self._outbox.delivered(item, also=write)
-        self._authorization.remember(tx.id_tag, info)
         if info.get("parentIdTag"):       # its group may stop it (3.10): the CSMS's latest word
             tx.parent_id_tag = info["parentIdTag"]
         log.info("transaction %d is transactionId %d at the CSMS (idTag %s)", tx.local_id,
                  tx.transaction_id, info.get("status"))
-        if info.get("status") != "Accepted" and tx.local_id not in self.ledger.stopped:
-            return Deauthorized(tx, info)
-        return None
+        return Confirmed(tx, tx.id_tag, info, deauthorized=info.get("status") != "Accepted"
+                         and tx.local_id not in self.ledger.stopped)
 
     def _stop_without_start(self, item: Item, tx: Optional[Transaction]) -> None:
         """A StopTransaction whose StartTransaction was given up can never be sent: OCPP

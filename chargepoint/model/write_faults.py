@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from chargepoint.model import storage_fault
 from chargepoint.model.clock import StationClock
+from chargepoint.model.connector import Connectors
 from chargepoint.store import Store
 from chargepoint.timers import Timers
-
-if TYPE_CHECKING:
-    from chargepoint.model.connector import Connectors
 
 log = logging.getLogger("chargepoint.write_faults")
 
@@ -53,7 +51,7 @@ class WriteFaults:
     """Whether the disk takes writes, and what waits until it does again. Loop thread only."""
 
     def __init__(self, store: Store, timers: Timers, clock: StationClock,
-                 connectors: "Connectors"):
+                 connectors: Connectors):
         self._store = store
         self._timers = timers
         self._clock = clock
