@@ -6,7 +6,7 @@ comes back they must all reach the CSMS, in order, before anything newer, one at
 durably (docs/delivery.md). How fast that goes decides how long the backlog delays
 everything else.
 
-The queue is made through the Outbox API (chargepoint/outbox.py) in the firmware's own
+The queue is made through the Outbox API (chargepoint/model/outbox.py) in the firmware's own
 database, as a long offline transaction leaves it: a StartTransaction, then MeterValues
 one second apart (energy register and power, as config.toml samples them) and a
 StopTransaction, all of one transaction whose transactionId is not known yet. The real

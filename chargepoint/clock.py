@@ -3,7 +3,7 @@
 Each gives two readings. `now()` is the local clock: monotonic seconds, started at
 the wall clock's reading, for deadlines and durations (it never jumps). `wall()` is
 the system clock as it is set, which the station only uses to learn the time of day
-(chargepoint/station_clock.py).
+(chargepoint/model/clock.py).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The OCPP configuration keys: one table of types, bounds and flags, values in SQLite.
 
-GetConfiguration / ChangeConfiguration (chargepoint/operations/configuration.py)
+GetConfiguration / ChangeConfiguration (chargepoint/handlers/configuration.py)
 read and write through `OcppKeys`; the rest of the firmware reads typed values
 (`keys.int("HeartbeatInterval")`). Values are stored as the strings that travel
 on the wire, so what the CSMS set is exactly what it reads back after a restart.

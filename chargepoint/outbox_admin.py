@@ -10,7 +10,7 @@ transaction that were given up with it or for want of its transactionId.
 Both work beside the running service as well as while it is stopped: the database is in
 WAL mode, so a second connection reads without disturbing the firmware, and writes wait
 for the firmware's commit of a few milliseconds. A running firmware notices the re-queued
-rows at its next turn (chargepoint/outbox.py) and sends them after what is already queued;
+rows at its next turn (chargepoint/model/outbox.py) and sends them after what is already queued;
 a stopped one sends them when it starts.
 """
 from __future__ import annotations

@@ -23,7 +23,7 @@ While the firmware runs, `StorageGuard` (a thread, so the station loop never pol
 
 Every fault is logged at ERROR (a rewrite after deletion at WARNING), kept in
 `Store.health`, and reported to the CSMS on connector 0 (errorCode InternalError,
-chargepoint/storage_fault.py) through a HardwareFault event.
+chargepoint/model/storage_fault.py) through a HardwareFault event.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ class FaultCode(str, enum.Enum):
     POWER_METER_FAILURE = "PowerMeterFailure"
     POWER_SWITCH_FAILURE = "PowerSwitchFailure"   # welded or stuck-open contactor
     READER_FAILURE = "ReaderFailure"
-    #: Not hardware on the connector: the controller's own storage (chargepoint/storage_fault.py).
+    #: Not hardware on the connector: the controller's own storage (chargepoint/model/storage_fault.py).
     INTERNAL_ERROR = "InternalError"
     OTHER_ERROR = "OtherError"
 

@@ -6,7 +6,7 @@ from chargepoint import actions as act
 from chargepoint.events import Tick
 from chargepoint.model.transactions import Transaction
 from hal import events as he
-from hal.interfaces import PilotState
+from hal.interfaces import MeterReading, PilotState
 from tests.harness import STATION_NOW
 
 NOW = STATION_NOW
@@ -108,3 +108,43 @@ def test_a_failing_timer_callback_does_not_stop_the_core(station, caplog):
     station.handle(Tick(), NOW)
     assert "bug in a timer" in caplog.text
     assert act.ReportStatus("still alive") in station.handle(Tick(), NOW + 1)
+
+
+def test_a_turn_reconciles_each_connector_once(station):
+    """The meter reading that starts a transaction changes the connector several times in
+    one turn (no longer starting, a transaction, a current offered): its indicator and its
+    StatusNotification still come once, after the outputs."""
+    import json
+
+    from chargepoint.events import Connected, FrameReceived
+
+    answers = {"BootNotification": {"status": "Accepted", "interval": 300,
+                                    "currentTime": "2026-06-01T00:00:00Z"},
+               "Authorize": {"idTagInfo": {"status": "Accepted"}}}
+
+    def turn(event):
+        """One event, then the CSMS answers every CALL of ours; the actions of the event's
+        own turn."""
+        out = station.handle(event, NOW)
+        pending = out
+        while True:
+            calls = [json.loads(a.text) for a in pending if isinstance(a, act.SendFrame)
+                     and json.loads(a.text)[0] == 2]
+            if not calls:
+                return out
+            pending = station.handle(FrameReceived(json.dumps(
+                [3, calls[0][1], answers.get(calls[0][2], {})])), NOW)
+
+    turn(Connected())
+    assert station.services.link.accepted
+    turn(he.PilotStateChanged(1, PilotState.C))
+    turn(he.TagPresented("TAG1"))
+    assert station.services.connectors[1].starting
+    out = turn(he.MeterSampled(1, MeterReading(time=NOW, energy_import_wh=10.0)))
+    assert station.services.connectors[1].tx is not None
+    assert [a for a in out if isinstance(a, act.ShowIndicator)] == [
+        act.ShowIndicator(1, "charging")]
+    assert hw(out) == [act.OfferCurrent(1, 32), act.SetContactor(1, True)]
+    calls = [json.loads(a.text) for a in out if isinstance(a, act.SendFrame)]
+    assert [(c[2], c[3]["status"]) for c in calls if c[2] == "StatusNotification"] == [
+        ("StatusNotification", "Charging")]

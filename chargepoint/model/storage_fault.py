@@ -8,7 +8,7 @@ storage (at most 50 characters) and `vendorErrorCode` tells the two kinds apart:
 - StorageNotDurable: nothing can be written, the database lives in memory. Shown until
   the real file can be written again, then cleared (NoError).
 - StorageWriteFailed: writes fail while the firmware runs (a full or read-only
-  filesystem, an I/O error; chargepoint/write_faults.py). Shown until a write succeeds.
+  filesystem, an I/O error; chargepoint/model/write_faults.py). Shown until a write succeeds.
 - StorageRepaired: the file was damaged, empty, or deleted under the running firmware,
   and has been rewritten with what could be saved. Storage works again at once, so the
   fault is reported once and cleared right after; the `state` row RECORD_KEY keeps it
@@ -51,7 +51,7 @@ def fault(health: "StorageHealth") -> hal_events.HardwareFault:
 
 
 def write_failed(exc: BaseException) -> hal_events.HardwareFault:
-    """The connector-0 fault while writes fail in operation (chargepoint/write_faults.py):
+    """The connector-0 fault while writes fail in operation (chargepoint/model/write_faults.py):
     shown until a write succeeds again."""
     return hal_events.HardwareFault(0, hal_events.FaultCode.INTERNAL_ERROR, True,
                                     f"storage write failed: {exc}"[:50], WRITE_FAILED)
