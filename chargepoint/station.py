@@ -61,8 +61,8 @@ class Station:
             config.boot_payload, config.response_timeout_s)
         #: connector id -> (contactor closed, offered amps) last commanded.
         self._commanded: dict[int, tuple[bool, Optional[float]]] = {}
-        #: The systemd STATUS line last reported.
-        self._described: Optional[str] = None
+        #: (connected, registration) as last reported in the systemd STATUS line.
+        self._described: Optional[tuple[bool, str]] = None
         keys.on_change(self._key_changed)
         services = self.services
         services.sessions.recover()
@@ -201,15 +201,17 @@ class Station:
             out.on_error("timeout")
 
     def _report_status(self) -> None:
-        text = self.services.link.describe()
-        if text != self._described:
-            self._described = text
-            self.services.effects.emit(act.ReportStatus(text))
+        link = self.services.link
+        state = (link.connected, link.registration)
+        if state != self._described:
+            self._described = state
+            self.services.effects.emit(act.ReportStatus(link.describe()))
 
     # ------------------------------------------------------------------ frames
     def _frames_out(self) -> None:
-        for text in self.rpc.take_outgoing():
-            self.services.effects.emit(act.SendFrame(text))
+        if self.rpc.outgoing:
+            for text in self.rpc.take_outgoing():
+                self.services.effects.emit(act.SendFrame(text))
 
     def _on_frame(self, text: str) -> None:
         event = self.rpc.receive(text)

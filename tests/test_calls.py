@@ -8,7 +8,8 @@ import pytest
 
 from chargepoint import actions as act
 from chargepoint import events as ev
-from chargepoint.protocol.calls import CONNECTION, DRIVER, MAX_QUEUED, CallQueue, Outgoing
+from chargepoint.model.link import CONNECTION, DRIVER
+from chargepoint.protocol.calls import MAX_QUEUED, CallQueue, Outgoing
 from tests.harness import STATION_NOW as NOW
 
 TX = ("StartTransaction", "MeterValues", "StopTransaction")

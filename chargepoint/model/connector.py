@@ -128,6 +128,8 @@ class Connectors(dict):
 
     def take_changed(self) -> set[int]:
         """The connectors marked changed since the last call; the marks are cleared."""
+        if not self._dirty:
+            return set()
         dirty = set(self._dirty)
         self._dirty.clear()
         return dirty

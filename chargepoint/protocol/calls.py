@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterator, Optional
 
-from chargepoint.model.link import CONNECTION, DRIVER, LANES, OTHER  # noqa: F401
+from chargepoint.model.link import LANES, OTHER
 from chargepoint.protocol import ocppj
 
 #: Most non-transaction CALLs waiting at once; each is a few hundred bytes.
