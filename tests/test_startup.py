@@ -204,3 +204,34 @@ def _rdm6300(port: str):
 
 GPIO_CONTACTOR = lambda t: t.replace('[connectors.contactor]\ntype = "sim"',  # noqa: E731
                                      '[connectors.contactor]\ntype = "gpio"\npin = 17')
+
+
+@pytest.mark.skipif(has_lgpio, reason="lgpio is installed here")
+def test_a_gpio_device_built_without_a_pin_factory_says_why_in_one_error(tmp_path):
+    script = ("import time\nfrom hal.gpio import GpioContactor, GpioContactorSettings, "
+              "GpioUnavailable\ntry:\n    GpioContactor(GpioContactorSettings(pin=17), 1, "
+              "print, time.monotonic)\nexcept GpioUnavailable as exc:\n    print(exc)\n")
+    env = {k: v for k, v in os.environ.items() if k != "GPIOZERO_PIN_FACTORY"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.startswith("no GPIO pin factory can be loaded: the lgpio package is "
+                                  "not installed"), proc.stdout + proc.stderr
+    assert proc.stderr == ""                  # no fallback warnings
+
+
+@needs_root
+def test_a_gpio_chip_the_user_cannot_open_names_the_udev_rule_and_the_group(shared_dir,
+                                                                          nobody):
+    chip = shared_dir / "gpiochip0"
+    os.mknod(chip, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    chip.chmod(0o600)
+    script = (f"import hal.gpio as g\ng.GPIO_CHIPS = {str(shared_dir / 'gpiochip*')!r}\n"
+              "print('\\n'.join(g.pin_factory_problems()))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, user=nobody.pw_uid, group=nobody.pw_gid,
+                          extra_groups=[])
+    [line] = lines_with(proc.stdout, "cannot open")
+    assert f"user nobody cannot open {chip} (root:root, mode 0600): let the group gpio open " \
+           "the chips with the udev rule 'SUBSYSTEM==\"gpio\", KERNEL==\"gpiochip*\", " \
+           "GROUP=\"gpio\", MODE=\"0660\"'" in line
+    assert "run as a member of gpio" in line
