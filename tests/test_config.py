@@ -80,7 +80,7 @@ def test_run_with_bad_config_exits_with_the_key_and_reason(tmp_path):
     path.write_text(GOOD.replace("phases = 3", "phases = 4"))
     proc = subprocess.run([sys.executable, "-m", "chargepoint", "run", "--config", str(path)],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == 78
     assert f"{path}: connectors[id=1].phases: must be 1 or 3" in proc.stderr
 
 

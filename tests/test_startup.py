@@ -24,7 +24,9 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from chargepoint import preflight
 from chargepoint.config import DEFAULT_STATE_DIR, ConfigError, load_settings
+from chargepoint.instance_lock import EXIT_IN_USE, InstanceLock
 from tests.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +73,27 @@ def shared_dir():
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the file
+def test_every_problem_of_the_file_is_reported_at_once(tmp_path):
+    path = write_config(tmp_path, tmp_path / "cp.db", lambda t: t
+                        .replace("[csms]", "[csms]\ncolour = 'red'")
+                        .replace("reconnect_max_s = 300", "reconnect_max_s = -3")
+                        .replace("phases = 3", "phases = 2")
+                        .replace("HeartbeatInterval = 300", "HeartbeatInterval = 0")
+                        + "\n[extras]\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert sorted(key for key, _ in info.value.problems) == sorted([
+        "extras", "csms.colour", "csms.reconnect_max_s", "connectors[id=1].phases",
+        "ocpp.HeartbeatInterval"])
+    proc = chargepoint("run", "--config", str(path))
+    assert proc.returncode == 78
+    for key, reason in info.value.problems:
+        assert len(lines_with(proc.stderr, f"{path}: {key}: {reason}")) == 1, proc.stderr
+    assert "not starting: 5 problems" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_a_bad_value_is_reported_once_and_the_rest_of_its_table_still_checked(tmp_path):
@@ -171,8 +194,104 @@ def test_a_bad_tls_file_stops_the_start_naming_the_key_and_the_file(tmp_path, ca
     assert why.startswith(reason.format(path=tmp_path / f"{key}.pem")), why
 
 
+def test_every_bad_tls_file_is_named_and_the_run_ends_at_once(tmp_path, ca):
+    """Before, the charger started and retried `FileNotFoundError` at every reconnection."""
+    path = tls(tmp_path, ca, ca_file=None, client_key=ca.issue_cert("X").private_key_pem.bytes())
+    proc = chargepoint("run", "--config", str(path))
+    assert proc.returncode == 78, proc.stderr
+    assert len(lines_with(proc.stderr, f"csms.ca_file: cannot read {tmp_path}/ca_file.pem")) == 1
+    assert len(lines_with(proc.stderr, "csms.client_key: ")) == 1
+    assert "connecting" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "cp.db").exists()
+
+
+@needs_root
+def test_a_tls_file_the_user_cannot_read_names_the_user(shared_dir, ca, nobody):
+    path = tls(shared_dir, ca)
+    (shared_dir / "client_key.pem").chmod(0o600)
+    proc = chargepoint("check", "--config", str(path), "--user", "nobody")
+    assert proc.returncode == 78
+    assert lines_with(proc.stdout, f"csms.client_key: cannot read {shared_dir}/client_key.pem: "
+                                   "Permission denied (as user nobody)"), proc.stdout
+
+
+# --------------------------------------------------------------------------- the database's place
+@needs_root
+@pytest.mark.parametrize("case", ["directory of root", "missing, parent of root",
+                                  "file of root", "parent not searchable"])
+def test_a_database_place_the_user_may_not_write_stops_the_start(shared_dir, nobody, case):
+    """Permissions are a configuration error (exit 78, no restart): nothing but an operator
+    changes them. A read-only filesystem is a disk fault and runs in memory instead
+    (tests/test_storage_faults.py)."""
+    state = shared_dir / "state"
+    state.mkdir(mode=0o755)
+    db = state / "cp.db"
+    expected = [f"user nobody cannot write in {state} (root:root, mode 0755)",
+                f"sudo chown -R nobody:{_group(nobody)} {state}"]
+    if case == "missing, parent of root":
+        db = state / "sub" / "cp.db"
+        expected = [f"cannot create {state / 'sub'}: user nobody cannot write in {state} "
+                    "(root:root, mode 0755)", f"sudo install -d -o nobody -g {_group(nobody)} "
+                                              f"-m 0750 {state / 'sub'}"]
+    elif case == "file of root":
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        db.write_bytes(b"")
+        db.chmod(0o600)
+        expected = [f"user nobody cannot read and write {db} (root:root, mode 0600) (made by "
+                    f"a run as root?)", f"sudo chown nobody:{_group(nobody)} {db}*"]
+    elif case == "parent not searchable":
+        state.chmod(0o700)
+        db = state / "sub" / "cp.db"
+        expected = [f"user nobody cannot reach {state / 'sub'}: {state} (root:root, mode "
+                    "0700) does not let it through"]
+    config = write_config(shared_dir, db)
+    before = sorted(state.rglob("*"))
+    proc = chargepoint("run", "--config", str(config), user=nobody)
+    assert proc.returncode == 78, proc.stderr
+    [line] = lines_with(proc.stderr, str(db))
+    for text in expected:
+        assert text in line, line
+    assert "Traceback" not in proc.stderr and "in-memory" not in proc.stderr
+    assert sorted(state.rglob("*")) == before                # nothing made or taken
+
+
 def _group(user: pwd.struct_passwd) -> str:
     return grp.getgrgid(user.pw_gid).gr_name
+
+
+@needs_root
+def test_a_read_only_place_is_a_warning_the_firmware_starts_on(shared_dir, nobody):
+    state = shared_dir / "state"
+    state.mkdir()
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    subprocess.run(["mount", "--bind", str(state), str(state)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(state)], check=True)
+        proc = chargepoint("check", "--config", str(write_config(shared_dir, state / "cp.db")),
+                           "--user", "nobody")
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+    assert proc.returncode == 0, proc.stdout
+    [line] = lines_with(proc.stdout, "warning:")
+    assert f"{state} is on a read-only filesystem: the firmware starts on an in-memory" in line
+    assert "the firmware would start" in proc.stdout
+
+
+@needs_root
+def test_root_refuses_to_run_over_state_that_belongs_to_another_user(shared_dir, nobody):
+    state = shared_dir / "state"
+    state.mkdir()
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    config = write_config(shared_dir)
+    proc = chargepoint("run", "--config", str(config), "--state-dir", str(state))
+    assert proc.returncode == 78, proc.stderr
+    [line] = lines_with(proc.stderr, "refusing to run as root")
+    assert f"{state}: refusing to run as root: it belongs to user nobody" in line
+    assert f"sudo -u nobody chargepoint run --config {config}" in line
+    assert list(state.iterdir()) == []                 # nothing made there as root
+    check = chargepoint("check", "--config", str(config), "--state-dir", str(state),
+                        "--user", "root")
+    assert check.returncode == 78 and lines_with(check.stdout, "refusing to run as root")
 
 
 # --------------------------------------------------------------------------- where state lives
@@ -197,13 +316,128 @@ def test_an_s0_meters_count_lives_in_the_state_directory_too(tmp_path):
     assert settings.connectors[0].meter.state_path(1) == tmp_path / "state" / "s0-connector-1.json"
 
 
+def test_run_with_state_dir_keeps_its_database_there(tmp_path, csms):
+    config = write_config(tmp_path, edit=lambda t: t.replace(
+        'url = "ws://127.0.0.1:9000/ocpp"', f'url = "{csms.url}"'))
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-m", "chargepoint", "run", "--config",
+                             str(config), "--state-dir", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        csms.wait_for("BootNotification", timeout=20)
+        assert (state / "chargepoint.db").exists()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert f"database {state / 'chargepoint.db'}" in out
+
+
+# --------------------------------------------------------------------------- chargepoint check
+def test_check_of_a_sound_setup_exits_0_and_makes_nothing(tmp_path):
+    state = tmp_path / "state"
+    proc = chargepoint("check", "--config", str(write_config(tmp_path)), "--state-dir",
+                       str(state), "--user", pwd.getpwuid(os.geteuid()).pw_name)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == \
+        f"the firmware would start (database {state / 'chargepoint.db'})"
+    assert not state.exists()
+
+
+def test_check_lists_every_problem_and_exits_78(tmp_path):
+    config = write_config(tmp_path, tmp_path / "cp.db", lambda t: t.replace(
+        "phases = 3", "phases = 5").replace("[log]", "[log]\nfoo = 1"))
+    proc = chargepoint("check", "--config", str(config))
+    assert proc.returncode == 78
+    assert lines_with(proc.stdout, f"error: {config}: connectors[id=1].phases: must be 1 or 3")
+    assert lines_with(proc.stdout, f"error: {config}: log.foo: unknown key")
+    assert proc.stdout.splitlines()[-1] == "the firmware would not start: 2 errors"
+
+
+@needs_root
+def test_check_as_root_checks_as_the_user_that_would_run_it(shared_dir, nobody):
+    """Root could write anywhere: the check runs as the service's user (here `nobody`)
+    and finds what that user would meet."""
+    state = shared_dir / "state"
+    state.mkdir(mode=0o755)
+    config = write_config(shared_dir, state / "cp.db")
+    assert chargepoint("check", "--config", str(config), "--user", "root").returncode == 0
+    proc = chargepoint("check", "--config", str(config), "--user", "nobody")
+    assert proc.returncode == 78
+    assert proc.stdout.splitlines()[0] == f"checking {config} as user nobody"
+    assert lines_with(proc.stdout, f"user nobody cannot write in {state}")
+
+
+def test_check_says_when_a_firmware_runs_on_the_database(tmp_path):
+    db = tmp_path / "cp.db"
+    lock = InstanceLock(str(db))
+    assert lock.acquire()
+    try:
+        proc = chargepoint("check", "--config", str(write_config(tmp_path, db)))
+    finally:
+        lock.release()
+    assert proc.returncode == 0, proc.stdout
+    assert lines_with(proc.stdout, f"warning: {db}: in use by a running chargepoint (pid "
+                                   f"{os.getpid()}); another one would not start on it "
+                                   f"(exit {EXIT_IN_USE})")
+    assert proc.stdout.splitlines()[-1].endswith(", with 1 warning")
+
+
 def _rdm6300(port: str):
     return lambda t: t.replace('[[readers]]\ntype = "sim"',
                                f'[[readers]]\ntype = "rdm6300"\nport = "{port}"')
 
 
+def test_a_serial_port_not_there_is_a_warning_the_firmware_starts_on(tmp_path):
+    config = write_config(tmp_path, tmp_path / "cp.db", _rdm6300(str(tmp_path / "ttyUSB9")))
+    proc = chargepoint("check", "--config", str(config))
+    assert proc.returncode == 0, proc.stdout
+    assert lines_with(proc.stdout, f"warning: {config}: readers[0].port: {tmp_path}/ttyUSB9 "
+                                   "is not there: the firmware starts and reports the device "
+                                   "faulty until it appears")
+
+
+@needs_root
+def test_a_serial_port_the_user_cannot_open_is_an_error_naming_the_group(shared_dir, nobody):
+    port = shared_dir / "ttyUSB0"
+    os.mknod(port, 0o660 | stat.S_IFCHR, os.makedev(1, 3))     # a real character device
+    os.chown(port, 0, grp.getgrnam("dialout").gr_gid)
+    port.chmod(0o660)                                            # whatever the umask
+    (shared_dir / "state").mkdir()
+    os.chown(shared_dir / "state", nobody.pw_uid, nobody.pw_gid)
+    config = write_config(shared_dir, shared_dir / "state" / "cp.db", _rdm6300(str(port)))
+    proc = chargepoint("run", "--config", str(config), user=nobody)
+    assert proc.returncode == 78, proc.stderr
+    [line] = lines_with(proc.stderr, "readers[0].port")
+    assert f"user nobody cannot open {port} (root:dialout, mode 0660): run as a member of " \
+           "the group dialout" in line
+    port.unlink()
+    port.write_text("")
+    proc = chargepoint("check", "--config", str(config), "--user", "nobody")
+    assert lines_with(proc.stdout, f"readers[0].port: {port} is not a device")
+
+
 GPIO_CONTACTOR = lambda t: t.replace('[connectors.contactor]\ntype = "sim"',  # noqa: E731
                                      '[connectors.contactor]\ntype = "gpio"\npin = 17')
+
+
+@pytest.mark.skipif(has_lgpio, reason="lgpio is installed here")
+def test_gpio_without_its_package_says_which_and_how_to_install_it(tmp_path):
+    config = write_config(tmp_path, tmp_path / "cp.db", GPIO_CONTACTOR)
+    env = {k: v for k, v in os.environ.items() if k != "GPIOZERO_PIN_FACTORY"}
+    proc = chargepoint("run", "--config", str(config), env=env)
+    assert proc.returncode == 78, proc.stderr
+    [line] = lines_with(proc.stderr, "connectors[id=1].contactor")
+    assert "no GPIO pin factory can be loaded: the lgpio package is not installed: pip " \
+           "install 'chargepoint[pi]'" in line
+    assert "BadPinFactory" not in proc.stderr and "Falling back" not in proc.stderr
+    assert not (tmp_path / "cp.db").exists()
+    check = chargepoint("check", "--config", str(config), env=env)
+    assert check.returncode == 78 and lines_with(check.stdout, "chargepoint[pi]")
+    # gpiozero's own mock pins (as the tests use) are a pin factory like any other.
+    assert chargepoint("check", "--config", str(config)).returncode == 0
 
 
 @pytest.mark.skipif(has_lgpio, reason="lgpio is installed here")
