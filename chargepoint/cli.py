@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -20,17 +21,19 @@ DEFAULT_CONFIG = "/etc/chargepoint/config.toml"
 
 
 class _JournalFormatter(logging.Formatter):
-    """`<priority>logger: message`: journald stores the priority and adds the time."""
+    """`<priority>logger: message`: journald stores the priority and adds the time. It
+    reads each line as an entry of its own, so every line of a traceback carries it."""
 
     PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                 logging.CRITICAL: 2}
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record).replace("\n", "\n    ")
-        return f"<{self.PRIORITY.get(record.levelno, 6)}>{text}"
+        prefix = f"<{self.PRIORITY.get(record.levelno, 6)}>"
+        return prefix + super().format(record).replace("\n", f"\n{prefix}    ")
 
 
 def setup_logging(level: str) -> None:
+    """Log to standard error (the journal under systemd), uncaught errors of threads too."""
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
@@ -40,6 +43,15 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    threading.excepthook = _log_thread_exception
+
+
+def _log_thread_exception(args) -> None:
+    if issubclass(args.exc_type, SystemExit):
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    log.critical("unexpected error in %s", name,
+                 exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def _install_signal_handlers(runtime) -> None:
@@ -388,4 +400,19 @@ def _state_dir_option(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return guarded(lambda: args.func(args))
+
+
+def guarded(command) -> int:
+    """Run `command`; an error nobody foresaw is logged with its traceback at CRITICAL
+    (under systemd every line keeps that priority), never printed raw, and ends the
+    process with EXIT_SOFTWARE, which the service restarts after."""
+    from chargepoint.preflight import EXIT_SOFTWARE
+
+    try:
+        return command()
+    except Exception:
+        if not logging.getLogger().handlers:
+            setup_logging("info")
+        log.critical("unexpected error; exiting", exc_info=True)
+        return EXIT_SOFTWARE

@@ -469,3 +469,29 @@ def test_a_gpio_chip_the_user_cannot_open_names_the_udev_rule_and_the_group(shar
            "the chips with the udev rule 'SUBSYSTEM==\"gpio\", KERNEL==\"gpiochip*\", " \
            "GROUP=\"gpio\", MODE=\"0660\"'" in line
     assert "run as a member of gpio" in line
+
+
+# --------------------------------------------------------------------------- how it ends
+def test_an_unforeseen_error_is_logged_with_its_priority_on_every_line():
+    script = ("import sys\nfrom chargepoint import cli\n"
+              "sys.exit(cli.guarded(lambda: {}['missing']))\n")
+    env = dict(os.environ, JOURNAL_STREAM="8:1234")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == preflight.EXIT_SOFTWARE == 70
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "<2>chargepoint: unexpected error; exiting"
+    assert any("KeyError: 'missing'" in line for line in lines)
+    assert all(line.startswith("<2>") for line in lines), proc.stderr
+
+
+def test_an_error_escaping_a_thread_goes_through_logging():
+    script = ("import threading\nfrom chargepoint import cli\ncli.setup_logging('info')\n"
+              "t = threading.Thread(target=lambda: 1 / 0, name='meter-poller')\n"
+              "t.start(); t.join()\n")
+    env = dict(os.environ, JOURNAL_STREAM="8:1234")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "<2>chargepoint: unexpected error in meter-poller"
+    assert all(line.startswith("<2>") for line in lines) and "ZeroDivisionError" in proc.stderr
