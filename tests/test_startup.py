@@ -495,3 +495,15 @@ def test_an_error_escaping_a_thread_goes_through_logging():
     lines = proc.stderr.splitlines()
     assert lines[0] == "<2>chargepoint: unexpected error in meter-poller"
     assert all(line.startswith("<2>") for line in lines) and "ZeroDivisionError" in proc.stderr
+
+
+def test_the_service_does_not_restart_on_a_configuration_error():
+    from tests.test_systemd import values
+
+    assert preflight.EXIT_CONFIG == os.EX_CONFIG == 78
+    assert values("RestartPreventExitStatus") == ["78"]
+    # 75: another process holds the database; restarting takes over once it has gone.
+    assert EXIT_IN_USE == os.EX_TEMPFAIL
+    assert values("Restart") == ["on-failure"]
+    assert values("User") == [preflight.SERVICE_USER]
+    assert set(values("SupplementaryGroups")[0].split()) == set(preflight.SERVICE_GROUPS)
