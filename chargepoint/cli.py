@@ -115,14 +115,14 @@ def _run_runtime(settings) -> int:
     return 0  # not reached
 
 
-def _load(args, **kw):
+def _load(args):
     """The settings of `--config` (and `--state-dir`), or a list of findings saying why
     not: one per problem in the file."""
     from chargepoint.config import ConfigError, load_settings
     from chargepoint.preflight import config_findings
 
     try:
-        return load_settings(args.config, state_dir=getattr(args, "state_dir", None), **kw)
+        return load_settings(args.config, state_dir=getattr(args, "state_dir", None))
     except ConfigError as exc:
         return config_findings(exc)
 
