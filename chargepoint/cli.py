@@ -1,5 +1,5 @@
-"""Command line: `chargepoint run`, `chargepoint demo`, `chargepoint sim ...`,
-`chargepoint outbox list|resend`."""
+"""Command line: `chargepoint run`, `chargepoint check`, `chargepoint demo`,
+`chargepoint sim ...`, `chargepoint outbox list|resend`."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -20,17 +21,19 @@ DEFAULT_CONFIG = "/etc/chargepoint/config.toml"
 
 
 class _JournalFormatter(logging.Formatter):
-    """`<priority>logger: message`: journald stores the priority and adds the time."""
+    """`<priority>logger: message`: journald stores the priority and adds the time. It
+    reads each line as an entry of its own, so every line of a traceback carries it."""
 
     PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                 logging.CRITICAL: 2}
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record).replace("\n", "\n    ")
-        return f"<{self.PRIORITY.get(record.levelno, 6)}>{text}"
+        prefix = f"<{self.PRIORITY.get(record.levelno, 6)}>"
+        return prefix + super().format(record).replace("\n", f"\n{prefix}    ")
 
 
 def setup_logging(level: str) -> None:
+    """Log to standard error (the journal under systemd), uncaught errors of threads too."""
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
@@ -40,6 +43,15 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    threading.excepthook = _log_thread_exception
+
+
+def _log_thread_exception(args) -> None:
+    if issubclass(args.exc_type, SystemExit):
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    log.critical("unexpected error in %s", name,
+                 exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def _install_signal_handlers(runtime) -> None:
@@ -57,13 +69,25 @@ REBOOT_RETRY_S = 2.0
 
 def _run_runtime(settings) -> int:
     from chargepoint.instance_lock import EXIT_IN_USE, AlreadyRunning
+    from chargepoint.preflight import EXIT_CONFIG
     from chargepoint.runtime import Runtime
+    from hal.settings import SettingsError
 
     try:
         runtime = Runtime(settings)
     except AlreadyRunning as exc:
         print(f"chargepoint: {exc}", file=sys.stderr)
         return EXIT_IN_USE
+    except SettingsError as exc:           # a backend refused its settings when built
+        log.error("%s: %s: %s", settings.source, exc.key, exc.reason)
+        return EXIT_CONFIG
+    except Exception as exc:
+        # Only GPIO backends raise it, and gpiozero is not imported for nothing.
+        gpio = sys.modules.get("hal.gpio")
+        if gpio is None or not isinstance(exc, gpio.GpioUnavailable):
+            raise
+        log.error("%s", exc)
+        return EXIT_CONFIG
     _install_signal_handlers(runtime)
     outcome = runtime.run()
     if outcome is None:
@@ -91,18 +115,87 @@ def _run_runtime(settings) -> int:
     return 0  # not reached
 
 
-def cmd_run(args) -> int:
+def _load(args):
+    """The settings of `--config` (and `--state-dir`), or a list of findings saying why
+    not: one per problem in the file."""
     from chargepoint.config import ConfigError, load_settings
+    from chargepoint.preflight import config_findings
 
     try:
-        settings = load_settings(args.config)
+        return load_settings(args.config, state_dir=getattr(args, "state_dir", None))
     except ConfigError as exc:
-        print(f"chargepoint: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        return config_findings(exc)
+
+
+def _log_findings(findings) -> None:
+    for finding in findings:
+        (log.error if finding.level == "error" else log.warning)("%s: %s", finding.where,
+                                                                 finding.text)
+
+
+def cmd_run(args) -> int:
+    from chargepoint.preflight import EXIT_CONFIG, errors, startup_findings
+
+    setup_logging(args.log_level or "info")
+    settings = _load(args)
+    if isinstance(settings, list):
+        _log_findings(settings)
+        log.error("not starting: %d problem%s in %s", len(settings),
+                  "s" if len(settings) > 1 else "", args.config)
+        return EXIT_CONFIG
     setup_logging(args.log_level or settings.log.level)
-    log.info("chargepoint %s starting as %s, CSMS %s", __version__,
-             settings.csms.charge_point_id, settings.csms.url)
+    findings = startup_findings(settings, args.config)
+    _log_findings(findings)
+    if errors(findings):
+        log.error("not starting: %s (chargepoint check --config %s checks again without "
+                  "starting)", _count_errors(findings), args.config)
+        return EXIT_CONFIG
+    log.info("chargepoint %s starting as %s, CSMS %s, database %s", __version__,
+             settings.csms.charge_point_id, settings.csms.url, settings.storage.path)
     return _run_runtime(settings)
+
+
+def _count_errors(findings) -> str:
+    n = len([f for f in findings if f.level == "error"])
+    return f"{n} error{'s' if n != 1 else ''}"
+
+
+def cmd_check(args) -> int:
+    """The configuration, the files it names, the database's place and the hardware, as
+    `run` would find them, for the user that would run it; starts nothing."""
+    import pwd
+
+    from chargepoint.preflight import (EXIT_CONFIG, check_findings, default_check_user,
+                                       errors, run_as)
+
+    name = args.user or default_check_user()
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        print(f"chargepoint: no user {name!r} on this machine", file=sys.stderr)
+        return EXIT_CONFIG
+    if user.pw_uid != os.geteuid():
+        if os.geteuid() != 0:
+            print(f"chargepoint: only root can check as another user ({name})",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        argv = ["check", "--config", os.path.abspath(args.config), "--user", name]
+        if args.state_dir:
+            argv += ["--state-dir", os.path.abspath(args.state_dir)]
+        return run_as(user, argv)
+    print(f"checking {args.config} as user {name}", flush=True)
+    settings = _load(args)
+    findings = settings if isinstance(settings, list) else check_findings(settings,
+                                                                          args.config)
+    for finding in findings:
+        print(finding.line(), flush=True)
+    if errors(findings):
+        print(f"the firmware would not start: {_count_errors(findings)}")
+        return EXIT_CONFIG
+    warnings = len(findings)
+    print(f"the firmware would start (database {settings.storage.path})"
+          + (f", with {warnings} warning{'s' if warnings > 1 else ''}" if warnings else ""))
+    return 0
 
 
 def _demo_config_path() -> Optional[Path]:
@@ -115,13 +208,15 @@ def cmd_demo(args) -> int:
     from chargepoint.config import ConfigError, load_settings, parse_settings
     from chargepoint.csms.server import LocalCsms
 
+    from chargepoint.preflight import EXIT_CONFIG, config_findings
+
     setup_logging(args.log_level or "warning")
     try:
         path = Path(args.config) if args.config else _demo_config_path()
         settings = load_settings(path) if path else parse_settings(DEMO_SETTINGS, "<demo>")
     except ConfigError as exc:
-        print(f"chargepoint: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        _log_findings(config_findings(exc))
+        return EXIT_CONFIG
     csms = LocalCsms(host="127.0.0.1", port=args.port, printer=lambda line: print(line,
                                                                                   flush=True))
     csms.boot_response = {"status": "Accepted", "interval": args.heartbeat}
@@ -167,15 +262,18 @@ def _count(text: str) -> int:
 
 
 def _outbox_database(args):
-    """The database named by `--config`, or an exit code after saying why not."""
-    from chargepoint.config import ConfigError, load_settings
+    """The database named by `--config` (and `--state-dir`), or an exit code after saying
+    why not."""
     from chargepoint.outbox_admin import AdminError, open_database
+    from chargepoint.preflight import EXIT_CONFIG
 
+    settings = _load(args)
+    if isinstance(settings, list):
+        for finding in settings:
+            print(f"chargepoint: {finding.line()}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        return open_database(load_settings(args.config).storage.path)
-    except ConfigError as exc:
-        print(f"chargepoint: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        return open_database(settings.storage.path)
     except AdminError as exc:
         print(f"chargepoint: {exc}", file=sys.stderr)
         return 1
@@ -236,8 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the firmware in the foreground")
     run.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    _state_dir_option(run)
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser(
+        "check", help="check the configuration, its files, the database's place and the "
+        "hardware as `run` would, without starting anything",
+        description="One line per problem found; exit status 0 only if the firmware "
+        "would start, 78 (EX_CONFIG) if not.")
+    check.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    _state_dir_option(check)
+    check.add_argument("--user", help="check as this user (root only; default for root: "
+                       "the service's user, chargepoint, if it exists)")
+    check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="simulated charger against a bundled local CSMS")
     demo.add_argument("--config", help="default ./config.toml, else built-in settings")
@@ -268,16 +378,41 @@ def build_parser() -> argparse.ArgumentParser:
                          help="show at most this many (default 100; 0: all)")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     listing.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    _state_dir_option(listing)
     listing.set_defaults(func=cmd_outbox_list)
     again = outbox_sub.add_parser("resend", help="put a given-up message back at the end of "
                                   "the queue (a StartTransaction with the rest of its "
                                   "transaction)")
     again.add_argument("id", help="its ID in `outbox list --dead`, or its unique id")
     again.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    _state_dir_option(again)
     again.set_defaults(func=cmd_outbox_resend)
     return parser
 
 
+def _state_dir_option(parser: argparse.ArgumentParser) -> None:
+    from chargepoint.config import DEFAULT_STATE_DIR
+
+    parser.add_argument("--state-dir", help="where the database is kept when [storage] path "
+                        "is unset (default: $STATE_DIRECTORY under systemd, else "
+                        f"{DEFAULT_STATE_DIR})")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return guarded(lambda: args.func(args))
+
+
+def guarded(command) -> int:
+    """Run `command`; an error nobody foresaw is logged with its traceback at CRITICAL
+    (under systemd every line keeps that priority), never printed raw, and ends the
+    process with EXIT_SOFTWARE, which the service restarts after."""
+    from chargepoint.preflight import EXIT_SOFTWARE
+
+    try:
+        return command()
+    except Exception:
+        if not logging.getLogger().handlers:
+            setup_logging("info")
+        log.critical("unexpected error; exiting", exc_info=True)
+        return EXIT_SOFTWARE

@@ -13,7 +13,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional, Sequence
 from urllib.parse import urlparse
 
 if sys.version_info >= (3, 11):
@@ -25,14 +25,27 @@ from hal.factory import parse_device
 from hal.settings import SettingsError, parse_table
 
 
-class ConfigError(Exception):
-    """A bad configuration file: says which file, which key and why."""
+#: Where the database and other state live unless `[storage] path` says otherwise: what
+#: the service's StateDirectory= makes, so that a run by hand uses the same files.
+DEFAULT_STATE_DIR = "/var/lib/chargepoint"
 
-    def __init__(self, path: str, key: str, reason: str):
-        super().__init__(f"{path}: {key}: {reason}")
+
+class ConfigError(Exception):
+    """A bad configuration file: says which file, which key and why, for every problem
+    found (`problems`); `key` and `reason` are the first one's."""
+
+    def __init__(self, path: str, key: str, reason: str,
+                 more: Sequence[tuple[str, str]] = ()):
+        self.problems = [(key, reason), *more]
+        super().__init__("\n".join(f"{path}: {k}: {r}" for k, r in self.problems))
         self.path = path
         self.key = key
         self.reason = reason
+
+    @property
+    def lines(self) -> list[str]:
+        """One `FILE: KEY: REASON` line per problem."""
+        return str(self).split("\n")
 
 
 @dataclass
@@ -82,12 +95,9 @@ class CsmsSettings:
                              "use profile 2 or 3 for wss://")
         if self.security_profile == 3 and not (self.client_cert and self.client_key):
             raise ValueError("client_cert: security profile 3 needs client_cert and client_key")
-        if self.crl_file:
-            if self.security_profile not in (2, 3):
-                raise ValueError("crl_file: used only with TLS (security profile 2 or 3)")
-            problem = crl_file_problem(self.crl_file)
-            if problem:
-                raise ValueError(f"crl_file: {problem}")
+        if self.crl_file and self.security_profile not in (2, 3):
+            # What the files hold is checked after the table (chargepoint/tls_files.py).
+            raise ValueError("crl_file: used only with TLS (security profile 2 or 3)")
         if self.authorization_key and not (16 <= len(self.authorization_key) <= 40):
             raise ValueError("authorization_key: must be 16 to 40 characters (OCPP security "
                              "whitepaper)")
@@ -99,35 +109,6 @@ class CsmsSettings:
             raise ValueError("reconnect_max_s: must not be below reconnect_min_s")
         if self.max_frame_bytes < 4096:
             raise ValueError("max_frame_bytes: must be at least 4096")
-
-
-#: One PEM block of a CRL. cryptography loads one CRL per call, and OpenSSL reads every
-#: one in the file, so each block is checked.
-_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
-
-
-def crl_file_problem(path: str) -> Optional[str]:
-    """Why `path` is not a readable PEM file of certificate revocation lists (None: it is)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror}"
-    from cryptography import x509  # here, not at start: only a configured CRL needs it
-
-    blocks = _PEM_CRL.findall(data)
-    if not blocks:
-        try:
-            x509.load_der_x509_crl(data)
-        except ValueError:
-            return f"{path} holds no certificate revocation list (PEM, -----BEGIN X509 CRL-----)"
-        return (f"{path} is a DER CRL; the charger reads PEM: openssl crl -inform DER "
-                f"-in {path} -out crl.pem")
-    for block in blocks:
-        try:
-            x509.load_pem_x509_crl(block)
-        except ValueError as exc:
-            return f"{path} holds a CRL that does not parse: {exc}"
-    return None
 
 
 @dataclass
@@ -157,8 +138,8 @@ class IdentitySettings:
 
 @dataclass
 class StorageSettings:
-    #: "" = $STATE_DIRECTORY/chargepoint.db under systemd (StateDirectory=), else
-    #: var/chargepoint.db beside the configuration file.
+    #: "" = chargepoint.db in the state directory: `--state-dir`, else $STATE_DIRECTORY
+    #: (systemd's StateDirectory=), else DEFAULT_STATE_DIR. Relative: to the config file.
     path: str = ""
 
 
@@ -182,6 +163,11 @@ class SystemSettings:
     reboot_command: list[str] = field(default_factory=lambda: ["systemctl", "reboot"])
     #: Unix socket of the simulated charger's control interface ("" = default location).
     sim_socket: str = ""
+
+    def __post_init__(self):
+        if not self.reboot_command or not all(self.reboot_command):
+            raise ValueError("reboot_command: must name a program, e.g. "
+                             '["systemctl", "reboot"]')
 
 
 @dataclass
@@ -222,31 +208,85 @@ class Settings:
     #: First values of OCPP configuration keys (strings as on the wire).
     ocpp: dict[str, str]
     source: str = "<defaults>"
+    #: The state directory the defaults of `[storage] path` and the S0 meters' count
+    #: files were placed in ("" when parse_settings alone made these settings).
+    state_dir: str = ""
 
 
 _DEVICES = {"meter": True, "contactor": True, "pilot": True, "lock": False, "indicator": False}
+_SECTIONS = ("csms", "identity", "storage", "log", "system", "connectors", "readers", "ocpp")
 
 
-def _parse_connector(table: Any, where: str) -> ConnectorSettings:
+class _Problems:
+    """Every problem of one file, so that one start names them all, not only the first."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, str]] = []
+
+    def add(self, key: str, reason: str) -> None:
+        self.found.append((key, reason))
+
+    def parse(self, parse: Callable[[Any], Any], table: Any, where: str) -> tuple[bool, Any]:
+        """(True, parse(table)), or (False, None) once the problems are recorded. A key
+        found bad is recorded and the table parsed again without it (its default), so
+        that the other keys of the table are checked too."""
+        table = dict(table) if isinstance(table, dict) else table
+        seen: set[str] = set()
+        while True:
+            try:
+                return not seen, parse(table)
+            except SettingsError as exc:
+                if exc.key in seen:             # e.g. a required key just taken out
+                    return False, None
+                seen.add(exc.key)
+                self.add(exc.key, exc.reason)
+                inner = exc.key[len(where) + 1:] if exc.key.startswith(where + ".") else ""
+                name = re.split(r"[.\[]", inner)[0]
+                if not isinstance(table, dict) or name in ("", "type") or name not in table:
+                    return False, None
+                del table[name]
+
+
+def _connector_name(table: Any, position: int) -> str:
+    """`connectors[id=2]`: a connector is named by its id, which says which one it is
+    wherever its table stands in the file; by its place only when it has no usable id."""
+    cid = table.get("id") if isinstance(table, dict) else None
+    if isinstance(cid, int) and not isinstance(cid, bool):
+        return f"connectors[id={cid}]"
+    return f"connectors[table {position}]"
+
+
+def _parse_connector(problems: _Problems, table: Any, where: str) -> Optional[ConnectorSettings]:
     if not isinstance(table, dict):
-        raise SettingsError(where, "expected a table")
+        problems.add(where, "expected a table")
+        return None
     plain = {k: v for k, v in table.items() if k not in _DEVICES}
-    conn = parse_table(ConnectorSettings, plain, where)
+    ok, conn = problems.parse(lambda t: parse_table(ConnectorSettings, t, where), plain, where)
+    devices = {}
     for kind, required in _DEVICES.items():
+        key = f"{where}.{kind}"
         if kind in table:
-            setattr(conn, kind, parse_device(kind, table[kind], f"{where}.{kind}"))
+            parsed, devices[kind] = problems.parse(
+                lambda t, kind=kind, key=key: parse_device(kind, t, key), table[kind], key)
+            ok = ok and parsed
         elif required:
-            raise SettingsError(f"{where}.{kind}", "required table is missing "
-                                                   '(e.g. type = "sim")')
+            problems.add(key, 'required table is missing (e.g. type = "sim")')
+            ok = False
+    if not ok:
+        return None
+    for kind, device in devices.items():
+        setattr(conn, kind, device)
     if conn.lock is not None and conn.fixed_cable:
-        raise SettingsError(f"{where}.lock", "a fixed cable has no connector lock; "
-                                             "set fixed_cable = false or remove the lock")
+        problems.add(f"{where}.lock", "a fixed cable has no connector lock; "
+                                      "set fixed_cable = false or remove the lock")
+        return None
     return conn
 
 
-def _parse_ocpp_keys(table: Any) -> dict[str, str]:
+def _parse_ocpp_keys(problems: _Problems, table: Any) -> dict[str, str]:
     if not isinstance(table, dict):
-        raise SettingsError("ocpp", "expected a table of OCPP configuration keys")
+        problems.add("ocpp", "expected a table of OCPP configuration keys")
+        return {}
     from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, find_spec, validate_value
 
     out = {}
@@ -256,63 +296,90 @@ def _parse_ocpp_keys(table: Any) -> dict[str, str]:
             # The CSMS may spell a key in any case (CiString50); this file spells each the
             # one way docs/configuration.md does, so that it reads and greps the same.
             other = find_spec(KEY_SPECS, name)
-            raise SettingsError(f"ocpp.{name}", "not an OCPP configuration key this firmware "
-                                                "knows (see docs/configuration.md)"
-                                if other is None else
-                                f"not an OCPP configuration key as spelt: write {other.name}")
+            problems.add(f"ocpp.{name}", "not an OCPP configuration key this firmware "
+                                         "knows (see docs/configuration.md)"
+                         if other is None else
+                         f"not an OCPP configuration key as spelt: write {other.name}")
+            continue
         text = str(value).lower() if isinstance(value, bool) else (
             ",".join(value) if isinstance(value, list) else str(value))
         try:
             # The canonical form: "True" must read as true, "a, b" as the items a and b.
             out[name] = validate_value(spec, text, measurands=None)
         except KeyError_ as exc:
-            raise SettingsError(f"ocpp.{name}", str(exc)) from None
+            problems.add(f"ocpp.{name}", str(exc))
     return out
 
 
 def parse_settings(data: dict, source: str = "<config>") -> Settings:
-    """Validate a parsed TOML document. Raises ConfigError naming the key."""
-    try:
-        known = {"csms", "identity", "storage", "log", "system", "connectors", "readers", "ocpp"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SettingsError(unknown[0], f"unknown section (known: {', '.join(sorted(known))})")
+    """Validate a parsed TOML document. Raises ConfigError naming every bad key."""
+    from chargepoint import tls_files
 
-        def section(name, cls):
-            table = data.get(name, {})
-            if not isinstance(table, dict):
-                raise SettingsError(name, "expected a table")
-            return parse_table(cls, table, name)
+    problems = _Problems()
+    for name in sorted(set(data) - set(_SECTIONS)):
+        problems.add(name, f"unknown section (known: {', '.join(sorted(_SECTIONS))})")
 
-        conns_raw = data.get("connectors")
-        if not isinstance(conns_raw, list) or not conns_raw:
-            raise SettingsError("connectors", "at least one [[connectors]] table is required")
-        connectors = [_parse_connector(t, f"connectors[{i}]") for i, t in enumerate(conns_raw)]
-        ids = [c.id for c in connectors]
-        if sorted(ids) != list(range(1, len(ids) + 1)):
-            raise SettingsError("connectors", f"connector ids must be 1..{len(ids)} without gaps, "
-                                              f"got {ids}")
-        readers_raw = data.get("readers", [])
-        if not isinstance(readers_raw, list):
-            raise SettingsError("readers", "expected [[readers]] tables")
-        readers = [parse_device("reader", t, f"readers[{i}]") for i, t in enumerate(readers_raw)]
-        return Settings(
-            csms=section("csms", CsmsSettings),
-            identity=section("identity", IdentitySettings),
-            storage=section("storage", StorageSettings),
-            log=section("log", LogSettings),
-            system=section("system", SystemSettings),
-            connectors=sorted(connectors, key=lambda c: c.id),
-            readers=[r for r in readers if r is not None],
-            ocpp=_parse_ocpp_keys(data.get("ocpp", {})),
-            source=source,
-        )
-    except SettingsError as exc:
-        raise ConfigError(source, exc.key, exc.reason) from None
+    def section(name: str, cls: type) -> Any:
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            problems.add(name, "expected a table")
+            return None
+        return problems.parse(lambda t: parse_table(cls, t, name), table, name)[1]
+
+    csms = section("csms", CsmsSettings)
+    if csms is not None:
+        for key, reason in tls_files.problems(csms):
+            problems.add(key, reason)
+    identity = section("identity", IdentitySettings)
+    storage = section("storage", StorageSettings)
+    log_settings = section("log", LogSettings)
+    system = section("system", SystemSettings)
+
+    connectors: list[ConnectorSettings] = []
+    conns_raw = data.get("connectors")
+    if not isinstance(conns_raw, list) or not conns_raw:
+        problems.add("connectors", "at least one [[connectors]] table is required")
+    else:
+        for position, table in enumerate(conns_raw, 1):
+            conn = _parse_connector(problems, table, _connector_name(table, position))
+            if conn is not None:
+                connectors.append(conn)
+        ids = [t.get("id") if isinstance(t, dict) else None for t in conns_raw]
+        if all(isinstance(i, int) and not isinstance(i, bool) for i in ids) \
+                and sorted(ids) != list(range(1, len(ids) + 1)):
+            problems.add("connectors", f"connector ids must be 1..{len(ids)} without gaps, "
+                                       f"got {ids}")
+    readers: list[Any] = []
+    readers_raw = data.get("readers", [])
+    if not isinstance(readers_raw, list):
+        problems.add("readers", "expected [[readers]] tables")
+    else:
+        for i, table in enumerate(readers_raw):
+            where = f"readers[{i}]"
+            reader = problems.parse(lambda t, where=where: parse_device("reader", t, where),
+                                    table, where)[1]
+            if reader is not None:
+                readers.append(reader)
+    ocpp = _parse_ocpp_keys(problems, data.get("ocpp", {}))
+    if problems.found:
+        (key, reason), *more = problems.found
+        raise ConfigError(source, key, reason, more)
+    return Settings(csms=csms, identity=identity, storage=storage, log=log_settings,
+                    system=system, connectors=sorted(connectors, key=lambda c: c.id),
+                    readers=readers, ocpp=ocpp, source=source)
 
 
-def load_settings(path: str | Path) -> Settings:
-    """Read and validate `config.toml`; relative storage paths are relative to the file."""
+def state_directory(explicit: Optional[str] = None) -> str:
+    """`--state-dir`, else the first of systemd's $STATE_DIRECTORY, else DEFAULT_STATE_DIR:
+    a run by hand and the service find the same database."""
+    chosen = explicit or os.environ.get("STATE_DIRECTORY", "").split(":")[0] \
+        or DEFAULT_STATE_DIR
+    return str(Path(chosen).expanduser().absolute())
+
+
+def load_settings(path: str | Path, state_dir: Optional[str] = None) -> Settings:
+    """Read and validate `config.toml`. The database defaults to the state directory
+    (`state_directory(state_dir)`); a relative `[storage] path` is relative to the file."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -325,11 +392,20 @@ def load_settings(path: str | Path) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "(syntax)", str(exc)) from None
     settings = parse_settings(data, str(path))
+    place_state(settings, path.parent, state_directory(state_dir))
+    return settings
+
+
+def place_state(settings: Settings, config_dir: Path, state_dir: str) -> None:
+    """Fill the paths of state left to their defaults into `state_dir`: the database and
+    each S0 meter's pulse count."""
+    settings.state_dir = state_dir
     if not settings.storage.path:
-        state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        settings.storage.path = str(Path(state_dir) / "chargepoint.db") if state_dir \
-            else "var/chargepoint.db"
+        settings.storage.path = str(Path(state_dir) / "chargepoint.db")
     storage = Path(settings.storage.path).expanduser()
     if not storage.is_absolute():
-        settings.storage.path = str((path.parent / storage).resolve())
-    return settings
+        storage = (config_dir / storage).resolve()
+    settings.storage.path = str(storage)
+    for conn in settings.connectors:
+        if getattr(conn.meter, "state_file", None) == "":         # hal/meters/s0.py
+            conn.meter.state_file = str(Path(state_dir) / f"s0-connector-{conn.id}.json")

@@ -183,7 +183,7 @@ def build_hardware(connectors: list, readers: list, emit: Emit,
             try:
                 devices[kind] = device_settings.build(ctx) if device_settings is not None else None
             except SettingsError as exc:
-                raise SettingsError(f"connectors[{c.id - 1}].{kind}.{exc.key}", exc.reason) \
+                raise SettingsError(f"connectors[id={c.id}].{kind}.{exc.key}", exc.reason) \
                     from None
         built[c.id] = ConnectorHardware(connector_id=c.id, **devices)
     ctx0 = BuildContext(connector_id=0, emit=emit, clock=clock, shared=shared, lock=lock)

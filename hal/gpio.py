@@ -9,13 +9,20 @@ nothing here raises out of a supervision loop.
 """
 from __future__ import annotations
 
+import glob
+import grp
+import importlib.util
 import logging
+import os
+import pwd
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Literal, Mapping, Optional
 
-from gpiozero import LED, RGBLED, DigitalInputDevice, DigitalOutputDevice
+from gpiozero import LED, RGBLED, DigitalInputDevice, DigitalOutputDevice, Device
+from gpiozero.exc import BadPinFactory, NativePinFactoryFallback, PinFactoryFallback
 
 from hal.debounce import Debouncer
 from hal.events import FaultCode, HardwareFault
@@ -24,6 +31,103 @@ from hal.interfaces import (Clock, ConnectorLock, Contactor, Emit, Indicator, In
 log = logging.getLogger(__name__)
 
 Pull = Literal["none", "up", "down"]
+
+
+# --------------------------------------------------------------------------- pin factory
+
+#: The GPIO character devices lgpio opens (gpiozero's default pin factory on a Pi).
+GPIO_CHIPS = "/dev/gpiochip*"
+#: How to install what gpiozero needs on a Raspberry Pi: the `[pi]` extra (lgpio).
+PI_EXTRA = "pip install 'chargepoint[pi]'"
+#: A udev rule giving the group gpio the GPIO chips (Raspberry Pi OS ships one like it).
+GPIO_UDEV_RULE = 'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"'
+
+
+class GpioUnavailable(RuntimeError):
+    """No pin factory can drive the GPIO here: the message says why and what fixes it."""
+
+
+def ensure_pin_factory() -> str:
+    """Load gpiozero's pin factory unless one is set (GPIOZERO_PIN_FACTORY is obeyed).
+
+    gpiozero alone tries four factories, warns about each failure and ends with
+    BadPinFactory, which names no cause; here the failures become one GpioUnavailable
+    naming the missing package or the GPIO chip that cannot be opened. Returns a warning
+    when gpiozero fell back to its experimental native factory, else ""."""
+    if Device.pin_factory is not None:
+        return ""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PinFactoryFallback)
+        warnings.simplefilter("always", NativePinFactoryFallback)
+        try:
+            Device.ensure_pin_factory()
+        except (BadPinFactory, ImportError, OSError, RuntimeError) as exc:
+            requested = os.environ.get("GPIOZERO_PIN_FACTORY")
+            if requested:
+                reasons = [f"GPIOZERO_PIN_FACTORY={requested}: {exc}"]
+            else:
+                reasons = pin_factory_problems() or _fallbacks(caught) or [str(exc)]
+            raise GpioUnavailable("no GPIO pin factory can be loaded: "
+                                  + "; ".join(reasons)) from None
+    if any(issubclass(w.category, NativePinFactoryFallback) for w in caught):
+        return ("gpiozero fell back to its experimental native pin factory (no hardware PWM "
+                "or SPI): " + "; ".join(pin_factory_problems() or _fallbacks(caught)))
+    return ""
+
+
+def _fallbacks(caught: list) -> list[str]:
+    """gpiozero's own words for each factory it could not load."""
+    return [str(w.message) for w in caught if issubclass(w.category, PinFactoryFallback)]
+
+
+def release_pin_factory() -> None:
+    """Close the loaded pin factory (a check that loaded it only to see that it can)."""
+    factory, Device.pin_factory = Device.pin_factory, None
+    if factory is not None:
+        factory.close()
+
+
+def pin_factory_problems() -> list[str]:
+    """What keeps gpiozero's default pin factory (lgpio) from loading here, each with
+    its fix: the package missing, no GPIO chip, or chips this user cannot open."""
+    found = []
+    if importlib.util.find_spec("lgpio") is None:
+        found.append(f"the lgpio package is not installed: {PI_EXTRA} (or, with a "
+                     "virtual environment made with --system-site-packages, sudo apt install "
+                     "python3-lgpio)")
+    chips = sorted(glob.glob(GPIO_CHIPS))
+    if not chips:
+        found.append(f"there is no GPIO chip ({GPIO_CHIPS}): this is not a Raspberry Pi, "
+                     "or its GPIO driver is not loaded")
+    closed = [chip for chip in chips if not os.access(chip, os.R_OK | os.W_OK)]
+    if closed:
+        found.append(f"user {_user_name(os.geteuid())} cannot open {_describe(closed[0])}"
+                     f"{f' (nor {len(closed) - 1} more)' if len(closed) > 1 else ''}: let "
+                     f"the group gpio open the chips with the udev rule '{GPIO_UDEV_RULE}' "
+                     "in /etc/udev/rules.d/60-gpiochip.rules (then sudo udevadm trigger), "
+                     "and run as a member of gpio (the service's SupplementaryGroups= "
+                     "has it)")
+    return found
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _describe(path: str) -> str:
+    """`/dev/gpiochip0 (root:root, mode 0600)`."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"{path} ({_user_name(st.st_uid)}:{group}, mode {st.st_mode & 0o7777:04o})"
 
 
 def _check_pins(**pins: Optional[int]) -> None:
@@ -121,6 +225,7 @@ class GpioContactor(Contactor):
         self._emit = emit
         self._clock = clock
         self._lock = threading.RLock()
+        ensure_pin_factory()
         self._out = DigitalOutputDevice(settings.pin, active_high=settings.active_high,
                                         initial_value=False)
         self._commanded = False
@@ -274,6 +379,7 @@ class GpioLock(ConnectorLock):
         self._timeout_s = settings.timeout_ms / 1000
         self._lock = threading.Lock()
         self._outputs: list = []
+        ensure_pin_factory()
         try:
             if settings.pin is not None:
                 self._hold = DigitalOutputDevice(settings.pin, active_high=settings.active_high,
@@ -419,6 +525,7 @@ class GpioIndicator(Indicator):
 
     def __init__(self, settings: GpioIndicatorSettings,
                  patterns: Optional[Mapping[IndicatorColour, Pattern]] = None):
+        ensure_pin_factory()
         if settings.pin is not None:
             self._led = LED(settings.pin, active_high=settings.active_high, initial_value=False)
             self._rgb = False

@@ -33,10 +33,10 @@ GOOD = (ROOT / "config.toml").read_text()
      "csms.colour", "unknown key"),
     (lambda t: t + "\n[extras]\nx = 1\n", "extras", "unknown section"),
     (lambda t: t.replace('type = "sim"', 'type = "warp-drive"', 1),
-     "connectors[0].meter.type", "unknown meter type 'warp-drive'"),
+     "connectors[id=1].meter.type", "unknown meter type 'warp-drive'"),
     (lambda t: t.replace("max_current_a = 32", "max_current_a = 500"),
-     "connectors[0].max_current_a", "must be 6 to 80 A"),
-    (lambda t: t.replace("phases = 3", "phases = 2"), "connectors[0].phases", "must be 1 or 3"),
+     "connectors[id=1].max_current_a", "must be 6 to 80 A"),
+    (lambda t: t.replace("phases = 3", "phases = 2"), "connectors[id=1].phases", "must be 1 or 3"),
     (lambda t: t.replace("HeartbeatInterval = 300", "HeartbeatInterval = -5"),
      "ocpp.HeartbeatInterval", "at least 1"),
     (lambda t: t.replace("HeartbeatInterval = 300", "HeartBeatInterval = 300"),
@@ -80,8 +80,8 @@ def test_run_with_bad_config_exits_with_the_key_and_reason(tmp_path):
     path.write_text(GOOD.replace("phases = 3", "phases = 4"))
     proc = subprocess.run([sys.executable, "-m", "chargepoint", "run", "--config", str(path)],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert f"{path}: connectors[0].phases: must be 1 or 3" in proc.stderr
+    assert proc.returncode == 78
+    assert f"{path}: connectors[id=1].phases: must be 1 or 3" in proc.stderr
 
 
 def test_version():

@@ -129,4 +129,4 @@ def test_bad_requests_get_a_clear_answer_and_change_nothing(config, given_up, tm
     assert not (tmp_path / "none.db").exists(), "the command must not create a database"
     broken = tmp_path / "broken.toml"
     broken.write_text("[csms]\nurl = 5\n")
-    assert cli(broken, "list").returncode == 2
+    assert cli(broken, "list").returncode == 78

@@ -448,15 +448,21 @@ def test_nothing_writable_at_first_boot_charges_in_memory_until_it_is(tmp_path, 
 @needs_root
 @pytest.mark.parametrize("where", ["unwritable directory", "missing directory"])
 def test_an_unwritable_place_for_the_database_charges_in_memory_until_it_is(where):
-    """Run as `nobody`: the database's directory belongs to root (0755)."""
+    """Run as `nobody`: the database's directory is its own but mounted read-only (a
+    directory of another user is a configuration error instead: tests/test_startup.py)."""
     work = Path(tempfile.mkdtemp(prefix="chargepoint-nobody-"))
+    state = work / "state"
+    mounted = False
     try:
         import pwd
 
         nobody = pwd.getpwnam("nobody")
         os.chown(work, nobody.pw_uid, nobody.pw_gid)     # its sim socket and meter live here
-        state = work / "state"
         state.mkdir(mode=0o755)
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        subprocess.run(["mount", "--bind", str(state), str(state)], check=True)
+        mounted = True
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(state)], check=True)
         db = state / "cp.db" if where == "unwritable directory" else state / "sub" / "cp.db"
         log_path = work / "csms.jsonl"
         csms = LocalCsms(host="127.0.0.1", port=0, log_path=str(log_path))
@@ -464,7 +470,9 @@ def test_an_unwritable_place_for_the_database_charges_in_memory_until_it_is(wher
         charger = Charger(work, csms.url, db=db)
         spawn = charger.spawn
         charger.spawn = lambda **kw: spawn(user=nobody.pw_uid, group=nobody.pw_gid, **kw)
-        degraded_then_attached(charger, csms, log_path,
-                               lambda: os.chmod(state, 0o777))
+        degraded_then_attached(charger, csms, log_path, lambda: subprocess.run(
+            ["mount", "-o", "remount,bind,rw", str(state)], check=True))
     finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(state)], check=False)
         shutil.rmtree(work, ignore_errors=True)
