@@ -153,7 +153,7 @@ def cmd_sim(args) -> int:
             path = load_settings(args.config).system.sim_socket
         except ConfigError:
             path = ""
-    return client_main(args.words, path or default_socket_path())
+    return client_main(args.words, path or default_socket_path(client=True))
 
 
 def _count(text: str) -> int:
