@@ -1,5 +1,5 @@
 """Command line: `chargepoint run`, `chargepoint demo`, `chargepoint sim ...`,
-`chargepoint outbox list|resend`."""
+`chargepoint outbox list|resend`, `chargepoint install-files`."""
 from __future__ import annotations
 
 import argparse
@@ -113,8 +113,14 @@ def _demo_config_path() -> Optional[Path]:
 def cmd_demo(args) -> int:
     """A local CSMS on loopback and the firmware on simulated hardware, in one process."""
     from chargepoint.config import ConfigError, load_settings, parse_settings
-    from chargepoint.csms.server import LocalCsms
 
+    try:
+        from chargepoint.csms.server import LocalCsms
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "websockets":
+            raise
+        print(f"chargepoint: {_missing_csms_extra()}", file=sys.stderr)
+        return 2
     setup_logging(args.log_level or "warning")
     try:
         path = Path(args.config) if args.config else _demo_config_path()
@@ -140,6 +146,22 @@ def cmd_demo(args) -> int:
     finally:
         csms.stop()
         print("\nDemo stopped.", flush=True)
+
+
+def _missing_csms_extra() -> str:
+    """What to install for `chargepoint demo`, as pyproject.toml's [csms] extra says."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        wanted = [spec.strip() for spec, _, marker in
+                  (r.partition(";") for r in requires("chargepoint") or [])
+                  if marker.replace(" ", "").replace("'", '"') == 'extra=="csms"']
+    except PackageNotFoundError:
+        wanted = []
+    wanted = wanted or ["websockets"]
+    return ("the demo's local Central System needs the [csms] extra, which is not "
+            f"installed here: {sys.executable} -m pip install "
+            + " ".join(f"'{r}'" for r in wanted))
 
 
 def cmd_sim(args) -> int:
@@ -220,6 +242,20 @@ def cmd_outbox_resend(args) -> int:
     return 0
 
 
+def cmd_install_files(args) -> int:
+    from chargepoint.install_files import SHIPPED, InstallFilesError, install_files
+
+    try:
+        done = install_files(args.dest, force=args.force)
+    except InstallFilesError as exc:
+        print(f"chargepoint install-files: {exc}", file=sys.stderr)
+        return 1
+    targets = {item.name: item.target for item in SHIPPED}
+    for path, state in done:
+        print(f"{state:9} {path}  (goes to {targets[path.name]})")
+    return 0
+
+
 DEMO_SETTINGS = {
     "csms": {"url": "ws://127.0.0.1:9000/ocpp", "charge_point_id": "CP-DEMO"},
     "connectors": [{"id": 1, "fixed_cable": True, "meter": {"type": "sim"},
@@ -275,6 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("id", help="its ID in `outbox list --dead`, or its unique id")
     again.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     again.set_defaults(func=cmd_outbox_resend)
+
+    files = sub.add_parser("install-files", help="copy the unit, sysusers, polkit, udev and "
+                           "journald files and the example configuration into DEST",
+                           description="For installs from a wheel: the files "
+                           "systemd/README-install.md puts in place. An existing file "
+                           "with other content is kept, and nothing is written.")
+    files.add_argument("dest", metavar="DEST", help="directory (created if missing)")
+    files.add_argument("--force", action="store_true",
+                       help="replace files that exist with other content")
+    files.set_defaults(func=cmd_install_files)
     return parser
 
 
