@@ -1,5 +1,5 @@
 """Command line: `chargepoint run`, `chargepoint check`, `chargepoint demo`,
-`chargepoint sim ...`, `chargepoint outbox list|resend`."""
+`chargepoint sim ...`, `chargepoint outbox list|resend`, `chargepoint install-files`."""
 from __future__ import annotations
 
 import argparse
@@ -206,10 +206,16 @@ def _demo_config_path() -> Optional[Path]:
 def cmd_demo(args) -> int:
     """A local CSMS on loopback and the firmware on simulated hardware, in one process."""
     from chargepoint.config import ConfigError, load_settings, parse_settings
-    from chargepoint.csms.server import LocalCsms
 
     from chargepoint.preflight import EXIT_CONFIG, config_findings
 
+    try:
+        from chargepoint.csms.server import LocalCsms
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "websockets":
+            raise
+        print(f"chargepoint: {_missing_csms_extra()}", file=sys.stderr)
+        return 2
     setup_logging(args.log_level or "warning")
     try:
         path = Path(args.config) if args.config else _demo_config_path()
@@ -237,6 +243,22 @@ def cmd_demo(args) -> int:
         print("\nDemo stopped.", flush=True)
 
 
+def _missing_csms_extra() -> str:
+    """What to install for `chargepoint demo`, as pyproject.toml's [csms] extra says."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        wanted = [spec.strip() for spec, _, marker in
+                  (r.partition(";") for r in requires("chargepoint") or [])
+                  if marker.replace(" ", "").replace("'", '"') == 'extra=="csms"']
+    except PackageNotFoundError:
+        wanted = []
+    wanted = wanted or ["websockets"]
+    return ("the demo's local Central System needs the [csms] extra, which is not "
+            f"installed here: {sys.executable} -m pip install "
+            + " ".join(f"'{r}'" for r in wanted))
+
+
 def cmd_sim(args) -> int:
     from hal.sim_control import client_main, default_socket_path
 
@@ -248,7 +270,7 @@ def cmd_sim(args) -> int:
             path = load_settings(args.config).system.sim_socket
         except ConfigError:
             path = ""
-    return client_main(args.words, path or default_socket_path())
+    return client_main(args.words, path or default_socket_path(client=True))
 
 
 def _count(text: str) -> int:
@@ -315,6 +337,20 @@ def cmd_outbox_resend(args) -> int:
     print(format_listing(queued, False, len(queued), "queued again at the end of the outbox"))
     print("A running firmware sends them after what it has queued now; a stopped one when "
           "it starts.")
+    return 0
+
+
+def cmd_install_files(args) -> int:
+    from chargepoint.install_files import SHIPPED, InstallFilesError, install_files
+
+    try:
+        done = install_files(args.dest, force=args.force)
+    except InstallFilesError as exc:
+        print(f"chargepoint install-files: {exc}", file=sys.stderr)
+        return 1
+    targets = {item.name: item.target for item in SHIPPED}
+    for path, state in done:
+        print(f"{state:9} {path}  (goes to {targets[path.name]})")
     return 0
 
 
@@ -387,6 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     _state_dir_option(again)
     again.set_defaults(func=cmd_outbox_resend)
+
+    files = sub.add_parser("install-files", help="copy the unit, sysusers, polkit, udev and "
+                           "journald files and the example configuration into DEST",
+                           description="For installs from a wheel: the files "
+                           "systemd/README-install.md puts in place. An existing file "
+                           "with other content is kept, and nothing is written.")
+    files.add_argument("dest", metavar="DEST", help="directory (created if missing)")
+    files.add_argument("--force", action="store_true",
+                       help="replace files that exist with other content")
+    files.set_defaults(func=cmd_install_files)
     return parser
 
 

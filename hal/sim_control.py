@@ -48,12 +48,38 @@ COMMANDS = {
 }
 
 
-def default_socket_path() -> str:
-    """Where `chargepoint run` serves the socket and `chargepoint sim` looks for it."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
+SERVICE_RUNTIME_DIR = "/run/chargepoint"
+"""The unit's RuntimeDirectory=: where the service serves the socket (its /tmp is private)."""
+
+
+def default_socket_path(client: bool = False, environ: Optional[dict] = None,
+                        service_dir: str = SERVICE_RUNTIME_DIR) -> str:
+    """Where `chargepoint run` serves the socket (client=False) or `chargepoint sim`
+    looks for it (client=True), when `[system] sim_socket` does not say.
+
+    Under systemd, $RUNTIME_DIRECTORY. Otherwise the service's directory: for a
+    client if it exists (the service runs), so `sudo chargepoint sim ...` reaches
+    the service; for a server if it is its own and writable (as `_prepare_directory`
+    demands). Then the per-user fallbacks.
+    """
+    env = os.environ if environ is None else environ
+    runtime_directory = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime_directory:
+        return os.path.join(runtime_directory, "sim.sock")
+    if client and os.path.isdir(service_dir) or not client and _own_writable(service_dir):
+        return os.path.join(service_dir, "sim.sock")
+    runtime = env.get("XDG_RUNTIME_DIR")
     if runtime:
         return os.path.join(runtime, "chargepoint", "sim.sock")
     return os.path.join("/tmp", f"chargepoint-{os.getuid()}", "sim.sock")
+
+
+def _own_writable(directory: str) -> bool:
+    try:
+        owner = os.stat(directory).st_uid
+    except OSError:
+        return False
+    return owner == os.getuid() and os.access(directory, os.W_OK | os.X_OK)
 
 
 class SimNotRunning(ConnectionError):
