@@ -104,7 +104,7 @@ def test_udev_rule_hands_devices_to_the_units_groups():
 PLAN = [
     ("cd", "previous"),
     ("step", "release"), ("step", "switch"), ("probe", "installed"),
-    ("step", "user"), ("step", "config"), ("probe", "config"),
+    ("step", "user"), ("step", "config"), ("probe", "config"), ("step", "preflight"),
     ("step", "polkit"), ("step", "udev"), ("step", "service"),
     ("probe", "systemd starts the service"), ("step", "check"), ("step", "outbox"),
     ("probe", "systemd stops the service"),
