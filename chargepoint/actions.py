@@ -54,7 +54,7 @@ class Reconnect:
 class Restart:
     """Soft: restart the process; hard: run the configured reboot command."""
 
-    kind: str  # "soft" | "hard"
+    kind: str  # "soft" | "hard" | "release" (into the release just switched to)
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,47 @@ class ReportStatus:
     """One line for the service manager (systemd STATUS=)."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class DownloadFirmware:
+    """Fetch the release bundle at `location` (resuming what an earlier attempt of the
+    same request left); the outcome comes back as `FirmwareDownloaded`."""
+
+    request_id: str
+    location: str
+
+
+@dataclass(frozen=True)
+class InstallFirmware:
+    """Install the bundle of `request_id` beside the running release and switch to it (on
+    trial); the outcome comes back as `FirmwareInstalled`."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class TestRelease:
+    """Self-test the release on trial; commit it if it passes. `ReleaseTested` follows."""
+
+
+@dataclass(frozen=True)
+class RollBackRelease:
+    """Give the release on trial up: the previous one comes back (a restart)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class UploadDiagnostics:
+    """Build the diagnostics archive `file_name` (logs between the UTC instants `start` and
+    `stop`, None: unbounded) and put it at `location`; `DiagnosticsUploaded` follows."""
+
+    request_id: str
+    location: str
+    file_name: str
+    start: Optional[float]
+    stop: Optional[float]
 
 
 class Effects:

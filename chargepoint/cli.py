@@ -1,5 +1,6 @@
 """Command line: `chargepoint run`, `chargepoint check`, `chargepoint demo`,
-`chargepoint sim ...`, `chargepoint outbox list|resend`, `chargepoint install-files`."""
+`chargepoint sim ...`, `chargepoint outbox list|resend`, `chargepoint diagnostics`,
+`chargepoint install-files`."""
 from __future__ import annotations
 
 import argparse
@@ -110,6 +111,12 @@ def _run_runtime(settings) -> int:
         else:
             log.error("the reboot command failed %d times; restarting the process instead",
                       attempts)
+    if outcome.kind == "release":
+        from chargepoint.maintenance import restart_command, state_dir_of  # noqa: at exit only
+
+        command = restart_command(state_dir_of(settings), sys.argv[1:])
+        log.warning("restarting into the current release (%s)", command[0])
+        os.execv(command[0], command)
     log.warning("restarting the firmware (%s reset)", outcome.kind)
     os.execv(sys.executable, [sys.executable, "-m", "chargepoint", *sys.argv[1:]])
     return 0  # not reached
@@ -150,9 +157,19 @@ def cmd_run(args) -> int:
         log.error("not starting: %s (chargepoint check --config %s checks again without "
                   "starting)", _count_errors(findings), args.config)
         return EXIT_CONFIG
+    _keep_log_file(settings)          # only once the state directory is known to be ours
     log.info("chargepoint %s starting as %s, CSMS %s, database %s", __version__,
              settings.csms.charge_point_id, settings.csms.url, settings.storage.path)
     return _run_runtime(settings)
+
+
+def _keep_log_file(settings) -> None:
+    """Outside the journal, the log is kept in a bounded file too, for GetDiagnostics."""
+    from chargepoint.diagnostics import keep_log_file, under_journal  # noqa: after the checks
+    from chargepoint.maintenance import state_dir_of  # noqa: after the checks
+
+    if not under_journal():
+        keep_log_file(state_dir_of(settings), settings.log.file_kb)
 
 
 def _count_errors(findings) -> str:
@@ -340,6 +357,41 @@ def cmd_outbox_resend(args) -> int:
     return 0
 
 
+def cmd_diagnostics(args) -> int:
+    """The diagnostics archive of GetDiagnostics, made on site (without the OCPP frames,
+    which only the running firmware holds)."""
+    from chargepoint.clock import try_parse_utc  # noqa: command start-up loads only this
+    from chargepoint.diagnostics import build_archive  # noqa: command start-up loads only this
+    from chargepoint.maintenance import state_dir_of  # noqa: command start-up loads only this
+    from chargepoint.preflight import EXIT_CONFIG  # noqa: command start-up loads only this
+
+    settings = _load(args)
+    if isinstance(settings, list):
+        for finding in settings:
+            print(f"chargepoint: {finding.line()}", file=sys.stderr)
+        return EXIT_CONFIG
+    period = []
+    for name in ("since", "until"):
+        text = getattr(args, name)
+        moment = try_parse_utc(text) if text else None
+        if text and moment is None:
+            print(f"chargepoint diagnostics: --{name} {text!r} is not a date and time "
+                  "(e.g. 2026-03-01T08:00:00Z)", file=sys.stderr)
+            return 2
+        period.append(moment)
+    out = Path(args.out)
+    try:
+        build_archive(out, config_path=args.config, database=settings.storage.path,
+                      state_dir=state_dir_of(settings), start=period[0], stop=period[1],
+                      settings=settings)
+    except OSError as exc:
+        print(f"chargepoint diagnostics: cannot write {out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
 def cmd_install_files(args) -> int:
     from chargepoint.install_files import SHIPPED, InstallFilesError, install_files
 
@@ -423,6 +475,18 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     _state_dir_option(again)
     again.set_defaults(func=cmd_outbox_resend)
+
+    diag = sub.add_parser("diagnostics", help="write the diagnostics archive GetDiagnostics "
+                          "uploads (log, configuration without secrets, database health, "
+                          "version) to a file",
+                          description="Works whether the firmware runs or not. The OCPP "
+                          "frames are only in an archive the running firmware uploads.")
+    diag.add_argument("--out", required=True, metavar="FILE", help="the zip file to write")
+    diag.add_argument("--since", help="log from this UTC time on (e.g. 2026-03-01T08:00:00Z)")
+    diag.add_argument("--until", help="log up to this UTC time")
+    diag.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    _state_dir_option(diag)
+    diag.set_defaults(func=cmd_diagnostics)
 
     files = sub.add_parser("install-files", help="copy the unit, sysusers, polkit, udev and "
                            "journald files and the example configuration into DEST",

@@ -151,10 +151,35 @@ class LogSettings:
     #: After the first failed connection to the CSMS is logged, further failures are
     #: summed up in one line at most this often (seconds).
     link_failures_every_s: float = 60.0
+    #: Outside the journal, the log is also kept in `<state dir>/log/` for diagnostics, in
+    #: two files of half this many kB each (0: no file).
+    file_kb: int = 2048
 
     def __post_init__(self):
         if not 0 < self.link_failures_every_s < math.inf:
             raise ValueError("link_failures_every_s: must be a number of seconds greater than 0")
+        if not 0 <= self.file_kb <= 1024 * 1024:
+            raise ValueError("file_kb: must be 0 (no file) to 1048576 kB")
+
+
+@dataclass
+class TransfersSettings:
+    """Downloads of firmware and uploads of diagnostics (chargepoint/transfers.py)."""
+
+    #: Longest wait for a connection, an answer or the next bytes of a transfer.
+    stall_timeout_s: float = 60.0
+    #: CAs trusted for HTTPS and FTPS servers besides the system's ("" = none).
+    ca_file: str = ""
+    #: Free space (MiB) a download and the installation of a release must leave.
+    min_free_mb: int = 64
+
+    def __post_init__(self):
+        if not 0 < self.stall_timeout_s < math.inf:
+            raise ValueError("stall_timeout_s: must be a number of seconds greater than 0")
+        if self.min_free_mb < 0:
+            raise ValueError("min_free_mb: must be 0 or more")
+        if self.ca_file and not os.path.isfile(self.ca_file):
+            raise ValueError(f"ca_file: {self.ca_file} is not a file")
 
 
 @dataclass
@@ -208,13 +233,15 @@ class Settings:
     #: First values of OCPP configuration keys (strings as on the wire).
     ocpp: dict[str, str]
     source: str = "<defaults>"
+    transfers: TransfersSettings = field(default_factory=TransfersSettings)
     #: The state directory the defaults of `[storage] path` and the S0 meters' count
     #: files were placed in ("" when parse_settings alone made these settings).
     state_dir: str = ""
 
 
 _DEVICES = {"meter": True, "contactor": True, "pilot": True, "lock": False, "indicator": False}
-_SECTIONS = ("csms", "identity", "storage", "log", "system", "connectors", "readers", "ocpp")
+_SECTIONS = ("csms", "identity", "storage", "log", "system", "transfers", "connectors",
+             "readers", "ocpp")
 
 
 class _Problems:
@@ -334,6 +361,7 @@ def parse_settings(data: dict, source: str = "<config>") -> Settings:
     storage = section("storage", StorageSettings)
     log_settings = section("log", LogSettings)
     system = section("system", SystemSettings)
+    transfers = section("transfers", TransfersSettings)
 
     connectors: list[ConnectorSettings] = []
     conns_raw = data.get("connectors")
@@ -366,7 +394,7 @@ def parse_settings(data: dict, source: str = "<config>") -> Settings:
         raise ConfigError(source, key, reason, more)
     return Settings(csms=csms, identity=identity, storage=storage, log=log_settings,
                     system=system, connectors=sorted(connectors, key=lambda c: c.id),
-                    readers=readers, ocpp=ocpp, source=source)
+                    readers=readers, ocpp=ocpp, source=source, transfers=transfers)
 
 
 def state_directory(explicit: Optional[str] = None) -> str:

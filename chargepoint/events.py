@@ -40,3 +40,39 @@ class LockResult:
     connector_id: int
     locked: bool
     ok: bool
+
+
+@dataclass(frozen=True)
+class FirmwareDownloaded:
+    """A DownloadFirmware ended; `final`: the failure is of a kind retrying cannot mend."""
+
+    request_id: str
+    ok: bool
+    reason: str = ""
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class FirmwareInstalled:
+    """An InstallFirmware ended: `version` installed and switched to, or `reason`."""
+
+    request_id: str
+    ok: bool
+    version: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReleaseTested:
+    """The release on trial passed its self-test and is committed, or failed it."""
+
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DiagnosticsUploaded:
+    request_id: str
+    ok: bool
+    reason: str = ""
+    final: bool = False

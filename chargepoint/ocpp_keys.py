@@ -113,6 +113,8 @@ KEY_SPECS: dict[str, KeySpec] = _specs(
     KeySpec("StopTxnSampledDataMaxLength", "int", str(CSL_MAX_LENGTH), readonly=True),
     KeySpec("SupportedFeatureProfiles", "csl", "Core", readonly=True),
     KeySpec("SupportedFeatureProfilesMaxLength", "int", "6", readonly=True),
+    # What UpdateFirmware and GetDiagnostics locations may use (chargepoint/transfers.py).
+    KeySpec("SupportedFileTransferProtocols", "csl", "FTP,FTPS,HTTP,HTTPS", readonly=True),
     # 10 attempts at 60 s x attempts: a CSMS that answers nothing gives nothing up for 50
     # minutes (docs/delivery.md, "A CSMS that stalls"); 3 gave up after 4.5 minutes.
     KeySpec("TransactionMessageAttempts", "int", "10", minimum=1, maximum=100),

@@ -19,10 +19,11 @@ import threading
 import time
 from typing import Any, Optional
 
-from chargepoint import __version__
+from chargepoint import __version__, maintenance
 from chargepoint import actions as act
 from chargepoint import events as ev
 from chargepoint.clock import SystemClock
+from chargepoint.diagnostics import FrameRing
 from chargepoint.config import Settings
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.handlers import PROFILES
@@ -30,6 +31,7 @@ from chargepoint.model.connector import ConnectorInfo
 from chargepoint.sdnotify import Notifier
 from chargepoint.station import Station, StationConfig
 from chargepoint.storage import Storage
+from chargepoint.transfers import PROTOCOLS
 from chargepoint.transport import Transport
 from chargepoint.turns import Stamped, TurnAccounting
 from hal import events as hal_events
@@ -92,7 +94,12 @@ class Runtime:
             "NumberOfConnectors": str(len(settings.connectors)),
             "SupportedFeatureProfiles": ",".join(["Core", *PROFILES]),
             "SecurityProfile": str(settings.csms.security_profile),
+            "SupportedFileTransferProtocols": PROTOCOLS,
         }, measurands=measurands)
+        #: The last OCPP frames, for a diagnostics archive.
+        self.frames = FrameRing()
+        self.maintenance = maintenance.Maintenance(settings, self.events.put, self.frames,
+                                                   self.clock.wall)
         self.station = Station(StationConfig(
             charge_point_id=settings.csms.charge_point_id,
             boot_payload=boot_payload(settings),
@@ -103,6 +110,7 @@ class Runtime:
             max_frame_bytes=settings.csms.max_frame_bytes,
             strict_schema=settings.csms.strict_schema,
             log_frames=settings.log.frames,
+            release=maintenance.running_release(maintenance.state_dir_of(settings)),
         ), self.keys, self.store, self.clock.now(), self.clock.wall())
         self.transport = Transport(settings.csms, self.events.put,
                                    password=lambda: self.keys.raw("AuthorizationKey"),
@@ -200,6 +208,8 @@ class Runtime:
             self._idle.clear()
             if isinstance(event, ev.ShutdownRequested):
                 break
+            if isinstance(event, ev.FrameReceived):
+                self.frames.add("in", event.text, self.clock.wall())
             sim = self.hardware.simulator
             if sim is not None:
                 try:
@@ -215,7 +225,8 @@ class Runtime:
 
     def quiescent(self) -> bool:
         """Nothing left to do right now (tests use it to step a virtual clock)."""
-        return self._idle.is_set() and self.events.empty() and not self.station.busy()
+        return (self._idle.is_set() and self.events.empty() and not self.station.busy()
+                and not self.maintenance.busy())
 
     def _execute(self, actions: list) -> None:
         for action in actions:
@@ -231,6 +242,7 @@ class Runtime:
         conns = self.hardware.connectors
         if isinstance(action, act.SendFrame):
             self.transport.send(action.text)
+            self.frames.add("out", action.text, self.clock.wall())
         elif isinstance(action, act.SetContactor):
             conns[action.connector_id].contactor.set_closed(action.closed)
             if not action.closed:
@@ -266,5 +278,9 @@ class Runtime:
             self.notifier.status(action.text)
         elif isinstance(action, act.Restart):
             self.exit_action = action
+        elif isinstance(action, maintenance.ACTIONS):
+            restart = self.maintenance.carry_out(action)
+            if restart is not None:
+                self.exit_action = restart
         else:
             log.warning("no adapter for %r", action)

@@ -22,6 +22,7 @@ from chargepoint.handlers import HANDLERS
 from chargepoint.handlers.deferred import Deferred
 from chargepoint.model.clock import StationClock
 from chargepoint.model.connector import ConnectorInfo
+from chargepoint.model.firmware import RunningRelease
 from chargepoint.model.services import Services, build_services
 from chargepoint.model.write_faults import is_storage_fault
 from chargepoint.ocpp_keys import OcppKeys
@@ -46,6 +47,8 @@ class StationConfig:
     max_frame_bytes: int = 262144
     strict_schema: bool = True
     log_frames: bool = False
+    #: The release this process runs, and its trial (None: this package, not on trial).
+    release: Optional[RunningRelease] = None
 
 
 class Station:
@@ -58,7 +61,8 @@ class Station:
                                config.strict_schema, config.log_frames)
         self.services: Services = build_services(
             keys, store, StationClock(now, wall), self.rpc, config.connectors,
-            config.boot_payload, config.response_timeout_s)
+            config.boot_payload, config.response_timeout_s, config.release,
+            config.charge_point_id)
         #: connector id -> (contactor closed, offered amps) last commanded.
         self._commanded: dict[int, tuple[bool, Optional[float]]] = {}
         #: (connected, registration) as last reported in the systemd STATUS line.
@@ -130,6 +134,16 @@ class Station:
             services.sessions.on_tag(event.id_tag)
         elif isinstance(event, ev.LockResult):
             services.sessions.lock_answered(event.connector_id, event.locked, event.ok)
+        elif isinstance(event, ev.FirmwareDownloaded):
+            services.firmware.downloaded(event.request_id, event.ok, event.reason, event.final)
+        elif isinstance(event, ev.FirmwareInstalled):
+            services.firmware.installed(event.request_id, event.ok, event.version,
+                                        event.reason)
+        elif isinstance(event, ev.ReleaseTested):
+            services.firmware.tested(event.ok, event.reason)
+        elif isinstance(event, ev.DiagnosticsUploaded):
+            services.diagnostics.uploaded(event.request_id, event.ok, event.reason,
+                                          event.final)
         elif isinstance(event, ev.Connected):
             self.rpc.connection_made()
             log.info("connected to the CSMS")

@@ -206,7 +206,8 @@ class _Part:
         os.replace(tmp, self.meta)
 
     def open(self, resume: bool) -> BinaryIO:
-        return open(self.path, "ab" if resume else "wb")
+        # Unbuffered: what arrived is in the file, for the attempt after a cut to resume.
+        return open(self.path, "ab" if resume else "wb", buffering=0)
 
     def discard(self) -> None:
         for path in (self.path, self.meta):
@@ -227,8 +228,9 @@ def _copy(source, out: BinaryIO, directory: Path, options: TransferOptions,
     """Copy `source` (a response, read in chunks) to `out`; without a known size, stop
     when the disk would keep less than min_free_bytes."""
     since_check = 0
+    read = getattr(source, "read1", source.read)      # what has arrived, not a full chunk
     while True:
-        chunk = source.read(_CHUNK)
+        chunk = read(_CHUNK)
         if not chunk:
             break
         out.write(chunk)

@@ -18,3 +18,9 @@ def test_every_config_key_is_documented():
                config.LogSettings, config.SystemSettings, config.ConnectorSettings]
     missing = [f.name for cls in classes for f in dataclasses.fields(cls) if f"`{f.name}`" not in DOC]
     assert not missing
+
+
+def test_every_transfers_key_is_documented():
+    missing = [f.name for f in dataclasses.fields(config.TransfersSettings)
+               if f"`{f.name}`" not in DOC]
+    assert not missing and "### `[transfers]`" in DOC

@@ -25,8 +25,8 @@ MALFORMED = [
     ('[2,"m3","GetConfiguration",[]]', "FormationViolation"),
     ('[7,"m4","GetConfiguration",{}]', "FormationViolation"),
     ('[2,"m5","MakeCoffee",{}]', "NotImplemented"),
-    ('[2,"m6","UpdateFirmware",{"location":"http://x","retrieveDate":"2026-01-01T00:00:00Z"}]',
-     "NotSupported"),
+    ('[2,"m6","GetLog",{"logType":"DiagnosticsLog","requestId":1,'
+     '"log":{"remoteLocation":"http://x"}}]', "NotSupported"),
     ('[2,"m7","GetConfiguration",{"key":"HeartbeatInterval"}]', "TypeConstraintViolation"),
     ('[2,"m8","ChangeConfiguration",{"key":"HeartbeatInterval"}]',
      "OccurenceConstraintViolation"),

@@ -29,6 +29,7 @@ SAMPLES = {
     "DataTransfer": {"vendorId": "com.example", "messageId": "x"},
     "GetCompositeSchedule": {"connectorId": 1, "duration": 60},
     "GetConfiguration": {"key": ["HeartbeatInterval"]},
+    "GetDiagnostics": {"location": "ftp://127.0.0.1/files/"},
     "GetLocalListVersion": {},
     "RemoteStartTransaction": {"idTag": "TAG1", "connectorId": 1},
     "RemoteStopTransaction": {"transactionId": 1},
@@ -43,6 +44,8 @@ SAMPLES = {
                                                                   "limit": 10}]}}},
     "TriggerMessage": {"requestedMessage": "StatusNotification", "connectorId": 1},
     "UnlockConnector": {"connectorId": 1},
+    "UpdateFirmware": {"location": "http://127.0.0.1/release.cpr",
+                       "retrieveDate": "2026-01-01T00:00:00Z"},
 }
 
 

@@ -109,6 +109,8 @@ class FileServer:
                 with server._lock:
                     server.requests.append((self.command, self.path, dict(self.headers)))
                 if server.fail_status is not None:
+                    length = int(self.headers.get("Content-Length", "0") or 0)
+                    _copy_exactly(self.rfile, _Discard(), length)   # read, as servers do
                     self._empty(server.fail_status)
                     return False
                 return True
@@ -234,6 +236,11 @@ class _Server(ThreadingHTTPServer):
         error of the server's: nothing printed."""
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             super().handle_error(request, client_address)
+
+
+class _Discard:
+    def write(self, data: bytes) -> None:
+        pass
 
 
 def _copy_exactly(source, out, length: int) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Callable, Union
 
 from chargepoint.handlers import (authorization, availability, configuration,
-                                  data_transfer, local_list, remote, reservation, reset,
-                                  smart_charging, trigger, unlock)
+                                  data_transfer, firmware, local_list, remote, reservation,
+                                  reset, smart_charging, trigger, unlock)
 from chargepoint.handlers.deferred import Deferred
 from chargepoint.model.services import Services
 
@@ -29,6 +29,9 @@ HANDLERS: dict[str, Handler] = {
     "RemoteStopTransaction": remote.remote_stop,
     "Reset": reset.reset,
     "UnlockConnector": unlock.unlock_connector,
+    # Firmware Management
+    "GetDiagnostics": firmware.get_diagnostics,
+    "UpdateFirmware": firmware.update_firmware,
     # Local Auth List Management
     "GetLocalListVersion": local_list.get_local_list_version,
     "SendLocalList": local_list.send_local_list,
@@ -45,4 +48,5 @@ HANDLERS: dict[str, Handler] = {
 
 #: Feature profiles beyond Core whose every operation is answered (SupportedFeatureProfiles
 #: is Core and these).
-PROFILES = ("LocalAuthListManagement", "Reservation", "SmartCharging", "RemoteTrigger")
+PROFILES = ("FirmwareManagement", "LocalAuthListManagement", "Reservation", "SmartCharging",
+            "RemoteTrigger")

@@ -39,13 +39,13 @@ def _meter_values(services: Services, connector_id: Optional[int]) -> bool:
 
 def _diagnostics(services: Services, connector_id: Optional[int]) -> bool:
     return services.link.send_call("DiagnosticsStatusNotification",
-                                   {"status": services.firmware.diagnostics_status},
+                                   {"status": services.diagnostics.status},
                                    before_accept=True)
 
 
 def _firmware(services: Services, connector_id: Optional[int]) -> bool:
     return services.link.send_call("FirmwareStatusNotification",
-                                   {"status": services.firmware.firmware_status},
+                                   {"status": services.firmware.status},
                                    before_accept=True)
 
 

@@ -37,13 +37,16 @@ class Availability:
             conn.operative = store.get_state(_stored_key(conn.id), "Operative") == "Operative"
         #: Connector 0 is scheduled Inoperative.
         self.charger_going_out = False
+        #: A firmware installation waits or runs (chargepoint/model/firmware.py).
+        self.updating = False
         self._remember()
 
     # -- what the rest of the model asks
     def available(self, conn: Connector) -> bool:
         """In service (and, for a connector, the charger too)."""
-        if conn.id != 0 and conn.tx is None and not conn.starting and self.charger_going_out:
-            return False                # the whole charger is scheduled Inoperative
+        if conn.id != 0 and conn.tx is None and not conn.starting and (
+                self.charger_going_out or self.updating):
+            return False                # the whole charger goes out of service
         return conn.operative and (conn.id == 0 or self._connectors[0].operative)
 
     def idle(self, conn: Connector) -> bool:
@@ -80,6 +83,13 @@ class Availability:
             kind = self._store.get_state(_scheduled_key(cid))
             if kind is not None and not self.busy(cid):
                 self._apply(cid, kind == "Operative")
+
+    def hold_for_update(self, held: bool) -> None:
+        """While a firmware installation waits for transactions to end, or runs, idle
+        connectors are Unavailable and take no new session (running ones go on)."""
+        if held != self.updating:
+            self.updating = held
+            self._outlets_changed()
 
     def _remember(self) -> None:
         self.charger_going_out = self._store.get_state(_scheduled_key(0)) == "Inoperative"

@@ -7,6 +7,7 @@ the CSMS gave; a lost or refused BootNotification after a short back-off.
 from __future__ import annotations
 
 import logging
+from typing import Iterable, Protocol
 
 from chargepoint.model.clock import StationClock
 from chargepoint.model.link import CONNECTION, Link
@@ -17,6 +18,13 @@ from chargepoint.timers import Timers
 
 log = logging.getLogger("chargepoint.boot")
 
+class Online(Protocol):
+    """Told when the charger is registered and connected: what waited for the CSMS goes
+    (firmware and diagnostics notifications, a new release's self-test)."""
+
+    def online(self) -> None: ...
+
+
 #: Retry delay when the CSMS gives interval 0 or the BootNotification got no answer.
 DEFAULT_RETRY_S = 30
 
@@ -25,7 +33,8 @@ class Boot:
     """Registration with the CSMS, and the heartbeat once registered. Loop thread only."""
 
     def __init__(self, link: Link, keys: OcppKeys, clock: StationClock, timers: Timers,
-                 payload: dict, status_reports: StatusReports, timekeeping: TimeKeeping):
+                 payload: dict, status_reports: StatusReports, timekeeping: TimeKeeping,
+                 waiting: Iterable[Online] = ()):
         self._link = link
         self._keys = keys
         self._clock = clock
@@ -33,12 +42,14 @@ class Boot:
         self.payload = payload
         self._status_reports = status_reports
         self._timekeeping = timekeeping
+        self._waiting = tuple(waiting)
 
     def connected(self) -> None:
         """The link is up: an accepted charger reports every connector; one not yet
         accepted sends its BootNotification (unless a retry is already planned)."""
         if self._link.accepted:
             self._status_reports.report_all()
+            self._online()
         elif self._timers.when("boot-retry") is None:     # the queue is empty: just connected
             self.send_boot()
 
@@ -77,10 +88,15 @@ class Boot:
             self.schedule_heartbeat()
             if previous != "Accepted":
                 self._status_reports.report_all()
+                self._online()
         else:
             delay = interval if interval > 0 else DEFAULT_RETRY_S
             log.warning("BootNotification %s; trying again in %d s", status, delay)
             self._retry_at(delay)
+
+    def _online(self) -> None:
+        for service in self._waiting:
+            service.online()
 
     def schedule_heartbeat(self) -> None:
         interval = self._keys.int("HeartbeatInterval")

@@ -9,8 +9,9 @@ name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Optional
 
+from chargepoint import __version__
 from chargepoint.actions import Effects
 from chargepoint.model.authorization import Authorization
 from chargepoint.model.availability import Availability
@@ -18,7 +19,8 @@ from chargepoint.model.boot import Boot
 from chargepoint.model.clock import StationClock
 from chargepoint.model.connector import ConnectorInfo, Connectors
 from chargepoint.model.delivery import Delivery
-from chargepoint.model.firmware_state import FirmwareState
+from chargepoint.model.diagnostics import Diagnostics
+from chargepoint.model.firmware import Firmware, RunningRelease
 from chargepoint.model.link import CallSender, Link
 from chargepoint.model.local_list import LocalList
 from chargepoint.model.locks import Locks
@@ -73,13 +75,16 @@ class Services:
     sessions: Sessions
     delivery: Delivery
     boot: Boot
-    firmware: FirmwareState
+    firmware: Firmware
+    diagnostics: Diagnostics
 
 
 def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: CallSender,
                    connectors: Iterable[ConnectorInfo], boot_payload: dict,
-                   response_timeout_s: float) -> Services:
-    """Wire the services, each with what it uses, in dependency order."""
+                   response_timeout_s: float, release: Optional[RunningRelease] = None,
+                   charge_point_id: str = "CP") -> Services:
+    """Wire the services, each with what it uses, in dependency order. `release`: the
+    release this process runs (default: this package's version, not on trial)."""
     timers = Timers()
     effects = Effects()
     link = Link(sender)
@@ -90,23 +95,27 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
     storage_repairs = StorageRepairs(store, timers, clock, outlets)
     availability = Availability(store, outlets, write_faults)
     reservations = Reservations(store, clock, timers, outlets, availability)
+    outbox = Outbox(store)
+    firmware = Firmware(store, clock, timers, effects, link, outlets, availability, outbox,
+                        release or RunningRelease(__version__))
+    diagnostics = Diagnostics(clock, timers, effects, link, charge_point_id)
     smart = SmartCharging(keys, store, clock, timers, outlets, response_timeout_s)
     plug_wait = PlugWait(keys, timers, clock, outlets, reservations)
     view = ConnectorView(availability, reservations, smart, plug_wait)
     status_reports = StatusReports(link, clock, timers, outlets, view, storage_repairs)
     local_list = LocalList(keys, store)
     authorization = Authorization(keys, store, clock, link, local_list, write_faults)
-    outbox = Outbox(store)
     transactions = Transactions(store, clock, outbox)
     metering = Metering(keys, clock, timers, store, outlets, view, meter_reads, transactions,
                         outbox, link)
-    timekeeping = TimeKeeping(clock, metering, reservations, smart)
+    timekeeping = TimeKeeping(clock, metering, reservations, smart, firmware)
     sessions = Sessions(keys, clock, outlets, authorization, availability, reservations,
                         plug_wait, smart, metering, transactions, meter_reads, locks,
-                        write_faults)
+                        write_faults, firmware)
     delivery = Delivery(keys, clock, timers, link, outbox, transactions, authorization,
                         sessions, write_faults)
-    boot = Boot(link, keys, clock, timers, boot_payload, status_reports, timekeeping)
+    boot = Boot(link, keys, clock, timers, boot_payload, status_reports, timekeeping,
+                (firmware, diagnostics))
     return Services(keys=keys, store=store, clock=clock, timers=timers, effects=effects,
                     link=link, connectors=outlets, meter_reads=meter_reads, locks=locks,
                     write_faults=write_faults, storage_repairs=storage_repairs,
@@ -114,4 +123,5 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
                     plug_wait=plug_wait, view=view, status_reports=status_reports,
                     local_list=local_list, authorization=authorization, outbox=outbox,
                     transactions=transactions, metering=metering, timekeeping=timekeeping,
-                    sessions=sessions, delivery=delivery, boot=boot, firmware=FirmwareState())
+                    sessions=sessions, delivery=delivery, boot=boot, firmware=firmware,
+                    diagnostics=diagnostics)

@@ -27,6 +27,7 @@ from chargepoint.model.authorization import Authorization, Decision, id_key, sam
 from chargepoint.model.availability import Availability
 from chargepoint.model.clock import StationClock
 from chargepoint.model.connector import BLOCKING_FAULTS, Connector, Connectors
+from chargepoint.model.firmware import Firmware
 from chargepoint.model.locks import Locks
 from chargepoint.model.meter_reads import MeterReads
 from chargepoint.model.metering import Metering
@@ -53,7 +54,7 @@ class Sessions:
                  authorization: Authorization, availability: Availability,
                  reservations: Reservations, plug_wait: PlugWait, smart: SmartCharging,
                  metering: Metering, transactions: Transactions, reads: MeterReads,
-                 locks: Locks, write_faults: WriteFaults):
+                 locks: Locks, write_faults: WriteFaults, firmware: Firmware):
         self._keys = keys
         self._clock = clock
         self._connectors = connectors
@@ -67,6 +68,7 @@ class Sessions:
         self._reads = reads
         self._locks = locks
         self._write_faults = write_faults
+        self._firmware = firmware
 
     # ---------------------------------------------------------------- a tag is presented
     def on_tag(self, id_tag: str) -> None:
@@ -334,6 +336,7 @@ class Sessions:
         self._smart.transaction_ended(conn)
         self._reservations.transaction_ended()
         self._availability.apply_scheduled()
+        self._firmware.transaction_ended()
 
     def deauthorized(self, tx: Transaction, info: dict) -> None:
         """StartTransaction.conf did not accept the id of a running transaction

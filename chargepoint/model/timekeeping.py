@@ -1,12 +1,13 @@
 """Real time moved: what is scheduled by the time of day is armed again.
 
-The clock-aligned samples, the reservations' expiry and the charging profiles' next
-change follow real time; every other timer runs on the local (monotonic) clock and stays
+The clock-aligned samples, the reservations' expiry, the charging profiles' next
+change and a firmware update's retrieveDate follow real time; every other timer runs on the local (monotonic) clock and stays
 as it is (chargepoint/model/clock.py).
 """
 from __future__ import annotations
 
 from chargepoint.model.clock import StationClock
+from chargepoint.model.firmware import Firmware
 from chargepoint.model.metering import Metering
 from chargepoint.model.reservations import Reservations
 from chargepoint.model.smart_charging import SmartCharging
@@ -14,11 +15,12 @@ from chargepoint.model.smart_charging import SmartCharging
 
 class TimeKeeping:
     def __init__(self, clock: StationClock, metering: Metering, reservations: Reservations,
-                 smart: SmartCharging):
+                 smart: SmartCharging, firmware: Firmware):
         self._clock = clock
         self._metering = metering
         self._reservations = reservations
         self._smart = smart
+        self._firmware = firmware
 
     def set_csms_time(self, text: str) -> None:
         """Adopt the CSMS's clock (BootNotification / Heartbeat currentTime)."""
@@ -31,3 +33,4 @@ class TimeKeeping:
         self._metering.schedule_aligned()
         self._reservations.rearm()
         self._smart.refresh()
+        self._firmware.moved()

@@ -1,0 +1,247 @@
+"""The updates and the diagnostics, carried out away from the station loop.
+
+The model (chargepoint/model/firmware.py, chargepoint/model/diagnostics.py) asks for
+each step as an action; here each runs on a thread of its own, so that the loop keeps
+turning (and the contactor keeps answering) through a download of minutes, and its
+outcome goes back to the loop as an event:
+
+- `DownloadFirmware`  → chargepoint/transfers.py into `<state dir>/downloads/`
+                      → `FirmwareDownloaded`
+- `InstallFirmware`   → chargepoint/releases.py: verify, install beside the running
+                        release, start its trial (switch `current`) → `FirmwareInstalled`
+- `TestRelease`       → chargepoint/selftest.py, then commit → `ReleaseTested`
+- `RollBackRelease`   → chargepoint/releases.py rollback, then a restart into the
+                        previous release (at once, on the loop's thread)
+- `UploadDiagnostics` → chargepoint/diagnostics.py archive, then transfers.py
+                      → `DiagnosticsUploaded`
+
+Every failure becomes an event with the cause in words (and a log line here): nothing
+raised on a worker is lost, and the loop never waits for one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from chargepoint import __version__
+from chargepoint import actions as act
+from chargepoint import diagnostics, selftest, transfers
+from chargepoint import events as ev
+from chargepoint.model.firmware import RunningRelease
+
+log = logging.getLogger("chargepoint.maintenance")
+
+#: A bundle needs this many times its size free: itself, and the release installed from
+#: it (the wheels unpacked into a virtual environment).
+INSTALL_ROOM_FACTOR = 4
+
+ACTIONS = (act.DownloadFirmware, act.InstallFirmware, act.TestRelease, act.RollBackRelease,
+           act.UploadDiagnostics)
+
+
+def state_dir_of(settings) -> str:
+    """The state directory: the configured one, or the database's directory (settings
+    made without `load_settings`, as in tests)."""
+    return settings.state_dir or str(Path(settings.storage.path).parent)
+
+
+def transfer_options(settings) -> transfers.TransferOptions:
+    section = settings.transfers
+    return transfers.TransferOptions(stall_timeout_s=section.stall_timeout_s,
+                                     ca_file=section.ca_file,
+                                     min_free_bytes=section.min_free_mb * 1024 * 1024)
+
+
+def running_release(state_dir: str) -> RunningRelease:
+    """This process's release and its trial, as the release records say."""
+    try:
+        from chargepoint import releases  # noqa: the release tooling, loaded for updates only
+    except ImportError:
+        return RunningRelease(__version__)
+    try:
+        found = releases.trial(Path(state_dir))
+    except Exception:                       # noqa: BLE001 (never stop a start for it)
+        log.exception("could not read the release records in %s", state_dir)
+        return RunningRelease(__version__)
+    if found is None:
+        return RunningRelease(__version__)
+    rolled = getattr(found, "last_rollback", None)
+    return RunningRelease(
+        __version__, on_trial=bool(getattr(found, "on_trial", False)),
+        trial_left_s=getattr(found, "seconds_left", None),
+        rolled_back=(rolled.version, rolled.reason) if rolled is not None else None)
+
+
+def restart_command(state_dir: str, args: list[str]) -> list[str]:
+    """The command that starts the current release (`<state dir>/releases/current`,
+    resolved: its interpreter by the release's own path) with `args`; this interpreter
+    when no release is installed there (a run from a checkout)."""
+    python = Path(state_dir) / "releases" / "current" / "bin" / "python"
+    target = Path(os.path.realpath(python.parent.parent)) / "bin" / "python"
+    interpreter = str(target) if target.exists() else sys.executable
+    return [interpreter, "-m", "chargepoint", *args]
+
+
+class Maintenance:
+    """Runs the actions of ACTIONS; `put` takes their outcome events (thread-safe)."""
+
+    def __init__(self, settings, put: Callable[[Any], None], frames: diagnostics.FrameRing,
+                 wall: Callable[[], float]):
+        self.settings = settings
+        self.state_dir = state_dir_of(settings)
+        self.options = transfer_options(settings)
+        self._put = put
+        self._frames = frames
+        self._wall = wall
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def downloads(self) -> Path:
+        return Path(self.state_dir) / "downloads"
+
+    def bundle_path(self, request_id: str) -> Path:
+        return self.downloads / f"{request_id}.bundle"
+
+    def carry_out(self, action: Any) -> Optional[act.Restart]:
+        """Start `action` on a worker; a rollback is done here and asks for the restart."""
+        if isinstance(action, act.RollBackRelease):
+            return self._roll_back(action.reason)
+        job = {act.DownloadFirmware: self._download, act.InstallFirmware: self._install,
+               act.TestRelease: self._test, act.UploadDiagnostics: self._upload}[type(action)]
+        thread = threading.Thread(target=job, args=(action,), daemon=True,
+                                  name=f"maintenance-{type(action).__name__}")
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+        return None
+
+    def busy(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    # ------------------------------------------------------------------ firmware
+    def _download(self, action: act.DownloadFirmware) -> None:
+        dest = self.bundle_path(action.request_id)
+        try:
+            transfers.check_location(action.location)
+        except transfers.TransferError as exc:
+            log.error("firmware download refused: %s", exc)
+            self._put(ev.FirmwareDownloaded(action.request_id, False, str(exc), final=True))
+            return
+        self._forget_other_downloads(dest)
+        try:
+            size = transfers.download(action.location, dest, self.options,
+                                      room_for=lambda n: n * INSTALL_ROOM_FACTOR)
+        except transfers.TransferError as exc:
+            log.error("firmware download failed: %s", exc)
+            self._put(ev.FirmwareDownloaded(action.request_id, False, str(exc)))
+            return
+        except Exception as exc:            # noqa: BLE001 (reported, never lost)
+            log.exception("firmware download failed")
+            self._put(ev.FirmwareDownloaded(action.request_id, False,
+                                            f"{type(exc).__name__}: {exc}"))
+            return
+        log.info("firmware bundle downloaded: %s, %d bytes", transfers.shown(action.location),
+                 size)
+        self._put(ev.FirmwareDownloaded(action.request_id, True))
+
+    def _forget_other_downloads(self, keep: Path) -> None:
+        """Only the request in progress keeps its bytes (a replaced request's are junk)."""
+        if not self.downloads.is_dir():
+            return
+        for path in self.downloads.iterdir():
+            if not path.name.startswith(keep.name):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+
+    def _install(self, action: act.InstallFirmware) -> None:
+        bundle = self.bundle_path(action.request_id)
+        try:
+            from chargepoint import releases  # noqa: the release tooling, loaded for updates only
+
+            version = releases.install_bundle(bundle, Path(self.state_dir))
+            releases.start_trial(version, Path(self.state_dir))
+        except Exception as exc:            # noqa: BLE001 (ReleaseError and the unforeseen)
+            reason = str(exc) if type(exc).__name__ == "ReleaseError" else \
+                f"{type(exc).__name__}: {exc}"
+            if type(exc).__name__ == "ReleaseError":
+                log.error("firmware installation failed: %s", reason)
+            else:
+                log.exception("firmware installation failed")
+            self._put(ev.FirmwareInstalled(action.request_id, False, reason=reason))
+            return
+        finally:
+            shutil.rmtree(self.downloads, ignore_errors=True)
+        log.warning("release %s installed and switched to, on trial", version)
+        self._put(ev.FirmwareInstalled(action.request_id, True, version=version))
+
+    def _test(self, action: act.TestRelease) -> None:
+        problems = selftest.run(self.settings.storage.path, self.state_dir,
+                                self.options.min_free_bytes)
+        if problems:
+            self._put(ev.ReleaseTested(False, "; ".join(problems)))
+            return
+        try:
+            from chargepoint import releases  # noqa: the release tooling, loaded for updates only
+
+            releases.commit(Path(self.state_dir))
+        except Exception as exc:            # noqa: BLE001
+            log.exception("could not commit the release")
+            self._put(ev.ReleaseTested(False, f"commit failed: {type(exc).__name__}: {exc}"))
+            return
+        self._put(ev.ReleaseTested(True))
+
+    def _roll_back(self, reason: str) -> Optional[act.Restart]:
+        try:
+            from chargepoint import releases  # noqa: the release tooling, loaded for updates only
+
+            releases.rollback(Path(self.state_dir), reason)
+        except Exception:                   # noqa: BLE001
+            log.exception("could not roll the release back (%s); it keeps running", reason)
+            return None
+        log.error("release %s rolled back: %s; restarting into the previous release",
+                  __version__, reason)
+        return act.Restart("release")
+
+    # ------------------------------------------------------------------ diagnostics
+    def _upload(self, action: act.UploadDiagnostics) -> None:
+        folder = Path(self.state_dir) / "diagnostics"
+        archive = folder / action.file_name
+        try:
+            transfers.check_location(action.location)
+        except transfers.TransferError as exc:
+            log.error("diagnostics upload refused: %s", exc)
+            self._put(ev.DiagnosticsUploaded(action.request_id, False, str(exc), final=True))
+            return
+        try:
+            diagnostics.build_archive(
+                archive, config_path=self.settings.source, database=self.settings.storage.path,
+                state_dir=self.state_dir, start=action.start, stop=action.stop,
+                frames=self._frames.lines(), settings=self.settings,
+                extra_facts={"charge_point_id": self.settings.csms.charge_point_id,
+                             "release": self.release_facts()})
+            where = transfers.upload(action.location, archive, self.options)
+        except transfers.TransferError as exc:
+            log.error("diagnostics upload failed: %s", exc)
+            self._put(ev.DiagnosticsUploaded(action.request_id, False, str(exc)))
+            return
+        except Exception as exc:            # noqa: BLE001
+            log.exception("diagnostics upload failed")
+            self._put(ev.DiagnosticsUploaded(action.request_id, False,
+                                             f"{type(exc).__name__}: {exc}"))
+            return
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        log.info("diagnostics uploaded to %s", where)
+        self._put(ev.DiagnosticsUploaded(action.request_id, True))
+
+    def release_facts(self) -> dict:
+        release = running_release(self.state_dir)
+        return {"version": release.version, "on_trial": release.on_trial,
+                "last_rollback": list(release.rolled_back) if release.rolled_back else None,
+                "pid": os.getpid()}

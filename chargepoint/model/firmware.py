@@ -1,0 +1,384 @@
+"""UpdateFirmware: fetch a release bundle, install it beside the running release, switch,
+and keep the new release only once it has proved itself.
+
+The steps, each persisted (the `state` row `firmware-update`) before the action it
+leads to, so that a restart or a power cut at any point resumes the update or ends it
+with the right status:
+
+    scheduled ──retrieveDate──▶ downloading ──▶ downloaded ──no transaction──▶ installing
+        ▲      (Downloading)        │ fail       (Downloaded)                (Installing)
+        └──── retry, retryInterval ─┘  (after `retries`: DownloadFailed)          │
+                                                                                   ▼
+    Installed ◀── self-test passed ◀── BootNotification Accepted ◀── activated: restart
+    InstallationFailed ◀── rolled back (self-test failed, no CSMS in time, a crash) ──┘
+
+The I/O of each step (download, install and switch, self-test and commit, roll back) is
+an action the runtime carries out on a worker thread (chargepoint/runtime.py); its
+outcome comes back as an event. A running transaction is never interrupted: once the
+bundle is here the idle connectors go Unavailable (no new session can start) and the
+installation waits for the last transaction to end; the connectors come back Available
+when the update ends either way.
+
+A new release is on trial until it has booted, been accepted by the CSMS and passed its
+self-test (chargepoint/selftest.py); then it is committed and Installed is reported. What
+the trial found before this process started (`RunningRelease`, read by the runtime from
+chargepoint/releases.py) tells a release that came back after a rollback to report
+InstallationFailed.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from chargepoint import actions as act
+from chargepoint.actions import Effects
+from chargepoint.model.availability import Availability
+from chargepoint.model.clock import StationClock, iso
+from chargepoint.model.connector import Connectors
+from chargepoint.model.link import Link
+from chargepoint.model.notices import StatusNotices
+from chargepoint.model.outbox import Outbox
+from chargepoint.store import Store
+from chargepoint.timers import Timers
+
+log = logging.getLogger("chargepoint.firmware")
+
+#: The `state` row holding the update in progress (one at a time).
+STATE_KEY = "firmware-update"
+#: Retries and their interval when UpdateFirmware gives none.
+DEFAULT_RETRIES = 3
+DEFAULT_RETRY_INTERVAL_S = 60
+#: How long the Installing notification may take to reach the CSMS before the restart.
+DRAIN_WAIT_S = 10.0
+_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class RunningRelease:
+    """What the runtime knows of the release this process runs (chargepoint/releases.py)."""
+
+    version: str
+    #: Switched to and not yet committed: it must prove itself.
+    on_trial: bool = False
+    #: Seconds the trial has left to reach the CSMS and pass its self-test.
+    trial_left_s: Optional[float] = None
+    #: The last rollback: (the version given up, why), if one happened.
+    rolled_back: Optional[tuple[str, str]] = None
+
+
+class Firmware:
+    """The update in progress and what the CSMS is told of it. Loop thread only."""
+
+    def __init__(self, store: Store, clock: StationClock, timers: Timers, effects: Effects,
+                 link: Link, connectors: Connectors, availability: Availability,
+                 outbox: Outbox, release: RunningRelease):
+        self._store = store
+        self._clock = clock
+        self._timers = timers
+        self._effects = effects
+        self._link = link
+        self._connectors = connectors
+        self._availability = availability
+        self._outbox = outbox
+        self.release = release
+        self.notices = StatusNotices(link, "FirmwareStatusNotification")
+        self.notices.on_delivered(self._delivered)
+        self._testing = False
+        #: The update in progress, as stored (None: none).
+        self.update: Optional[dict] = store.get_state(STATE_KEY)
+        self._resume()
+
+    # ------------------------------------------------------------------ what the CSMS sees
+    @property
+    def status(self) -> str:
+        """FirmwareStatus for a triggered notification: what is under way, else Idle."""
+        phase = (self.update or {}).get("phase")
+        return {"downloading": "Downloading", "retry": "Downloading",
+                "downloaded": "Downloaded", "installing": "Installing",
+                "activated": "Installing"}.get(phase, "Idle")
+
+    # ------------------------------------------------------------------ UpdateFirmware
+    def request(self, location: str, retrieve_utc: float, retries: Optional[int],
+                retry_interval_s: Optional[int]) -> None:
+        """UpdateFirmware: fetch `location` from `retrieve_utc` on (real time)."""
+        current = self.update
+        if current is not None and current["phase"] in ("installing", "activated",
+                                                         "rolling-back"):
+            log.warning("UpdateFirmware of %s ignored: the update to %s is being installed",
+                        _shown(location), current.get("version") or "a new release")
+            return
+        if current is not None and current["phase"] != "done":
+            log.warning("UpdateFirmware of %s replaces the update from %s, not finished",
+                        _shown(location), _shown(current["location"]))
+        self._save({
+            "id": uuid.uuid4().hex[:16], "location": location, "retrieve": retrieve_utc,
+            "retries": DEFAULT_RETRIES if retries is None else max(0, retries),
+            "interval": DEFAULT_RETRY_INTERVAL_S if retry_interval_s is None
+            else max(0, retry_interval_s),
+            "attempts": 0, "phase": "scheduled", "from": self.release.version})
+        self._hold(False)
+        log.info("firmware update from %s scheduled for %s", _shown(location),
+                 iso(retrieve_utc))
+        self._arm_retrieve()
+
+    def _arm_retrieve(self) -> None:
+        update = self.update
+        at = self._clock.to_local(update["retrieve"] if update["phase"] == "scheduled"
+                                  else update["next"])
+        self._timers.set("firmware", max(at, self._clock.now), self._download)
+
+    def moved(self) -> None:
+        """Real time moved: a retrieveDate or a retry is armed again."""
+        if self.update is not None and self.update["phase"] in ("scheduled", "retry"):
+            self._arm_retrieve()
+
+    def _download(self) -> None:
+        update = self.update
+        first = update["phase"] == "scheduled"
+        update["attempts"] += 1
+        update["phase"] = "downloading"
+        self._save(update)
+        if first:
+            self.notices.tell("Downloading")
+        log.info("firmware download attempt %d of %d: %s", update["attempts"],
+                 update["retries"] + 1, _shown(update["location"]))
+        self._effects.emit(act.DownloadFirmware(update["id"], update["location"]))
+
+    def downloaded(self, request_id: str, ok: bool, reason: str, final: bool) -> None:
+        """The runtime's download ended (`final`: retrying could not help)."""
+        update = self.update
+        if update is None or update["id"] != request_id or update["phase"] != "downloading":
+            return
+        if ok:
+            log.info("firmware downloaded from %s", _shown(update["location"]))
+            update["phase"] = "downloaded"
+            self._save(update)
+            self.notices.tell("Downloaded")
+            self._hold(True)
+            self._install_when_idle()
+            return
+        left = update["retries"] + 1 - update["attempts"]
+        if final or left <= 0:
+            log.error("firmware download failed, giving up after %d attempt%s: %s",
+                      update["attempts"], "" if update["attempts"] == 1 else "s", reason)
+            self._finish("DownloadFailed")
+            return
+        update["phase"] = "retry"
+        update["next"] = self._clock.utc() + update["interval"]
+        self._save(update)
+        log.warning("firmware download failed (%s); %d more attempt%s, the next in %d s",
+                    reason, left, "" if left == 1 else "s", update["interval"])
+        self._arm_retrieve()
+
+    # ------------------------------------------------------------------ installing
+    def transaction_ended(self) -> None:
+        """A transaction ended: an installation or a rollback may be waiting for it."""
+        if self.update is not None and self.update["phase"] in ("downloaded", "rolling-back"):
+            self._timers.set("firmware", self._clock.now, self._install_when_idle)
+
+    def _busy(self) -> bool:
+        return any(c.tx is not None or c.starting for c in self._connectors.outlets())
+
+    def _install_when_idle(self, drain_until: Optional[float] = None) -> None:
+        """Install (or roll back) once no transaction runs, and once the CSMS has its
+        last messages (the StopTransaction first; DRAIN_WAIT_S at most, they are durable)."""
+        update = self.update
+        if update is None or update["phase"] not in ("downloaded", "rolling-back"):
+            return
+        if self._busy():
+            log.info("firmware %s waits for the running transaction%s to end",
+                     "installation" if update["phase"] == "downloaded" else "rollback",
+                     "s" if sum(c.tx is not None for c in self._connectors.outlets()) > 1
+                     else "")
+            return
+        now = self._clock.now
+        drain_until = now + DRAIN_WAIT_S if drain_until is None else drain_until
+        if self._link.online and len(self._outbox) and now < drain_until:
+            self._timers.set("firmware", min(now + _POLL_S, drain_until),
+                             lambda: self._install_when_idle(drain_until))
+            return
+        if update["phase"] == "rolling-back":
+            self._effects.emit(act.RollBackRelease(update.get("why", "self-test failed")))
+            return
+        update["phase"] = "installing"
+        self._save(update)
+        self.notices.tell("Installing")
+        log.info("installing the downloaded release")
+        self._effects.emit(act.InstallFirmware(update["id"]))
+
+    def installed(self, request_id: str, ok: bool, version: str, reason: str) -> None:
+        """The runtime installed the bundle and switched to it (or could not)."""
+        update = self.update
+        if update is None or update["id"] != request_id or update["phase"] != "installing":
+            return
+        if not ok:
+            log.error("firmware installation failed; %s keeps running: %s",
+                      self.release.version, reason)
+            self._finish("InstallationFailed")
+            return
+        update["phase"] = "activated"
+        update["version"] = version
+        self._save(update)
+        log.warning("release %s installed and switched to; restarting into it (on trial)",
+                    version)
+        self._restart_when_told(self._clock.now + DRAIN_WAIT_S)
+
+    def _restart_when_told(self, deadline: float) -> None:
+        """Restart once Installing has reached the CSMS (or after DRAIN_WAIT_S)."""
+        told = self.notices.waiting is None and not self._link.busy()
+        if (told and not (self._link.online and len(self._outbox))) \
+                or self._clock.now >= deadline:
+            self._effects.emit(act.Restart("release"))
+            return
+        self._timers.set("firmware", min(self._clock.now + _POLL_S, deadline),
+                         lambda: self._restart_when_told(deadline))
+
+    # ------------------------------------------------------------------ the trial
+    def online(self) -> None:
+        """Registered and connected (BootNotification Accepted, or a reconnect): what waits
+        is told, and a release on trial runs its self-test."""
+        self.notices.online()
+        if self.release.on_trial and not self._testing and self._link.accepted:
+            self._testing = True
+            log.info("release %s reached the CSMS; running its self-test",
+                     self.release.version)
+            self._effects.emit(act.TestRelease())
+
+    def tested(self, ok: bool, reason: str) -> None:
+        """The self-test ran: passed means the runtime committed the release."""
+        update = self.update
+        self._timers.cancel("firmware-trial")
+        if ok:
+            log.info("release %s passed its self-test and is committed", self.release.version)
+            self.release = RunningRelease(self.release.version)
+            if update is not None and update["phase"] == "activated":
+                self._finish("Installed")
+            return
+        log.error("release %s failed its self-test: %s; rolling back", self.release.version,
+                  reason)
+        self._roll_back(f"self-test failed: {reason}")
+
+    def _trial_expired(self) -> None:
+        if self.release.on_trial:
+            self._roll_back("the CSMS did not accept the new release in time "
+                            "(no BootNotification Accepted and self-test within the trial)")
+
+    def _roll_back(self, why: str) -> None:
+        update = self.update or {"id": uuid.uuid4().hex[:16], "location": "",
+                                 "version": self.release.version}
+        update["phase"] = "rolling-back"
+        update["why"] = why
+        self._save(update)
+        self._hold(True)
+        self._install_when_idle()
+
+    # ------------------------------------------------------------------ the end
+    def _finish(self, status: str) -> None:
+        """The update ended with `status`; kept until the CSMS has heard it."""
+        update = self.update
+        update["phase"] = "done"
+        update["final"] = status
+        self._save(update)
+        self._hold(False)
+        self._timers.cancel("firmware")
+        self.notices.tell(status)
+
+    def _delivered(self, status: str) -> None:
+        update = self.update
+        if update is not None and update["phase"] == "done" and update["final"] == status:
+            self._store.delete_state(STATE_KEY)
+            self.update = None
+
+    # ------------------------------------------------------------------ at start
+    def _resume(self) -> None:
+        """Carry on from the stored step (a restart, a power cut, a new release)."""
+        release = self.release
+        if release.on_trial and release.trial_left_s is not None:
+            self._timers.set("firmware-trial", self._clock.now + max(0.0, release.trial_left_s),
+                             self._trial_expired)
+        update = self.update
+        if update is None:
+            if release.rolled_back is not None and not release.on_trial:
+                log.warning("running %s after release %s was rolled back: %s",
+                            release.version, *release.rolled_back)
+            return
+        phase = update["phase"]
+        log.info("firmware update from %s: resuming at %s", _shown(update["location"]), phase)
+        if phase in ("scheduled", "retry"):
+            self._arm_retrieve()
+        elif phase == "downloading":
+            update["attempts"] -= 1       # the attempt cut short does not count
+            update["phase"] = "scheduled" if update["attempts"] == 0 else "retry"
+            update["next"] = self._clock.utc()
+            self._save(update)
+            self._arm_retrieve()
+        elif phase == "downloaded":
+            self.notices.waiting = "Downloaded"
+            self._hold(True)
+            self._timers.set("firmware", self._clock.now, self._install_when_idle)
+        elif phase in ("installing", "activated"):
+            self._after_switch(update)
+        elif phase == "rolling-back":
+            if release.version != update.get("version"):
+                # Back on the previous release already: the rollback happened.
+                self._finish("InstallationFailed")
+            else:
+                self._hold(True)
+                self._timers.set("firmware", self._clock.now, self._install_when_idle)
+        elif phase == "done":
+            self.notices.waiting = update["final"]
+
+    def _after_switch(self, update: dict) -> None:
+        """Started after the installation began: on the new release (on trial or already
+        committed), back on the old one (rolled back), or never switched."""
+        release = self.release
+        target = update.get("version")
+        if release.version == update["from"] and release.version != target:
+            if release.rolled_back is not None and (target is None
+                                                    or release.rolled_back[0] == target):
+                log.error("release %s was rolled back: %s", *release.rolled_back)
+                self._finish("InstallationFailed")
+            elif update["phase"] == "installing":
+                log.warning("the installation was cut short; installing again")
+                update["phase"] = "downloaded"
+                self._save(update)
+                self._hold(True)
+                self._timers.set("firmware", self._clock.now, self._install_when_idle)
+            else:
+                log.error("release %s was switched to but %s is running", target,
+                          release.version)
+                self._finish("InstallationFailed")
+            return
+        update["phase"] = "activated"
+        update["version"] = release.version
+        self._save(update)
+        if release.on_trial:
+            self.notices.waiting = "Installing"
+        else:
+            self._finish("Installed")        # committed before the CSMS heard of it
+
+    # ------------------------------------------------------------------ helpers
+    def _hold(self, held: bool) -> None:
+        """Idle connectors Unavailable (no new session) while an installation waits or
+        runs; back when it ends."""
+        self._availability.hold_for_update(held)
+
+    def _save(self, update: dict) -> None:
+        self._store.set_state(STATE_KEY, update)
+        self.update = update
+
+
+def _shown(location: str) -> str:
+    """A location as it may be logged: no password (ftp://user:***@host/...)."""
+    try:
+        parts = urlsplit(location)
+        if parts.password is None:
+            return location
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    except ValueError:
+        return location.rpartition("@")[2]
+

@@ -1,0 +1,64 @@
+"""FirmwareStatusNotification and DiagnosticsStatusNotification: one status at a time,
+told again once the CSMS can hear it.
+
+The CSMS learns how an update or an upload ends only from these notifications, so one
+that could not go (the link down, the CALL refused) is not dropped as a heartbeat would
+be: the latest status waits and goes when the charger is next online (`online()`).
+Intermediate statuses a later one replaced are not repeated.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+from chargepoint.model.link import Link
+
+log = logging.getLogger("chargepoint.notices")
+
+
+class StatusNotices:
+    """The notifications of one kind (`action`); loop thread only."""
+
+    def __init__(self, link: Link, action: str):
+        self._link = link
+        self.action = action
+        #: The status that still has to reach the CSMS, if any.
+        self.waiting: Optional[str] = None
+        self._sending: Optional[str] = None
+        self._on_delivered: Optional[Callable[[str], None]] = None
+
+    def on_delivered(self, callback: Callable[[str], None]) -> None:
+        """`callback(status)` once the CSMS has answered the notification of `status`."""
+        self._on_delivered = callback
+
+    def tell(self, status: str) -> None:
+        """Tell the CSMS `status` now, or as soon as it is online."""
+        self.waiting = status
+        self._send()
+
+    def online(self) -> None:
+        """The charger is registered and connected: what waits goes now."""
+        self._send()
+
+    def _send(self) -> None:
+        status = self.waiting
+        if status is None or self._sending == status or not self._link.online:
+            return
+        self._sending = status
+
+        def delivered(payload: dict) -> None:
+            self._sending = None
+            if self.waiting == status:
+                self.waiting = None
+            if self._on_delivered is not None:
+                self._on_delivered(status)
+            self._send()                    # a newer status came meanwhile
+
+        def failed(reason: str) -> None:
+            self._sending = None
+            log.info("%s %s not delivered (%s); told again once online", self.action, status,
+                     reason)
+
+        if not self._link.send_call(self.action, {"status": status}, on_result=delivered,
+                                    on_error=failed):
+            self._sending = None
