@@ -40,7 +40,7 @@ from typing import Any, Iterable, Optional
 
 from chargepoint import __version__
 from chargepoint.ocpp_keys import KEY_SPECS
-from chargepoint.protocol.redaction import redact
+from chargepoint.protocol.redaction import hide_url_passwords, redact
 
 log = logging.getLogger("chargepoint.diagnostics")
 
@@ -57,19 +57,15 @@ JOURNAL_TIMEOUT_S = 60.0
 _SECRET_NAME = re.compile(r"authorization_?key|password|passwd|secret|token|private",
                           re.IGNORECASE)
 _ASSIGNMENT = re.compile(r'^(\s*"?([A-Za-z0-9_.-]+)"?\s*=\s*)(.*)$')
-#: The password of a URL: scheme://user:PASSWORD@host
-_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@\"']*:)[^@/\s\"']*@")
 
-
-def hide_secrets(text: str) -> str:
-    """`text` with URL passwords replaced by ***."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
+#: `text` with URL passwords replaced by ***.
+hide_secrets = hide_url_passwords
 
 
 def redacted_frame(text: str) -> str:
-    """A frame as the archive holds it: the AuthorizationKey blanked (as in the frame log)
-    and no password of a location."""
-    return hide_secrets(redact(text))
+    """A frame as the archive holds it: as the frame log shows it (no AuthorizationKey, no
+    password of a location)."""
+    return redact(text)
 
 
 # ------------------------------------------------------------------------------ the frames

@@ -308,3 +308,14 @@ def test_the_request_row_holds_no_more_than_it_needs(csms, firmware, http):
     assert json.loads(json.dumps(row)) == row
     assert datetime.fromtimestamp(row["retrieve"], timezone.utc) <= csms.now() + \
         timedelta(seconds=61)
+
+
+def test_the_frame_log_never_shows_the_password_of_a_location(csms, firmware, caplog):
+    booted(csms, firmware, {"log": {"frames": True}})
+    mark = len(csms.received)
+    with caplog.at_level(logging.DEBUG, "chargepoint"):
+        update(csms, f"ftp://operator:hunter2-pw@127.0.0.1:{closed_port()}/r.cpr", retries=0)
+        wait_fsn(csms, "DownloadFailed", mark)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "UpdateFirmware" in text and "operator:***@" in text
+    assert "hunter2-pw" not in text
