@@ -21,6 +21,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from chargepoint import tls_files
+from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, find_spec, validate_value
 from hal.factory import parse_device
 from hal.settings import SettingsError, parse_table
 
@@ -287,8 +289,6 @@ def _parse_ocpp_keys(problems: _Problems, table: Any) -> dict[str, str]:
     if not isinstance(table, dict):
         problems.add("ocpp", "expected a table of OCPP configuration keys")
         return {}
-    from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, find_spec, validate_value
-
     out = {}
     for name, value in table.items():
         spec = KEY_SPECS.get(name)
@@ -313,8 +313,6 @@ def _parse_ocpp_keys(problems: _Problems, table: Any) -> dict[str, str]:
 
 def parse_settings(data: dict, source: str = "<config>") -> Settings:
     """Validate a parsed TOML document. Raises ConfigError naming every bad key."""
-    from chargepoint import tls_files
-
     problems = _Problems()
     for name in sorted(set(data) - set(_SECTIONS)):
         problems.add(name, f"unknown section (known: {', '.join(sorted(_SECTIONS))})")
