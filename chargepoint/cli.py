@@ -13,33 +13,11 @@ from pathlib import Path
 from typing import Optional
 
 from chargepoint import __version__
+from chargepoint.log_setup import setup_logging
 
 log = logging.getLogger("chargepoint")
 
 DEFAULT_CONFIG = "/etc/chargepoint/config.toml"
-
-
-class _JournalFormatter(logging.Formatter):
-    """`<priority>logger: message`: journald stores the priority and adds the time."""
-
-    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-                logging.CRITICAL: 2}
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record).replace("\n", "\n    ")
-        return f"<{self.PRIORITY.get(record.levelno, 6)}>{text}"
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                                               "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def _install_signal_handlers(runtime) -> None:

@@ -214,6 +214,11 @@ class FailureLog:
         self._since = None
         self.failed_attempts = 0
 
+    def flush(self) -> None:
+        """Say what was not said yet (the link is closing in the middle of an outage)."""
+        if self._unlogged:
+            self._summarise(self._clock())
+
     def _summarise(self, now: float) -> None:
         count = sum(self._unlogged.values())
         reasons = "; ".join(f"{n} x {reason}" for reason, n in self._unlogged.most_common())
@@ -322,6 +327,7 @@ class Transport:
             link.fail("shutting down")
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._failures.flush()             # failures of an outage not summed up yet
 
     def send(self, text: str) -> bool:
         """Hand one text frame to the link; False when there is no link (the core learns it
