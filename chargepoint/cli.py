@@ -131,7 +131,7 @@ def cmd_sim(args) -> int:
             path = load_settings(args.config).system.sim_socket
         except ConfigError:
             path = ""
-    return client_main(args.words, path or default_socket_path())
+    return client_main(args.words, path or default_socket_path(), as_json=args.json)
 
 
 def _count(text: str) -> int:
@@ -227,8 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="drive the simulated charger of a running firmware",
                          description="commands: plug N, unplug N [ev|socket], tap IDTAG, "
                                      "ev-suspend N, ev-resume N, fault WHAT N, "
-                                     "clear-fault WHAT N, status")
+                                     "clear-fault WHAT N, clock-step SECONDS, status, "
+                                     "disconnect, reconnect")
     sim.add_argument("--socket", help="control socket (default: the firmware's default)")
+    sim.add_argument("--json", action="store_true",
+                     help="print the answer as JSON (also accepted after the command)")
     sim.add_argument("--config", default="config.toml",
                      help="read system.sim_socket from this file if it exists")
     sim.add_argument("words", nargs=argparse.REMAINDER, help="command and arguments")

@@ -40,6 +40,18 @@ log = logging.getLogger("chargepoint.runtime")
 
 #: Longest the loop sleeps, so the watchdog and the simulator are fed even when idle.
 MAX_SLEEP_S = 1.0
+#: Longest a simulator command waits for the loop to handle what it caused.
+CATCH_UP_S = 2.0
+
+
+class _CaughtUp:
+    """Put on the loop's queue by `Runtime.caught_up`: set once the loop reaches it."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
 
 
 def boot_payload(settings: Settings) -> dict:
@@ -132,8 +144,9 @@ class Runtime:
             path = self.settings.system.sim_socket or default_socket_path()
             try:
                 self.sim_server = SimControlServer(
-                    sim, path, on_command=self.wake,
-                    status_extra=lambda: {"loop": self.turns.snapshot()})
+                    sim, path, on_command=self.caught_up, link=self.transport,
+                    status_extra=lambda: {"loop": self.turns.snapshot(),
+                                          "link": self.transport.status()})
                 self.sim_server.start()
                 log.info("simulated charger: control it with `chargepoint sim ...` (socket %s)",
                          path)
@@ -143,6 +156,15 @@ class Runtime:
 
     def wake(self) -> None:
         self.events.put(ev.Tick())
+
+    def caught_up(self, timeout_s: float = CATCH_UP_S) -> bool:
+        """Wake the loop and wait, at most `timeout_s`, until it has handled every event
+        queued before: the simulator's commands answer with what the firmware made of them
+        (an unplug with the contactor it opened). Never called from the loop itself."""
+        marker = _CaughtUp()
+        self.events.put(marker)
+        return marker.done.wait(timeout_s)
+
 
     def hardware_event(self, event: Any) -> None:
         """Queue an event of the hardware, stamped for the contactor-open latency."""
@@ -201,6 +223,9 @@ class Runtime:
             self._idle.clear()
             if isinstance(event, ev.ShutdownRequested):
                 break
+            marker = event if isinstance(event, _CaughtUp) else None
+            if marker is not None:
+                event = None
             sim = self.hardware.simulator
             if sim is not None:
                 try:
@@ -213,6 +238,8 @@ class Runtime:
                 self.transport.frame_handled()       # the link may read the next one
             self.turns.end()
             self.notifier.watchdog()
+            if marker is not None:
+                marker.done.set()
 
     def quiescent(self) -> bool:
         """Nothing left to do right now (tests use it to step a virtual clock)."""
