@@ -182,6 +182,14 @@ class SystemSettings:
     reboot_command: list[str] = field(default_factory=lambda: ["systemctl", "reboot"])
     #: Unix socket of the simulated charger's control interface ("" = default location).
     sim_socket: str = ""
+    #: A clean stop (SIGTERM) with the CSMS connected waits at most this long (seconds) for
+    #: it to confirm the StopTransactions and what is queued before them; offline, or when
+    #: this passes, they stay queued for the next start. Below the unit's TimeoutStopSec.
+    stop_wait_s: float = 45.0
+
+    def __post_init__(self):
+        if not 0 <= self.stop_wait_s < math.inf:
+            raise ValueError("stop_wait_s: must be a number of seconds, 0 or more")
 
 
 @dataclass

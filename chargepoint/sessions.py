@@ -79,7 +79,7 @@ def is_free(st: "Station", conn: "Connector", id_tag: Optional[str] = None,
     `conn`, plug aside?"""
     if not (conn.id != 0 and conn.tx is None and not conn.starting and conn.available()
             and not conn.faulted and not st.connectors[0].faulted
-            and not st.write_faults.failing):
+            and not st.write_faults.failing and not st.closing):
         return False
     return not (check_reservations and st.reservations.blocks(conn, id_tag, parent_id_tag))
 

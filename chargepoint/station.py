@@ -119,6 +119,8 @@ class Station:
         #: The CSMS has answered a CALL of ours on the present connection.
         self._answered_on_link = False
         self._actions: list[Any] = []
+        #: A clean stop is under way (`shutdown`): no new transaction starts.
+        self.closing = False
         self.stats = {"frames_in": 0, "frames_out": 0, "errors_answered": 0}
         keys.on_change(self._key_changed)
         from chargepoint import sessions
@@ -386,6 +388,7 @@ class Station:
         from chargepoint import sessions
 
         self.now = now
+        self.closing = True
         try:
             sessions.shutdown(self)
             self.outbox.flush()
@@ -396,6 +399,16 @@ class Station:
                 log.exception("error while shutting down the station")
         out, self._actions = self._actions, []
         return out
+
+    def delivering(self) -> bool:
+        """Transaction messages are going to the CSMS now: the link is up, the charger is
+        accepted, and the head of the outbox is due or awaits its answer. A clean stop waits
+        while this holds (chargepoint/runtime.py); a head waiting out a retry delay does not
+        count, it would only hold the stop up."""
+        if not (self.connected and self.accepted) or self.write_faults.failing:
+            return False
+        head = self.outbox.head()
+        return head is not None and head.next_attempt <= self.now
 
     def storage_failed(self, exc: BaseException) -> None:
         """A write to the database failed: logged once, retried with backoff
