@@ -20,20 +20,65 @@ log = logging.getLogger("chargepoint")
 DEFAULT_CONFIG = "/etc/chargepoint/config.toml"
 
 
-def _install_signal_handlers(runtime) -> None:
-    def stop(signum, frame):
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        runtime.stop()
+class _StopSignals:
+    """SIGTERM and SIGINT: ask the runtime to stop, and remember that a stop was asked, so
+    one that arrives while a reset's reboot command runs is not lost."""
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.received = 0
+
+    def install(self) -> "_StopSignals":
+        signal.signal(signal.SIGTERM, self)
+        signal.signal(signal.SIGINT, self)
+        return self
+
+    def __call__(self, signum, frame) -> None:
+        self.received += 1
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        self.runtime.stop()
+
+    def wait(self, seconds: float) -> bool:
+        """Whether a stop arrives within `seconds` (polled: a signal handler must not take
+        the lock an Event would need)."""
+        deadline = time.monotonic() + seconds
+        while not self.received and time.monotonic() < deadline:
+            time.sleep(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
+        return self.received > 0
 
 
 #: Pause between attempts of a failing reboot command (ResetRetries).
 REBOOT_RETRY_S = 2.0
+#: How often the wait for the system's stop after a reboot command looks for it.
+STOP_POLL_S = 0.1
+
+
+def _reboot(settings, runtime, signals: _StopSignals) -> bool:
+    """Run the reboot command, `ResetRetries` more times while it fails; True once it
+    succeeded."""
+    import subprocess
+
+    command = settings.system.reboot_command
+    attempts = 1 + runtime.keys.int("ResetRetries")
+    for attempt in range(1, attempts + 1):
+        log.warning("hard reset: running %s (attempt %d of %d)", " ".join(command),
+                    attempt, attempts)
+        try:
+            subprocess.run(command, check=True, timeout=60)
+            return True
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.error("reboot command failed: %s", exc)
+            if signals.received:
+                return False                  # asked to stop meanwhile: no more attempts
+            if attempt < attempts:
+                time.sleep(REBOOT_RETRY_S)    # the process is ending: no loop to block
+    log.error("the reboot command failed %d times; restarting the process instead", attempts)
+    return False
 
 
 def _run_runtime(settings) -> int:
+    """Run the firmware until it is stopped; a Reset restarts it in place, a Hard one runs
+    the reboot command first."""
     from chargepoint.instance_lock import EXIT_IN_USE, AlreadyRunning
     from chargepoint.runtime import Runtime
 
@@ -42,28 +87,23 @@ def _run_runtime(settings) -> int:
     except AlreadyRunning as exc:
         print(f"chargepoint: {exc}", file=sys.stderr)
         return EXIT_IN_USE
-    _install_signal_handlers(runtime)
+    signals = _StopSignals(runtime).install()
     outcome = runtime.run()
-    if outcome is None:
+    if outcome is None or signals.received:
+        return 0                              # asked to stop: a stop, not a restart
+    if outcome.kind == "hard" and _reboot(settings, runtime, signals):
+        # The system is going down and stops this service: wait for it rather than
+        # start again, which the coming stop would cut short (docs/delivery.md).
+        wait = settings.system.reboot_wait_s
+        log.warning("hard reset: the reboot command succeeded; waiting up to %g s for the "
+                    "system to stop this service", wait)
+        if signals.wait(wait):
+            log.info("stopped for the reboot")
+            return 0
+        log.error("the system did not stop this service within %g s of the reboot command "
+                  "([system] reboot_wait_s); restarting the process instead", wait)
+    elif signals.received:
         return 0
-    if outcome.kind == "hard":
-        import subprocess
-
-        command = settings.system.reboot_command
-        attempts = 1 + runtime.keys.int("ResetRetries")
-        for attempt in range(1, attempts + 1):
-            log.warning("hard reset: running %s (attempt %d of %d)", " ".join(command),
-                        attempt, attempts)
-            try:
-                subprocess.run(command, check=True, timeout=60)
-                break
-            except (OSError, subprocess.SubprocessError) as exc:
-                log.error("reboot command failed: %s", exc)
-                if attempt < attempts:
-                    time.sleep(REBOOT_RETRY_S)    # the process is ending: no loop to block
-        else:
-            log.error("the reboot command failed %d times; restarting the process instead",
-                      attempts)
     log.warning("restarting the firmware (%s reset)", outcome.kind)
     os.execv(sys.executable, [sys.executable, "-m", "chargepoint", *sys.argv[1:]])
     return 0  # not reached

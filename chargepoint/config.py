@@ -186,10 +186,14 @@ class SystemSettings:
     #: it to confirm the StopTransactions and what is queued before them; offline, or when
     #: this passes, they stay queued for the next start. Below the unit's TimeoutStopSec.
     stop_wait_s: float = 45.0
+    #: After a Hard Reset's reboot command succeeded, the firmware waits this long (seconds)
+    #: for the system to stop it; if no stop comes, it restarts itself in place.
+    reboot_wait_s: float = 300.0
 
     def __post_init__(self):
-        if not 0 <= self.stop_wait_s < math.inf:
-            raise ValueError("stop_wait_s: must be a number of seconds, 0 or more")
+        for name in ("stop_wait_s", "reboot_wait_s"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name}: must be a number of seconds, 0 or more")
 
 
 @dataclass
