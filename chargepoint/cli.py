@@ -76,9 +76,9 @@ def _reboot(settings, runtime, signals: _StopSignals) -> bool:
     return False
 
 
-def _run_runtime(settings) -> int:
+def _run_runtime(settings, reboot: bool = True) -> int:
     """Run the firmware until it is stopped; a Reset restarts it in place, a Hard one runs
-    the reboot command first."""
+    the reboot command first (unless not to `reboot`: the demo)."""
     from chargepoint.instance_lock import EXIT_IN_USE, AlreadyRunning
     from chargepoint.runtime import Runtime
 
@@ -91,7 +91,7 @@ def _run_runtime(settings) -> int:
     outcome = runtime.run()
     if outcome is None or signals.received:
         return 0                              # asked to stop: a stop, not a restart
-    if outcome.kind == "hard" and _reboot(settings, runtime, signals):
+    if outcome.kind == "hard" and reboot and _reboot(settings, runtime, signals):
         # The system is going down and stops this service: wait for it rather than
         # start again, which the coming stop would cut short (docs/delivery.md).
         wait = settings.system.reboot_wait_s
@@ -109,6 +109,43 @@ def _run_runtime(settings) -> int:
     return 0  # not reached
 
 
+#: Environment variables that give the CSMS's URL and the charge point's id, when the
+#: command line does not (`--url`, `--id`); either wins over the configuration file.
+URL_VARIABLE = "CHARGEPOINT_URL"
+ID_VARIABLE = "CHARGEPOINT_ID"
+
+
+def _csms_overrides(args) -> dict:
+    """The [csms] url and charge_point_id given by the command line or the environment,
+    each with where it came from."""
+    found = {}
+    for key, option, variable in (("url", "--url", URL_VARIABLE),
+                                  ("charge_point_id", "--id", ID_VARIABLE)):
+        value = getattr(args, key, None)
+        if value is not None:
+            found[key] = (value, option)
+        elif os.environ.get(variable):
+            found[key] = (os.environ[variable], f"${variable}")
+    return found
+
+
+def _apply_csms_overrides(settings, overrides: dict) -> Optional[str]:
+    """Put the overrides into `settings.csms`, checked as the file's own values are;
+    the reason, naming the option or variable, when one is not acceptable."""
+    import dataclasses
+
+    if not overrides:
+        return None
+    changes = {key: value for key, (value, _) in overrides.items()}
+    try:
+        settings.csms = dataclasses.replace(settings.csms, **changes)
+    except ValueError as exc:
+        key, _, reason = str(exc).partition(": ")
+        source = overrides.get(key, next(iter(overrides.values())))[1]
+        return f"{source}: {reason or exc}"
+    return None
+
+
 def cmd_run(args) -> int:
     from chargepoint.config import ConfigError, load_settings
 
@@ -116,6 +153,10 @@ def cmd_run(args) -> int:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"chargepoint: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    problem = _apply_csms_overrides(settings, _csms_overrides(args))
+    if problem:
+        print(f"chargepoint: {problem}", file=sys.stderr)
         return 2
     setup_logging(args.log_level or settings.log.level)
     log.info("chargepoint %s starting as %s, CSMS %s", __version__,
@@ -128,35 +169,78 @@ def _demo_config_path() -> Optional[Path]:
     return here if here.exists() else None
 
 
+def sim_command() -> str:
+    """How to call `chargepoint` from another terminal: the bare name only if that is this
+    installation on PATH, else the full path of the script beside this Python, else
+    `python -m chargepoint`."""
+    import shlex
+    import shutil
+
+    beside = Path(sys.executable).parent / "chargepoint"
+    on_path = shutil.which("chargepoint")
+    if beside.exists():
+        if on_path and Path(on_path).resolve() == beside.resolve():
+            return "chargepoint"
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(sys.executable)} -m chargepoint"
+
+
 def cmd_demo(args) -> int:
-    """A local CSMS on loopback and the firmware on simulated hardware, in one process."""
+    """The simulated charger against the bundled local CSMS on loopback, or against the
+    CSMS given by `--url`, `$CHARGEPOINT_URL` or an explicit `--config`."""
+    import shlex
+
     from chargepoint.config import ConfigError, load_settings, parse_settings
     from chargepoint.csms.server import LocalCsms
+    from hal.sim_control import default_socket_path
 
-    setup_logging(args.log_level or "warning")
+    overrides = _csms_overrides(args)
     try:
         path = Path(args.config) if args.config else _demo_config_path()
         settings = load_settings(path) if path else parse_settings(DEMO_SETTINGS, "<demo>")
     except ConfigError as exc:
         print(f"chargepoint: bad configuration: {exc}", file=sys.stderr)
         return 2
-    csms = LocalCsms(host="127.0.0.1", port=args.port, printer=lambda line: print(line,
-                                                                                  flush=True))
-    csms.boot_response = {"status": "Accepted", "interval": args.heartbeat}
-    csms.start()
+    # A CSMS named on the command line, in the environment or in a file given with
+    # --config is used as it is; otherwise the bundled one, in place of ./config.toml's.
+    external = "url" in overrides or args.config is not None
+    problem = _apply_csms_overrides(settings, overrides)
+    if problem:
+        print(f"chargepoint: {problem}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level or ("info" if external else "warning"))
+    csms = None
+    if external:
+        settings.log.frames = True       # what the bundled CSMS would have printed
+    else:
+        csms = LocalCsms(host="127.0.0.1", port=args.port,
+                         printer=lambda line: print(line, flush=True))
+        csms.boot_response = {"status": "Accepted", "interval": args.heartbeat}
+        csms.start()
+        settings.csms.url = csms.url
+        settings.csms.security_profile = 0
     workdir = tempfile.mkdtemp(prefix="chargepoint-demo-")
-    settings.csms.url = csms.url
-    settings.csms.security_profile = 0
     settings.storage.path = os.path.join(workdir, "chargepoint.db")
-    print(f"Local CSMS listening on {csms.url}; charge point {settings.csms.charge_point_id} "
-          "on simulated hardware.", flush=True)
-    print("In another terminal try:  chargepoint sim plug 1 ; chargepoint sim tap 04A1B2C3 ;"
-          "  chargepoint sim status", flush=True)
+    sim = sim_command() + " sim"
+    socket_path = settings.system.sim_socket
+    if socket_path and os.path.abspath(socket_path) != default_socket_path():
+        sim += f" --socket {shlex.quote(socket_path)}"
+    if csms is not None:
+        print(f"Local CSMS listening on {csms.url}; charge point "
+              f"{settings.csms.charge_point_id} on simulated hardware.", flush=True)
+    else:
+        print(f"Charge point {settings.csms.charge_point_id} on simulated hardware, connecting "
+              f"to {settings.csms.url.rstrip('/')}/{settings.csms.charge_point_id}; every OCPP "
+              "frame is logged below.", flush=True)
+    print(f"In another terminal try:  {sim} plug 1 ; {sim} tap 04A1B2C3 ;  {sim} status",
+          flush=True)
     print("Press Ctrl-C to stop.\n", flush=True)
     try:
-        return _run_runtime(settings)
+        # A Hard Reset from the CSMS restarts the demo; it never reboots this computer.
+        return _run_runtime(settings, reboot=False)
     finally:
-        csms.stop()
+        if csms is not None:
+            csms.stop()
         print("\nDemo stopped.", flush=True)
 
 
@@ -247,6 +331,14 @@ DEMO_SETTINGS = {
 }
 
 
+def _csms_options(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--url", help=f"the CSMS's WebSocket URL, without the charge point id "
+                        f"(default ${URL_VARIABLE}, else {default} [csms] url)")
+    parser.add_argument("--id", dest="charge_point_id", metavar="ID",
+                        help=f"the charge point id, the last part of the URL (default "
+                             f"${ID_VARIABLE}, else [csms] charge_point_id)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chargepoint", description=__doc__)
     parser.add_argument("--version", action="version", version=f"chargepoint {__version__}")
@@ -254,13 +346,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the firmware in the foreground")
     run.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    _csms_options(run, "the file's")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", help="simulated charger against a bundled local CSMS")
-    demo.add_argument("--config", help="default ./config.toml, else built-in settings")
-    demo.add_argument("--port", type=int, default=0, help="CSMS port (default: any free one)")
-    demo.add_argument("--heartbeat", type=int, default=10, help="heartbeat interval, seconds")
+    demo = sub.add_parser("demo", help="simulated charger against a bundled local CSMS, or "
+                          "against yours with --url",
+                          description="Without --url (or $CHARGEPOINT_URL) or --config the "
+                          "charger connects to a Central System started on 127.0.0.1; with "
+                          "either it connects to the one they name and logs every frame.")
+    demo.add_argument("--config", help="default ./config.toml (its [csms] url replaced by the "
+                      "bundled CSMS), else built-in settings; a file given here is used as it "
+                      "is, its CSMS too")
+    _csms_options(demo, "--config's")
+    demo.add_argument("--port", type=int, default=0,
+                      help="the bundled CSMS's port (default: any free one)")
+    demo.add_argument("--heartbeat", type=int, default=10,
+                      help="heartbeat interval the bundled CSMS gives, seconds")
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=cmd_demo)
 
