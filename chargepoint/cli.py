@@ -190,9 +190,9 @@ def cmd_run(args) -> int:
                   "s" if len(settings) > 1 else "", args.config)
         return EXIT_CONFIG
     problem = _apply_csms_overrides(settings, _csms_overrides(args))
-    if problem:
-        log.error("not starting: %s", problem)
-        return EXIT_CONFIG
+    if problem:                            # a bad option: a usage error, as argparse's
+        print(f"chargepoint: {problem}", file=sys.stderr)
+        return 2
     setup_logging(args.log_level or settings.log.level)
     findings = startup_findings(settings, args.config)
     _log_findings(findings)

@@ -113,7 +113,7 @@ def test_demo_with_url_and_id_uses_that_csms_and_its_hint_works_from_any_shell(
     assert typed.returncode == 0, typed.stdout + typed.stderr
     assert typed.stdout.startswith("conn  pilot")
     assert re.search(r"link to ws://127\.0\.0\.1:\d+/ocpp/CP-MINE: connected", typed.stdout)
-    demo.wait_line(r"chargepoint.station: -> \[2,")        # every frame is logged
+    demo.wait_line(r"chargepoint.rpc: -> \[2,")            # every frame is logged
     assert demo.interrupt() == 0
     assert "Demo stopped." in demo.output()
 
