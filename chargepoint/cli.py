@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 from typing import Optional
 
@@ -329,6 +328,9 @@ def cmd_demo(args) -> int:
 
 def _missing_csms_extra() -> str:
     """What to install for `chargepoint demo`, as pyproject.toml's [csms] extra says."""
+    from importlib.metadata import (  # lazy: 30 ms of imports, for this message only
+        PackageNotFoundError, requires)
+
 
     try:
         wanted = [spec.strip() for spec, _, marker in
