@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from chargepoint import __version__
+from chargepoint.log_setup import writes_to_journal
 from chargepoint.ocpp_keys import KEY_SPECS
 from chargepoint.protocol.redaction import hide_url_passwords, redact
 
@@ -125,8 +126,8 @@ def keep_log_file(state_dir: str, size_kb: int) -> Optional[logging.Handler]:
 
 
 def under_journal() -> bool:
-    """Logging goes to the journal: systemd runs the firmware with its output there."""
-    return bool(os.environ.get("JOURNAL_STREAM"))
+    """Logging goes to the journal: standard error is the stream systemd named."""
+    return writes_to_journal(sys.stderr)
 
 
 def _unit_name() -> str:
