@@ -54,7 +54,7 @@ class Reconnect:
 class Restart:
     """Soft: restart the process; hard: run the configured reboot command."""
 
-    kind: str  # "soft" | "hard" | "release" (into the release just switched to)
+    kind: str  # "soft" | "hard" | "release" (a soft one after `current` moved)
 
 
 @dataclass(frozen=True)

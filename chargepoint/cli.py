@@ -122,12 +122,6 @@ def _run_runtime(settings, reboot: bool = True) -> int:
                   "([system] reboot_wait_s); restarting the process instead", wait)
     elif signals.received:
         return 0
-    if outcome.kind == "release":
-        from chargepoint.maintenance import restart_command, state_dir_of  # lazy: at exit only
-
-        command = restart_command(state_dir_of(settings), sys.argv[1:])
-        log.warning("restarting into the current release (%s)", command[0])
-        os.execv(command[0], command)
     log.warning("restarting the firmware (%s reset)", outcome.kind)
     os.execv(sys.executable, [sys.executable, "-m", "chargepoint", *sys.argv[1:]])
     return 0  # not reached
@@ -215,10 +209,10 @@ def cmd_run(args) -> int:
 def _keep_log_file(settings) -> None:
     """Outside the journal, the log is kept in a bounded file too, for GetDiagnostics."""
     from chargepoint.diagnostics import keep_log_file, under_journal  # lazy: run only
-    from chargepoint.maintenance import state_dir_of  # lazy: run only
+    from chargepoint.maintenance import data_dir_of  # lazy: run only
 
     if not under_journal():
-        keep_log_file(state_dir_of(settings), settings.log.file_kb)
+        keep_log_file(data_dir_of(settings), settings.log.file_kb)
 
 
 def _count_errors(findings) -> str:
@@ -447,7 +441,7 @@ def cmd_diagnostics(args) -> int:
     which only the running firmware holds)."""
     from chargepoint.clock import try_parse_utc  # lazy: diagnostics only
     from chargepoint.diagnostics import build_archive  # lazy: diagnostics only
-    from chargepoint.maintenance import state_dir_of  # lazy: diagnostics only
+    from chargepoint.maintenance import data_dir_of  # lazy: diagnostics only
 
     settings = _load(args)
     if isinstance(settings, list):
@@ -466,7 +460,7 @@ def cmd_diagnostics(args) -> int:
     out = Path(args.out)
     try:
         build_archive(out, config_path=args.config, database=settings.storage.path,
-                      state_dir=state_dir_of(settings), start=period[0], stop=period[1],
+                      data_dir=data_dir_of(settings), start=period[0], stop=period[1],
                       settings=settings)
     except OSError as exc:
         print(f"chargepoint diagnostics: cannot write {out}: {exc.strerror or exc}",

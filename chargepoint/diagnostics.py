@@ -5,7 +5,7 @@ Built for GetDiagnostics (chargepoint/maintenance.py uploads it) and by
 
 - `log.txt`: the firmware's log of the period asked for: the unit's journal through
   `journalctl` under systemd, otherwise the bounded log file the firmware keeps
-  (`LogFile`, `[log] file_kb`);
+  beside the database (`keep_log_file`, `[log] file_kb`);
 - `frames.jsonl`: the last OCPP frames in and out (`FrameRing`; only in an archive made
   by the running firmware), each redacted as the frame log is;
 - `config.toml`: the configuration file with every secret replaced by `***`, and
@@ -102,16 +102,16 @@ class _UtcFormatter(logging.Formatter):
             f".{int(record.msecs):03d}Z"
 
 
-def log_file_path(state_dir: str) -> Path:
-    return Path(state_dir) / "log" / "chargepoint.log"
+def log_file_path(data_dir: str) -> Path:
+    return Path(data_dir) / "log" / "chargepoint.log"
 
 
-def keep_log_file(state_dir: str, size_kb: int) -> Optional[logging.Handler]:
+def keep_log_file(data_dir: str, size_kb: int) -> Optional[logging.Handler]:
     """Add the bounded log file (two files of half `size_kb` each, the older dropped) to
     the root logger; None when `size_kb` is 0 or the file cannot be opened (said once)."""
     if size_kb <= 0:
         return None
-    path = log_file_path(state_dir)
+    path = log_file_path(data_dir)
     try:
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(
@@ -162,8 +162,8 @@ def _journal(start: Optional[float], stop: Optional[float]) -> tuple[bytes, str]
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) ")
 
 
-def _log_file(state_dir: str, start: Optional[float], stop: Optional[float]) -> tuple[bytes, str]:
-    path = log_file_path(state_dir)
+def _log_file(data_dir: str, start: Optional[float], stop: Optional[float]) -> tuple[bytes, str]:
+    path = log_file_path(data_dir)
     files = [p for p in (path.with_name(path.name + ".1"), path) if p.exists()]
     if not files:
         return b"", f"no log file at {path} ([log] file_kb is 0, or nothing was logged)"
@@ -186,13 +186,13 @@ def _log_file(state_dir: str, start: Optional[float], stop: Optional[float]) -> 
     return "".join(kept).encode(), ""
 
 
-def read_log(state_dir: str, start: Optional[float], stop: Optional[float]) -> tuple[bytes, str]:
+def read_log(data_dir: str, start: Optional[float], stop: Optional[float]) -> tuple[bytes, str]:
     """(the log of the period, a note on where it came from or why it is missing)."""
     if under_journal():
         text, problem = _journal(start, stop)
         return text, problem or f"from the journal of {_unit_name()}"
-    text, problem = _log_file(state_dir, start, stop)
-    return text, problem or f"from {log_file_path(state_dir)}"
+    text, problem = _log_file(data_dir, start, stop)
+    return text, problem or f"from {log_file_path(data_dir)}"
 
 
 # ------------------------------------------------------------------------------ the rest
@@ -277,10 +277,10 @@ def ocpp_keys(path: str) -> dict[str, str]:
             for k, v in rows}
 
 
-def facts(state_dir: str, extra: Optional[dict] = None) -> dict[str, Any]:
+def facts(data_dir: str, extra: Optional[dict] = None) -> dict[str, Any]:
     usage = None
     try:
-        disk = shutil.disk_usage(state_dir)
+        disk = shutil.disk_usage(data_dir)
         usage = {"total": disk.total, "free": disk.free}
     except OSError:
         pass
@@ -291,7 +291,7 @@ def facts(state_dir: str, extra: Optional[dict] = None) -> dict[str, Any]:
     return {"version": __version__, "python": sys.version.split()[0],
             "executable": sys.executable, "platform": platform.platform(),
             "machine": platform.machine(), "host": socket.gethostname(),
-            "made": _iso(time.time()), "system_uptime_s": uptime, "state_dir": state_dir,
+            "made": _iso(time.time()), "system_uptime_s": uptime, "data_dir": data_dir,
             "disk": usage, **(extra or {})}
 
 
@@ -307,14 +307,14 @@ facts.json       version, Python, platform, release, disk
 """
 
 
-def build_archive(out: Path, *, config_path: str, database: str, state_dir: str,
+def build_archive(out: Path, *, config_path: str, database: str, data_dir: str,
                   start: Optional[float] = None, stop: Optional[float] = None,
                   frames: Optional[Iterable[str]] = None,
                   extra_facts: Optional[dict] = None, settings: Any = None) -> Path:
     """Write the archive to `out` (whole, or not at all); returns `out`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    log_text, log_note = read_log(state_dir, start, stop)
+    log_text, log_note = read_log(data_dir, start, stop)
     frame_lines = list(frames) if frames is not None else None
     period = {"start": _iso(start) if start is not None else None,
               "stop": _iso(stop) if stop is not None else None}
@@ -329,7 +329,7 @@ def build_archive(out: Path, *, config_path: str, database: str, state_dir: str,
         archive.writestr("ocpp-keys.json", json.dumps(ocpp_keys(database), indent=1))
         archive.writestr("database.json", json.dumps(database_health(database), indent=1))
         archive.writestr("facts.json", json.dumps(
-            facts(state_dir, {"period": period, "log": log_note, **(extra_facts or {})}),
+            facts(data_dir, {"period": period, "log": log_note, **(extra_facts or {})}),
             indent=1, default=str))
     os.replace(tmp, out)
     return out

@@ -5,13 +5,13 @@ each step as an action; here each runs on a thread of its own, so that the loop 
 turning (and the contactor keeps answering) through a download of minutes, and its
 outcome goes back to the loop as an event:
 
-- `DownloadFirmware`  → chargepoint/transfers.py into `<state dir>/downloads/`
+- `DownloadFirmware`  → chargepoint/transfers.py into `downloads/` beside the database
                       → `FirmwareDownloaded`
 - `InstallFirmware`   → chargepoint/releases.py: verify, install beside the running
                         release, start its trial (switch `current`) → `FirmwareInstalled`
 - `TestRelease`       → chargepoint/selftest.py, then commit → `ReleaseTested`
-- `RollBackRelease`   → chargepoint/releases.py rollback, then a restart into the
-                        previous release (at once, on the loop's thread)
+- `RollBackRelease`   → chargepoint/releases.py rollback, then a restart (at once, on
+                        the loop's thread), which starts the release now current
 - `UploadDiagnostics` → chargepoint/diagnostics.py archive, then transfers.py
                       → `DiagnosticsUploaded`
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -37,17 +36,25 @@ from chargepoint.model.firmware import RunningRelease
 log = logging.getLogger("chargepoint.maintenance")
 
 #: A bundle needs this many times its size free: itself, and the release installed from
-#: it (the wheels unpacked into a virtual environment).
-INSTALL_ROOM_FACTOR = 4
+#: it (the wheels unpacked into a virtual environment), as chargepoint/releases.py counts.
+INSTALL_ROOM_FACTOR = 5
 
 ACTIONS = (act.DownloadFirmware, act.InstallFirmware, act.TestRelease, act.RollBackRelease,
            act.UploadDiagnostics)
 
 
 def state_dir_of(settings) -> str:
-    """The state directory: the configured one, or the database's directory (settings
-    made without `load_settings`, as in tests)."""
+    """The state directory, where the releases live: the configured one, or the
+    database's directory (settings made without `load_settings`, as in tests)."""
     return settings.state_dir or str(Path(settings.storage.path).parent)
+
+
+def data_dir_of(settings) -> str:
+    """Where the working files go (downloads, archives, the log file): beside the database,
+    in the place the start-up checks found to be the firmware's own, on the disk whose
+    free space a download must leave (the state directory unless [storage] path moves
+    the database)."""
+    return str(Path(settings.storage.path).parent)
 
 
 def transfer_options(settings) -> transfers.TransferOptions:
@@ -70,21 +77,11 @@ def running_release(state_dir: str) -> RunningRelease:
         return RunningRelease(__version__)
     if found is None:
         return RunningRelease(__version__)
-    rolled = getattr(found, "last_rollback", None)
+    rolled = found.last_rollback
+    on_trial = found.running_on_trial(__version__)
     return RunningRelease(
-        __version__, on_trial=bool(getattr(found, "on_trial", False)),
-        trial_left_s=getattr(found, "seconds_left", None),
+        __version__, on_trial=on_trial, trial_left_s=found.seconds_left if on_trial else None,
         rolled_back=(rolled.version, rolled.reason) if rolled is not None else None)
-
-
-def restart_command(state_dir: str, args: list[str]) -> list[str]:
-    """The command that starts the current release (`<state dir>/releases/current`,
-    resolved: its interpreter by the release's own path) with `args`; this interpreter
-    when no release is installed there (a run from a checkout)."""
-    python = Path(state_dir) / "releases" / "current" / "bin" / "python"
-    target = Path(os.path.realpath(python.parent.parent)) / "bin" / "python"
-    interpreter = str(target) if target.exists() else sys.executable
-    return [interpreter, "-m", "chargepoint", *args]
 
 
 class Maintenance:
@@ -94,6 +91,7 @@ class Maintenance:
                  wall: Callable[[], float]):
         self.settings = settings
         self.state_dir = state_dir_of(settings)
+        self.data_dir = data_dir_of(settings)
         self.options = transfer_options(settings)
         self._put = put
         self._frames = frames
@@ -102,7 +100,7 @@ class Maintenance:
 
     @property
     def downloads(self) -> Path:
-        return Path(self.state_dir) / "downloads"
+        return Path(self.data_dir) / "downloads"
 
     def bundle_path(self, request_id: str) -> Path:
         return self.downloads / f"{request_id}.bundle"
@@ -165,7 +163,8 @@ class Maintenance:
             from chargepoint import releases  # noqa: the release tooling, loaded for updates only
 
             version = releases.install_bundle(bundle, Path(self.state_dir))
-            releases.start_trial(version, Path(self.state_dir))
+            releases.start_trial(version, Path(self.state_dir),
+                                 getattr(self.settings, "releases", None))
         except Exception as exc:            # noqa: BLE001 (ReleaseError and the unforeseen)
             reason = str(exc) if type(exc).__name__ == "ReleaseError" else \
                 f"{type(exc).__name__}: {exc}"
@@ -181,7 +180,7 @@ class Maintenance:
         self._put(ev.FirmwareInstalled(action.request_id, True, version=version))
 
     def _test(self, action: act.TestRelease) -> None:
-        problems = selftest.run(self.settings.storage.path, self.state_dir,
+        problems = selftest.run(self.settings.storage.path, self.data_dir,
                                 self.options.min_free_bytes)
         if problems:
             self._put(ev.ReleaseTested(False, "; ".join(problems)))
@@ -210,7 +209,7 @@ class Maintenance:
 
     # ------------------------------------------------------------------ diagnostics
     def _upload(self, action: act.UploadDiagnostics) -> None:
-        folder = Path(self.state_dir) / "diagnostics"
+        folder = Path(self.data_dir) / "diagnostics"
         archive = folder / action.file_name
         try:
             transfers.check_location(action.location)
@@ -221,7 +220,7 @@ class Maintenance:
         try:
             diagnostics.build_archive(
                 archive, config_path=self.settings.source, database=self.settings.storage.path,
-                state_dir=self.state_dir, start=action.start, stop=action.stop,
+                data_dir=self.data_dir, start=action.start, stop=action.stop,
                 frames=self._frames.lines(), settings=self.settings,
                 extra_facts={"charge_point_id": self.settings.csms.charge_point_id,
                              "release": self.release_facts()})

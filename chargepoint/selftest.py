@@ -3,8 +3,8 @@ it (chargepoint/maintenance.py): passing it commits the release, failing it roll
 
 By then the release has imported, started its loop, opened its database and hardware
 and reached the CSMS. What is left to prove is what a charger needs later and would only
-find out then: the database reads whole and takes writes, the state directory and the
-disk have room, and the modules loaded only when needed import, the next update's above
+find out then: the database reads whole, its directory takes writes and its disk has
+room, and the modules loaded only when needed import, the next update's above
 all (a release that cannot update itself again would need a truck roll).
 """
 from __future__ import annotations
@@ -20,17 +20,17 @@ LATER_MODULES = ("chargepoint.transfers", "chargepoint.diagnostics", "chargepoin
                  "chargepoint.csms.files", "hal.meter_poller", "hal.sim_control")
 
 
-def run(database: str, state_dir: str, min_free_bytes: int) -> list[str]:
+def run(database: str, data_dir: str, min_free_bytes: int) -> list[str]:
     """What is wrong with the running release, one line each; [] when it passes."""
     problems = []
     problems += _database(database)
-    problems += _writable(state_dir)
+    problems += _writable(data_dir)
     try:
-        free = shutil.disk_usage(state_dir).free
+        free = shutil.disk_usage(data_dir).free
         if free < min_free_bytes:
-            problems.append(f"only {free // (1024 * 1024)} MiB free in {state_dir}")
+            problems.append(f"only {free // (1024 * 1024)} MiB free in {data_dir}")
     except OSError as exc:
-        problems.append(f"cannot read the free space of {state_dir}: {exc.strerror}")
+        problems.append(f"cannot read the free space of {data_dir}: {exc.strerror}")
     for name in LATER_MODULES:
         try:
             importlib.import_module(name)
@@ -53,8 +53,8 @@ def _database(path: str) -> list[str]:
     return [] if found == ["ok"] else [f"the database {path} is damaged: {'; '.join(found)}"]
 
 
-def _writable(state_dir: str) -> list[str]:
-    probe = Path(state_dir) / f".selftest-{os.getpid()}"
+def _writable(data_dir: str) -> list[str]:
+    probe = Path(data_dir) / f".selftest-{os.getpid()}"
     try:
         with open(probe, "wb") as out:
             out.write(b"x" * 4096)
@@ -62,5 +62,5 @@ def _writable(state_dir: str) -> list[str]:
             os.fsync(out.fileno())
         probe.unlink()
     except OSError as exc:
-        return [f"the state directory {state_dir} takes no write: {exc.strerror or exc}"]
+        return [f"the directory of the database {data_dir} takes no write: {exc.strerror or exc}"]
     return []
