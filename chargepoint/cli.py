@@ -315,6 +315,12 @@ def cmd_demo(args) -> int:
     workdir = tempfile.mkdtemp(prefix="chargepoint-demo-")
     settings.storage.path = os.path.join(workdir, "chargepoint.db")
     _keep_log_file(settings)
+    operator = None
+    if csms is not None:
+        from chargepoint.csms.operator import Operator  # lazy: the [csms] extra, as LocalCsms
+
+        operator = Operator(csms, Path(workdir) / "csms")
+        operator.console(sys.stdin, settings.csms.charge_point_id)
     sim = sim_command() + " sim"
     socket_path = settings.system.sim_socket
     if socket_path and os.path.abspath(socket_path) != default_socket_path():
@@ -328,11 +334,16 @@ def cmd_demo(args) -> int:
               "frame is logged below.", flush=True)
     print(f"In another terminal try:  {sim} plug 1 ; {sim} tap 04A1B2C3 ;  {sim} status",
           flush=True)
+    if operator is not None:
+        print("Type here, as the Central System's operator:  update-firmware BUNDLE ;  "
+              "get-diagnostics ;  help", flush=True)
     print("Press Ctrl-C to stop.\n", flush=True)
     try:
         # A Hard Reset from the CSMS restarts the demo; it never reboots this computer.
         return _run_runtime(settings, reboot=False)
     finally:
+        if operator is not None:
+            operator.stop()
         if csms is not None:
             csms.stop()
         print("\nDemo stopped.", flush=True)
