@@ -19,7 +19,8 @@ import threading
 import time
 from typing import Any, Optional
 
-from chargepoint import __version__, maintenance
+from chargepoint import __version__
+from chargepoint import maintenance
 from chargepoint import actions as act
 from chargepoint import events as ev
 from chargepoint.clock import SystemClock

@@ -15,9 +15,10 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-#: Modules a running charger loads only when it needs them.
+#: Modules a running charger loads only when it needs them (not those of optional extras,
+#: such as the local Central System's: a controller has no reason to install them).
 LATER_MODULES = ("chargepoint.transfers", "chargepoint.diagnostics", "chargepoint.releases",
-                 "chargepoint.csms.files", "hal.meter_poller", "hal.sim_control")
+                 "chargepoint.maintenance", "hal.meter_poller", "hal.sim_control")
 
 
 def run(database: str, data_dir: str, min_free_bytes: int) -> list[str]:

@@ -355,9 +355,7 @@ class Firmware:
         update["phase"] = "activated"
         update["version"] = release.version
         self._save(update)
-        if release.on_trial:
-            self.notices.waiting = "Installing"
-        else:
+        if not release.on_trial:
             self._finish("Installed")        # committed before the CSMS heard of it
 
     # ------------------------------------------------------------------ helpers
