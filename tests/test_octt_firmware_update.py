@@ -1,0 +1,114 @@
+"""OCTT TC_044_1 with the real process: an UpdateFirmware that really switches the running
+firmware to a release built from this checkout by `chargepoint release build`; and the
+same update refused by the new release's self-test, ending back on the old release with
+InstallationFailed. Needs the release tooling (chargepoint/releases.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chargepoint import __version__
+
+releases = pytest.importorskip("chargepoint.releases")
+guard = pytest.importorskip("chargepoint.release_guard")
+harness = pytest.importorskip("tests.release_harness")
+
+from chargepoint.csms.operator import Operator  # noqa: E402
+from chargepoint.csms.server import LocalCsms  # noqa: E402
+
+NEXT = f"{__version__}.7"
+FAILS_SELF_TEST = f"{__version__}.8"
+#: A release whose self-test finds a problem (its database check answers one).
+SELF_TEST_FAILS = ("chargepoint/selftest.py", "    problems = []\n",
+                   "    problems = ['the self-test of this release fails on purpose']\n")
+
+pytestmark = pytest.mark.timeout(300)
+CP = "CP-U1"
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bundles")
+    return {NEXT: harness.build_variant(work, NEXT),
+            FAILS_SELF_TEST: harness.build_variant(work, FAILS_SELF_TEST, SELF_TEST_FAILS)}
+
+
+@pytest.fixture
+def csms():
+    server = LocalCsms(host="127.0.0.1", port=0)
+    server.boot_response = {"status": "Accepted", "interval": 300}
+    server.start()
+    yield server
+    server.stop(graceful=False)
+
+
+def fsn(csms, after=0) -> list[str]:
+    return [r["status"] for r in csms.records("FirmwareStatusNotification", after=after)]
+
+
+def run(tmp_path, csms):
+    state = tmp_path / "state"
+    state.mkdir()
+    return harness.HandRun(tmp_path, harness.write_config(tmp_path, csms.url, CP),
+                           state).start(), state
+
+
+def test_tc_044_1_the_update_switches_the_running_firmware_to_the_new_release(
+        bundles, csms, tmp_path):
+    firmware, state = run(tmp_path, csms)
+    operator = Operator(csms, tmp_path / "operator", printer=lambda line: None)
+    try:
+        csms.wait_for("BootNotification", lambda r: r["firmwareVersion"] == __version__,
+                      timeout=60)
+        csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1, timeout=30)
+        mark = len(csms.received)
+        operator.update_firmware(CP, bundles[NEXT])
+        installed = csms.wait_for("FirmwareStatusNotification",
+                                  lambda r: r["status"] == "Installed", after=mark,
+                                  timeout=240)
+        assert fsn(csms, mark) == ["Downloading", "Downloaded", "Installing", "Installed"]
+        boot = csms.wait_for("BootNotification", lambda r: r["firmwareVersion"] == NEXT,
+                             after=mark)
+        installing = csms.wait_for("FirmwareStatusNotification",
+                                   lambda r: r["status"] == "Installing", after=mark)
+        assert installing.index < boot.index < installed.index
+        csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1
+                      and r["status"] == "Available", after=boot.index)
+        # Committed by the new release itself: no trial left, the new one current.
+        assert guard.read_trial(state) is None
+        assert guard.current_version(state) == NEXT
+        assert not csms.violations
+    finally:
+        operator.stop()
+        firmware.stop()
+        firmware.kill()
+    assert "Traceback" not in firmware.text()
+
+
+def test_a_release_that_fails_its_self_test_comes_back_as_installation_failed(
+        bundles, csms, tmp_path):
+    firmware, state = run(tmp_path, csms)
+    operator = Operator(csms, tmp_path / "operator", printer=lambda line: None)
+    try:
+        csms.wait_for("BootNotification", lambda r: r["firmwareVersion"] == __version__,
+                      timeout=60)
+        mark = len(csms.received)
+        operator.update_firmware(CP, bundles[FAILS_SELF_TEST])
+        csms.wait_for("FirmwareStatusNotification",
+                      lambda r: r["status"] == "InstallationFailed", after=mark, timeout=240)
+        versions = [r["firmwareVersion"] for r in csms.records("BootNotification",
+                                                                  after=mark)]
+        assert versions == [FAILS_SELF_TEST, __version__]
+        assert fsn(csms, mark) == ["Downloading", "Downloaded", "Installing",
+                                   "InstallationFailed"]
+        assert guard.current_version(state) == __version__
+        rollback = guard.read_rollback(state)
+        assert rollback.version == FAILS_SELF_TEST
+        assert "fails on purpose" in rollback.reason
+    finally:
+        operator.stop()
+        firmware.stop()
+        firmware.kill()
+    assert "self-test failed: the self-test of this release fails on purpose" in \
+        firmware.text()
