@@ -272,3 +272,32 @@ def test_retention_of_the_request_period(csms, firmware, ftp, served):
     wait_dsn(csms, "Uploaded", mark)
     period = json.loads(members(served / "files" / name)["facts.json"])["period"]
     assert period["start"].startswith(start[:19]) and period["stop"].startswith(stop[:19])
+
+
+def test_under_systemd_the_log_comes_from_the_units_journal(tmp_path, monkeypatch):
+    """journalctl (a stand-in on PATH that records its arguments) is asked for the unit's
+    lines of the period; its refusal (no systemd-journal group) is said, not hidden."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fake = bin_dir / "journalctl"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
+                    'if [ -n "$REFUSE" ]; then echo "No journal files were opened due to '
+                    'insufficient permissions." >&2; exit 1; fi\n'
+                    'echo "2026-03-01T08:00:01.000000+0000 host chargepoint[1]: hello"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    # Standard error is the journal stream, as systemd names it ($JOURNAL_STREAM).
+    st = os.fstat(sys.stderr.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+    assert diagnostics.under_journal()
+    text, note = diagnostics.read_log(str(tmp_path), 1772352000.0, 1772355600.0)
+    assert text.decode().endswith("chargepoint[1]: hello\n")
+    assert note.startswith("from the journal of ")
+    args = calls.read_text().split()
+    assert args[args.index("--since") + 1] == "@1772352000"
+    assert args[args.index("--until") + 1] == "@1772355601"
+    assert "-u" in args
+    monkeypatch.setenv("REFUSE", "1")
+    text, note = diagnostics.read_log(str(tmp_path), None, None)
+    assert text == b"" and "insufficient permissions" in note and "exited with 1" in note
