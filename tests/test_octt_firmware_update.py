@@ -4,7 +4,11 @@ same update refused by the new release's self-test, ending back on the old relea
 InstallationFailed. Needs the release tooling (chargepoint/releases.py)."""
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import signal
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -112,3 +116,48 @@ def test_a_release_that_fails_its_self_test_comes_back_as_installation_failed(
         firmware.kill()
     assert "self-test failed: the self-test of this release fails on purpose" in \
         firmware.text()
+
+
+def test_the_demo_is_updated_from_its_own_central_system(bundles, tmp_path):
+    """`chargepoint demo`, its operator typing `update-firmware BUNDLE`: the demo's firmware
+    fetches the bundle from the demo's own file server, switches, and the demo's Central
+    System (which stays) hears the new release boot and Installed."""
+    env = harness.clean_env(XDG_RUNTIME_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "chargepoint", "demo", "--heartbeat", "30",
+                             "--state-dir", str(tmp_path / "demo")],
+                            cwd=tmp_path, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    seen = threading.Condition()
+
+    def reader():
+        for line in proc.stdout:
+            with seen:
+                lines.append(line)
+                seen.notify_all()
+
+    threading.Thread(target=reader, daemon=True).start()
+
+    def wait_for(text, timeout=60):
+        with seen:
+            assert seen.wait_for(lambda: any(text in line for line in lines), timeout), \
+                f"{text!r} not in demo output:\n{''.join(lines)}"
+
+    try:
+        wait_for("connector 1: Available")
+        proc.stdin.write(f"update-firmware {bundles[NEXT]}\n")
+        proc.stdin.flush()
+        wait_for("UpdateFirmware sent to CP-DEMO")
+        wait_for(f"firmware={NEXT}", timeout=240)
+        wait_for("Installed", timeout=60)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    text = "".join(lines)
+    assert text.index("Installing") < text.index(f"firmware={NEXT}") < text.rindex("Installed")
+    assert guard.current_version(tmp_path / "demo") == NEXT
