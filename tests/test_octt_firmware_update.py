@@ -1,7 +1,8 @@
 """OCTT TC_044_1 with the real process: an UpdateFirmware that really switches the running
 firmware to a release built from this checkout by `chargepoint release build`; and the
 same update refused by the new release's self-test, ending back on the old release with
-InstallationFailed. Needs the release tooling (chargepoint/releases.py)."""
+InstallationFailed; and the demo updated from its own Central System. Needs the release
+tooling (chargepoint/releases.py)."""
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ from chargepoint.csms.server import LocalCsms  # noqa: E402
 
 NEXT = f"{__version__}.7"
 FAILS_SELF_TEST = f"{__version__}.8"
-#: A release whose self-test finds a problem (its database check answers one).
+#: A release whose self-test always finds a problem.
 SELF_TEST_FAILS = ("chargepoint/selftest.py", "    problems = []\n",
                    "    problems = ['the self-test of this release fails on purpose']\n")
 
