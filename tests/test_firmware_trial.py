@@ -41,6 +41,8 @@ class Core:
         self.now = STATION_NOW
         self.calls: list[tuple[str, dict]] = []
         self.actions: list = []
+        #: Actions the CSMS does not answer.
+        self.silent: set[str] = set()
 
     def feed(self, event) -> list:
         out = self.station.handle(event, self.now)
@@ -50,8 +52,9 @@ class Core:
                 frame = json.loads(action.text)
                 if frame[0] == 2:
                     self.calls.append((frame[2], frame[3]))
-                    self.feed(ev.FrameReceived(json.dumps([3, frame[1],
-                                                           self._answer(frame[2])])))
+                    if frame[2] not in self.silent:
+                        self.feed(ev.FrameReceived(json.dumps([3, frame[1],
+                                                               self._answer(frame[2])])))
         return out
 
     def advance(self, seconds: float) -> None:
@@ -264,3 +267,17 @@ def test_trigger_message_reports_the_step(cores, phase, status):
                                 trial_left_s=60) if phase == "activated"
                  else RunningRelease(OLD), row(phase, next=STATION_NOW + 3600))
     assert core.station.services.firmware.status == status
+
+
+
+def test_a_final_status_the_csms_does_not_answer_is_told_again(cores):
+    core = cores(RunningRelease(OLD), row("done", final="InstallationFailed"))
+    core.silent.add("FirmwareStatusNotification")
+    core.boot()
+    assert core.fsn() == ["InstallationFailed"]
+    core.silent.clear()
+    core.advance(30)                                 # the CALL times out
+    assert core.row() is not None and core.fsn() == ["InstallationFailed"]
+    core.advance(60)                                 # told again
+    assert core.fsn() == ["InstallationFailed", "InstallationFailed"]
+    assert core.row() is None

@@ -38,7 +38,7 @@ class Diagnostics:
         self._timers = timers
         self._effects = effects
         self._charge_point_id = charge_point_id
-        self.notices = StatusNotices(link, "DiagnosticsStatusNotification")
+        self.notices = StatusNotices(link, clock, timers, "DiagnosticsStatusNotification")
         self.upload: Optional[dict] = None
 
     @property

@@ -84,7 +84,7 @@ class Firmware:
         self._availability = availability
         self._outbox = outbox
         self.release = release
-        self.notices = StatusNotices(link, "FirmwareStatusNotification")
+        self.notices = StatusNotices(link, clock, timers, "FirmwareStatusNotification")
         self.notices.on_delivered(self._delivered)
         self._testing = False
         #: The update in progress, as stored (None: none).

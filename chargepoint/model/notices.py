@@ -2,25 +2,33 @@
 told again once the CSMS can hear it.
 
 The CSMS learns how an update or an upload ends only from these notifications, so one
-that could not go (the link down, the CALL refused) is not dropped as a heartbeat would
-be: the latest status waits and goes when the charger is next online (`online()`).
-Intermediate statuses a later one replaced are not repeated.
+that could not go is not dropped as a heartbeat would be: the latest status waits and goes
+when the charger is next online (`online()`), or RETRY_S later when the CSMS did not
+answer it or answered with a CALLERROR. Intermediate statuses a later one replaced are not
+repeated.
 """
 from __future__ import annotations
 
 import logging
 from typing import Callable, Optional
 
+from chargepoint.model.clock import StationClock
 from chargepoint.model.link import Link
+from chargepoint.timers import Timers
 
 log = logging.getLogger("chargepoint.notices")
+
+#: A notification the CSMS did not answer is sent again after this long.
+RETRY_S = 60.0
 
 
 class StatusNotices:
     """The notifications of one kind (`action`); loop thread only."""
 
-    def __init__(self, link: Link, action: str):
+    def __init__(self, link: Link, clock: StationClock, timers: Timers, action: str):
         self._link = link
+        self._clock = clock
+        self._timers = timers
         self.action = action
         #: The status that still has to reach the CSMS, if any.
         self.waiting: Optional[str] = None
@@ -56,8 +64,13 @@ class StatusNotices:
 
         def failed(reason: str) -> None:
             self._sending = None
-            log.info("%s %s not delivered (%s); told again once online", self.action, status,
-                     reason)
+            if reason == "offline":
+                log.info("%s %s not delivered (offline); told again once online", self.action,
+                         status)
+                return
+            log.warning("%s %s not delivered (%s); told again in %g s", self.action, status,
+                        reason, RETRY_S)
+            self._timers.set(f"notice:{self.action}", self._clock.now + RETRY_S, self._send)
 
         if not self._link.send_call(self.action, {"status": status}, on_result=delivered,
                                     on_error=failed):
