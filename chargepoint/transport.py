@@ -440,6 +440,10 @@ class Transport:
         link = self._link
         if link is None or link.dead:
             return False
+        if link.closing is not None:
+            # Closing on purpose (a reconnect with new credentials): what came before the
+            # close goes out, what comes after waits for the next connection.
+            return False
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError as exc:
