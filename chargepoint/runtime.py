@@ -123,6 +123,7 @@ class Runtime:
             security_profile=settings.csms.security_profile,
             client_certificate=_read_text(settings.csms.client_cert),
             ca_configured=bool(settings.csms.ca_file),
+            security_events=settings.csms.security_events,
         ), self.keys, self.store, self.clock.now(), self.clock.wall())
         self.transport = Transport(settings.csms, self.events.put,
                                    password=lambda: self.keys.raw("AuthorizationKey"),

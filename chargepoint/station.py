@@ -52,6 +52,8 @@ class StationConfig:
     client_certificate: Optional[str] = None
     #: [csms] ca_file is set: the link trusts it besides the CSMS roots installed.
     ca_configured: bool = False
+    #: [csms] security_events: "auto", "on" or "off" (chargepoint/model/security_events.py).
+    security_events: str = "auto"
 
 
 class Station:
@@ -65,7 +67,8 @@ class Station:
         self.services: Services = build_services(
             keys, store, StationClock(now, wall), self.rpc, config.connectors,
             config.boot_payload, config.response_timeout_s, config.charge_point_id,
-            config.security_profile, config.client_certificate, config.ca_configured)
+            config.security_profile, config.client_certificate, config.ca_configured,
+            config.security_events)
         #: connector id -> (contactor closed, offered amps) last commanded.
         self._commanded: dict[int, tuple[bool, Optional[float]]] = {}
         #: (connected, registration) as last reported in the systemd STATUS line.

@@ -103,8 +103,10 @@ def test_tc078_an_expired_csms_root_is_rejected_with_its_security_event(plain):
     assert "expired" in event["techInfo"]
 
 
-def test_startup_and_reset_are_security_events_sent_before_the_reset(plain):
-    server, fw = plain
+def test_startup_and_reset_are_security_events_sent_before_the_reset(tmp_path):
+    server = LocalCsms(port=0).start()
+    fw = booted(server, Firmware(tmp_path, server.url, {"csms": {"security_events": "on"}})
+                .start())
     server.wait_for("SecurityEventNotification", lambda r: r["type"] == "StartupOfTheDevice",
                     timeout=10)
     assert server.call(CP, "Reset", {"type": "Soft"}) == {"status": "Accepted"}
@@ -112,6 +114,8 @@ def test_startup_and_reset_are_security_events_sent_before_the_reset(plain):
                     timeout=10)
     fw.advance(11)
     assert wait_until(lambda: fw.outcome is not None, timeout=10)
+    fw.stop()
+    server.stop()
 
 
 def test_extended_trigger_message_answers_every_message_it_names(plain):

@@ -29,13 +29,14 @@ import time
 KEY = "0123456789abcdef0123"
 
 
-def build(tmp_path, ocpp=None, profile=0, client_certificate=None, ca_configured=False):
+def build(tmp_path, ocpp=None, profile=0, client_certificate=None, ca_configured=False,
+          events="on"):
     store = Store(tmp_path / "cp.db")
     keys = OcppKeys(store, {"SecurityProfile": str(profile), **(ocpp or {})}, {})
     rpc = RpcEndpoint()
     services = build_services(keys, store, StationClock(NOW, time.time()), rpc,
                               [ConnectorInfo(1, max_current_a=32.0)], BOOT, 30.0, "CP-7",
-                              profile, client_certificate, ca_configured)
+                              profile, client_certificate, ca_configured, events)
     return services, rpc
 
 
@@ -178,6 +179,25 @@ def test_the_security_log_is_bounded_and_survives_a_restart(tmp_path, monkeypatc
     again, _ = build(tmp_path)
     kept = again.security_events.entries()
     assert [e["techInfo"] for e in kept] == [f"frame {i}" for i in range(4, 9)]
+
+
+def test_auto_sends_events_once_the_csms_speaks_the_whitepaper(tmp_path):
+    services, _ = build(tmp_path, events="auto")
+    assert services.security_events.record("InvalidMessages", "a") is False
+    services.security_events.csms_speaks_whitepaper()
+    assert services.security_events.record("InvalidMessages", "b") is True
+    services.store.close()
+    again, _ = build(tmp_path, events="auto")             # remembered
+    assert again.security_events.sending()
+    assert [e["techInfo"] for e in queued(again)] == ["b"]
+    assert [e["notified"] for e in again.security_events.entries()] == [False, True]
+
+
+def test_auto_sends_events_with_tls_profiles_and_off_never(tmp_path):
+    assert build(tmp_path / "a", profile=2, events="auto")[0].security_events.sending()
+    off, _ = build(tmp_path / "b", profile=3, events="off")
+    assert off.security_events.record("InvalidMessages", "x") is False
+    assert off.security_events.entries()[-1]["type"] == "InvalidMessages"
 
 
 def test_clearing_the_log_is_its_first_entry(tmp_path):

@@ -18,6 +18,7 @@ log = logging.getLogger("chargepoint.security")
 
 
 def install_certificate(services: Services, payload: dict) -> dict:
+    services.security_events.csms_speaks_whitepaper()
     status = services.certificates.install(payload["certificateType"], payload["certificate"])
     if status == "Accepted":
         services.security_profile.announce()
@@ -25,6 +26,7 @@ def install_certificate(services: Services, payload: dict) -> dict:
 
 
 def delete_certificate(services: Services, payload: dict) -> dict:
+    services.security_events.csms_speaks_whitepaper()
     status = services.certificates.delete(payload["certificateHashData"],
                                           services.security_profile.current)
     if status == "Accepted":
@@ -33,6 +35,7 @@ def delete_certificate(services: Services, payload: dict) -> dict:
 
 
 def get_installed_certificate_ids(services: Services, payload: dict) -> dict:
+    services.security_events.csms_speaks_whitepaper()
     ids = services.certificates.installed_ids(payload["certificateType"])
     if not ids:
         return {"status": "NotFound"}
@@ -40,6 +43,7 @@ def get_installed_certificate_ids(services: Services, payload: dict) -> dict:
 
 
 def certificate_signed(services: Services, payload: dict) -> dict:
+    services.security_events.csms_speaks_whitepaper()
     status = services.charger_certificate.signed(payload["certificateChain"])
     if status == "Accepted":
         services.security_profile.announce()
@@ -77,6 +81,7 @@ EXTENDED_TRIGGERS = {
 
 
 def extended_trigger_message(services: Services, payload: dict) -> dict:
+    services.security_events.csms_speaks_whitepaper()
     name = payload["requestedMessage"]
     connector_id = payload.get("connectorId")
     sender = EXTENDED_TRIGGERS.get(name)

@@ -7,6 +7,12 @@ a SecurityEventNotification through the outbox, so it is durable from the moment
 recorded and delivered in order with the transaction messages, after a power cut too. The
 same event with the same detail recurring within REPEAT_WINDOW_S (a CSMS whose certificate
 fails at every back-off step) is logged each time but sent once.
+
+A CSMS without the whitepaper would answer SecurityEventNotification with a CALLERROR, and the
+outbox would retry it ahead of the transaction messages for TransactionMessageAttempts. So
+with `[csms] security_events = "auto"` (the default) they are sent once the CSMS has shown it
+speaks the whitepaper: security profile 2 or 3, or a whitepaper operation it sent (remembered
+across restarts); "on" sends them always, "off" never. The log keeps every event regardless.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from typing import Optional
 from chargepoint.model.clock import StationClock
 from chargepoint.model.outbox import Outbox
 from chargepoint.model.transactions import Transactions
+from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.store import Store
 
 log = logging.getLogger("chargepoint.security")
@@ -48,14 +55,20 @@ LOG_ROWS = 5000
 REPEAT_WINDOW_S = 3600.0
 #: techInfo is CiString255 in SecurityEventNotification.req.
 TECH_INFO_MAX = 255
+#: `state` row: the CSMS has sent a whitepaper operation.
+_SPOKEN = "csms_speaks_security_whitepaper"
+MODES = ("auto", "on", "off")
 
 
 class SecurityEvents:
     """Record security events; send them to the CSMS. Loop thread only."""
 
     def __init__(self, store: Store, clock: StationClock, outbox: Outbox,
-                 transactions: Transactions):
+                 transactions: Transactions, keys: OcppKeys, mode: str = "auto"):
         self._store = store
+        self._keys = keys
+        self.mode = mode
+        self._spoken = bool(store.get_state(_SPOKEN, False))
         self._clock = clock
         self._outbox = outbox
         self._transactions = transactions
@@ -70,7 +83,7 @@ class SecurityEvents:
         info = tech_info[:TECH_INFO_MAX]
         now = self._clock.now
         last = self._sent.get((kind, info))
-        notify = last is None or now - last >= REPEAT_WINDOW_S
+        notify = self.sending() and (last is None or now - last >= REPEAT_WINDOW_S)
         stamp = self._transactions.stamp(now)
         payload = {"type": kind, "timestamp": stamp}
         if info:
@@ -89,8 +102,21 @@ class SecurityEvents:
         level = logging.WARNING if EVENT_TYPES[kind] or kind.startswith("Invalid") \
             else logging.INFO
         log.log(level, "security event %s%s%s", kind, f": {info}" if info else "",
-                "" if notify else " (sent within the last hour; logged only)")
+                "" if notify or not self.sending() else " (sent within the last hour; "
+                "logged only)")
         return notify
+
+    def sending(self) -> bool:
+        """Whether events go to the CSMS now (see the module's docstring)."""
+        if self.mode != "auto":
+            return self.mode == "on"
+        return self._spoken or self._keys.int("SecurityProfile") >= 2
+
+    def csms_speaks_whitepaper(self) -> None:
+        """The CSMS sent a whitepaper operation: with "auto", events go to it from now on."""
+        if not self._spoken:
+            self._store.set_state(_SPOKEN, True)
+            self._spoken = True
 
     def entries(self, limit: Optional[int] = None) -> list[dict]:
         """The security log, oldest first (the newest `limit` if given)."""

@@ -88,7 +88,7 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
                    connectors: Iterable[ConnectorInfo], boot_payload: dict,
                    response_timeout_s: float, charge_point_id: str = "CP-1",
                    configured_profile: int = 0, configured_client_certificate: Optional[str] = None,
-                   ca_configured: bool = False) -> Services:
+                   ca_configured: bool = False, security_events_mode: str = "auto") -> Services:
     """Wire the services, each with what it uses, in dependency order."""
     timers = Timers()
     effects = Effects()
@@ -108,7 +108,8 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
     authorization = Authorization(keys, store, clock, link, local_list, write_faults)
     outbox = Outbox(store)
     transactions = Transactions(store, clock, outbox)
-    security_events = SecurityEvents(store, clock, outbox, transactions)
+    security_events = SecurityEvents(store, clock, outbox, transactions, keys,
+                                     security_events_mode)
     certificates = Certificates(keys, store, clock, security_events)
     certificates.configured_root = ca_configured
     charger_certificate = ChargerCertificate(keys, store, clock, timers, effects, link,
