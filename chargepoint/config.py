@@ -64,6 +64,12 @@ class CsmsSettings:
     #: PEM certificate revocation list(s) the CSMS's certificate is checked against
     #: (profiles 2-3); "" = none.
     crl_file: str = ""
+    #: The CSMS's wss:// URL once it raises the security profile from 0 or 1 to 2 or 3;
+    #: "" = `url` with wss:// (same host and port).
+    tls_url: str = ""
+    #: SecurityEventNotifications to the CSMS: "auto" (once it speaks the security
+    #: whitepaper), "on", "off" (chargepoint/model/security_events.py).
+    security_events: str = "auto"
     #: Seconds to wait for the CSMS's answer to one of our CALLs.
     response_timeout_s: float = 30.0
     #: Seconds without a pong after a ping before the link is declared dead.
@@ -87,6 +93,12 @@ class CsmsSettings:
         if not re.fullmatch(r"[A-Za-z0-9._:@*+\-]{1,48}", self.charge_point_id):
             raise ValueError("charge_point_id: 1-48 characters of letters, digits and ._:@*+- "
                              f"(it becomes part of the URL), got {self.charge_point_id!r}")
+        if self.tls_url and (urlparse(self.tls_url).scheme != "wss"
+                             or not urlparse(self.tls_url).netloc):
+            raise ValueError(f"tls_url: must be a wss:// URL, got {self.tls_url!r}")
+        if self.security_events not in ("auto", "on", "off"):
+            raise ValueError(f"security_events: must be auto, on or off, got "
+                             f"{self.security_events!r}")
         if self.security_profile not in (0, 1, 2, 3):
             raise ValueError(f"security_profile: must be 0, 1, 2 or 3, got {self.security_profile}")
         if self.security_profile in (2, 3) and parsed.scheme != "wss":
