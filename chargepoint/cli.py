@@ -1,5 +1,6 @@
 """Command line: `chargepoint run`, `chargepoint check`, `chargepoint demo`,
-`chargepoint sim ...`, `chargepoint outbox list|resend`, `chargepoint install-files`."""
+`chargepoint sim ...`, `chargepoint outbox list|resend`, `chargepoint release
+build|verify|install|status`, `chargepoint install-files`."""
 from __future__ import annotations
 
 import argparse
@@ -67,12 +68,22 @@ def _install_signal_handlers(runtime) -> None:
 REBOOT_RETRY_S = 2.0
 
 
-def _run_runtime(settings) -> int:
+def _run_runtime(settings, launch, in_place: bool = True) -> Optional[int]:
+    """Run the firmware until it stops (its exit status) or restarts: then the process is
+    replaced by what `launch` says comes next, or with `in_place` False None is returned
+    and the caller goes on (the demo, which keeps its Central System)."""
     from chargepoint.instance_lock import EXIT_IN_USE, AlreadyRunning
     from chargepoint.preflight import EXIT_CONFIG
+    from chargepoint.releases import TrialDeadline  # the trial of a release, once running
     from chargepoint.runtime import Runtime
     from hal.settings import SettingsError
 
+    supervise = launch.supervision()
+    if supervise is not None:
+        if not in_place:
+            return None
+        log.warning("a release is on trial and nothing watches its starts: supervising it")
+        os.execv(supervise[0], supervise)
     try:
         runtime = Runtime(settings)
     except AlreadyRunning as exc:
@@ -89,10 +100,14 @@ def _run_runtime(settings) -> int:
         log.error("%s", exc)
         return EXIT_CONFIG
     _install_signal_handlers(runtime)
+    deadline = TrialDeadline(settings.state_dir, runtime.stop)
+    deadline.start()
     outcome = runtime.run()
-    if outcome is None:
+    deadline.cancel()
+    if outcome is None and not deadline.expired:
         return 0
-    if outcome.kind == "hard":
+    kind = outcome.kind if outcome is not None else "soft"     # or the trial is over
+    if kind == "hard":
         import subprocess
 
         command = settings.system.reboot_command
@@ -110,8 +125,12 @@ def _run_runtime(settings) -> int:
         else:
             log.error("the reboot command failed %d times; restarting the process instead",
                       attempts)
-    log.warning("restarting the firmware (%s reset)", outcome.kind)
-    os.execv(sys.executable, [sys.executable, "-m", "chargepoint", *sys.argv[1:]])
+    if not in_place:
+        return None
+    command = launch.command()
+    log.warning("restarting the firmware (%s reset)%s", kind,
+                "" if command[0] == sys.executable else f": {' '.join(command)}")
+    os.execv(command[0], command)
     return 0  # not reached
 
 
@@ -152,7 +171,9 @@ def cmd_run(args) -> int:
         return EXIT_CONFIG
     log.info("chargepoint %s starting as %s, CSMS %s, database %s", __version__,
              settings.csms.charge_point_id, settings.csms.url, settings.storage.path)
-    return _run_runtime(settings)
+    from chargepoint.releases import Launch  # the releases' state, once the config is read
+
+    return _run_runtime(settings, Launch(settings.state_dir, sys.argv[1:]))
 
 
 def _count_errors(findings) -> str:
@@ -204,18 +225,22 @@ def _demo_config_path() -> Optional[Path]:
 
 
 def cmd_demo(args) -> int:
-    """A local CSMS on loopback and the firmware on simulated hardware, in one process."""
+    """A local CSMS on loopback and the firmware on simulated hardware, in one process.
+
+    After a restart (a Reset, a new release) the firmware goes on in a child process,
+    `demo --csms-url`, supervised here, and the Central System stays."""
     from chargepoint.config import ConfigError, load_settings, parse_settings
-
     from chargepoint.preflight import EXIT_CONFIG, config_findings
+    from chargepoint.releases import Launch  # the demo's releases, in its state directory
 
-    try:
-        from chargepoint.csms.server import LocalCsms
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] != "websockets":
-            raise
-        print(f"chargepoint: {_missing_csms_extra()}", file=sys.stderr)
-        return 2
+    if not args.csms_url:
+        try:
+            from chargepoint.csms.server import LocalCsms
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "websockets":
+                raise
+            print(f"chargepoint: {_missing_csms_extra()}", file=sys.stderr)
+            return 2
     setup_logging(args.log_level or "warning")
     try:
         path = Path(args.config) if args.config else _demo_config_path()
@@ -223,21 +248,33 @@ def cmd_demo(args) -> int:
     except ConfigError as exc:
         _log_findings(config_findings(exc))
         return EXIT_CONFIG
+    workdir = os.path.abspath(args.state_dir or tempfile.mkdtemp(prefix="chargepoint-demo-"))
+    settings.csms.security_profile = 0
+    settings.state_dir = workdir
+    settings.storage.path = os.path.join(workdir, "chargepoint.db")
+    if args.csms_url:
+        settings.csms.url = args.csms_url
+        return _run_runtime(settings, Launch(workdir, sys.argv[1:]))
     csms = LocalCsms(host="127.0.0.1", port=args.port, printer=lambda line: print(line,
                                                                                   flush=True))
     csms.boot_response = {"status": "Accepted", "interval": args.heartbeat}
     csms.start()
-    workdir = tempfile.mkdtemp(prefix="chargepoint-demo-")
     settings.csms.url = csms.url
-    settings.csms.security_profile = 0
-    settings.storage.path = os.path.join(workdir, "chargepoint.db")
     print(f"Local CSMS listening on {csms.url}; charge point {settings.csms.charge_point_id} "
           "on simulated hardware.", flush=True)
     print("In another terminal try:  chargepoint sim plug 1 ; chargepoint sim tap 04A1B2C3 ;"
           "  chargepoint sim status", flush=True)
     print("Press Ctrl-C to stop.\n", flush=True)
+    child = ["demo", "--csms-url", csms.url, "--state-dir", workdir,
+             "--log-level", args.log_level or "warning",
+             *(["--config", str(path.absolute())] if path else [])]
     try:
-        return _run_runtime(settings)
+        code = _run_runtime(settings, Launch(workdir, child), in_place=False)
+        if code is not None:
+            return code
+        from chargepoint.release_guard import Supervisor  # only once the firmware restarts
+
+        return Supervisor(workdir, child).run()
     finally:
         csms.stop()
         print("\nDemo stopped.", flush=True)
@@ -354,6 +391,64 @@ def cmd_install_files(args) -> int:
     return 0
 
 
+def cmd_release_build(args) -> int:
+    from chargepoint.releases import ReleaseError, build_bundle
+
+    try:
+        bundle = build_bundle(args.out, platform=args.platform, python=args.python,
+                              progress=lambda line: print(line, flush=True))
+    except ReleaseError as exc:
+        print(f"chargepoint release build: {exc}", file=sys.stderr)
+        return 1
+    print(bundle)
+    return 0
+
+
+def cmd_release_verify(args) -> int:
+    from chargepoint.releases import ReleaseError, read_manifest, verify_bundle
+
+    try:
+        manifest = read_manifest(args.bundle)
+        print(f"release {manifest.version} for {manifest.platform}, Python {manifest.python}"
+              f"{f', glibc {manifest.glibc} or newer' if manifest.glibc else ''}: "
+              f"{len(manifest.files)} wheels, {manifest.size / 1e6:.1f} MB, every file as "
+              f"its manifest says (built {manifest.built})")
+        verify_bundle(args.bundle)
+    except ReleaseError as exc:
+        print(f"chargepoint release verify: {exc}", file=sys.stderr)
+        return 1
+    print("it installs on this machine")
+    return 0
+
+
+def _release_state_dir(args) -> str:
+    from chargepoint.config import state_directory
+
+    return state_directory(args.state_dir)
+
+
+def cmd_release_install(args) -> int:
+    from chargepoint.releases import ReleaseError, install_bundle
+
+    setup_logging("info")
+    state_dir = _release_state_dir(args)
+    try:
+        version = install_bundle(args.bundle, state_dir)
+    except ReleaseError as exc:
+        print(f"chargepoint release install: {exc}", file=sys.stderr)
+        return 1
+    print(f"release {version} installed in {state_dir}/releases/{version}; make it current "
+          f"with release-guard.py use {state_dir} {version} (docs/firmware-update.md)")
+    return 0
+
+
+def cmd_release_status(args) -> int:
+    from chargepoint.release_guard import status
+
+    print(status(_release_state_dir(args)))
+    return 0
+
+
 DEMO_SETTINGS = {
     "csms": {"url": "ws://127.0.0.1:9000/ocpp", "charge_point_id": "CP-DEMO"},
     "connectors": [{"id": 1, "fixed_cable": True, "meter": {"type": "sim"},
@@ -390,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=0, help="CSMS port (default: any free one)")
     demo.add_argument("--heartbeat", type=int, default=10, help="heartbeat interval, seconds")
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    demo.add_argument("--state-dir", help="keep the database and the releases here "
+                      "(default: a new temporary directory)")
+    demo.add_argument("--csms-url", help="no local CSMS: connect to this one (the demo's "
+                      "own firmware process after a restart)")
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("sim", help="drive the simulated charger of a running firmware",
@@ -423,6 +522,33 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     _state_dir_option(again)
     again.set_defaults(func=cmd_outbox_resend)
+
+    release = sub.add_parser("release", help="release bundles: build one from this checkout, "
+                             "check one, install one; the releases of a state directory",
+                             description="See docs/firmware-update.md.")
+    release_sub = release.add_subparsers(dest="release_command", required=True)
+    build = release_sub.add_parser("build", help="one file with the wheel, its dependencies' "
+                                   "wheels for the platform, and a manifest; prints its path "
+                                   "last")
+    build.add_argument("--platform", help="linux_aarch64 (Raspberry Pi OS 64-bit), "
+                       "linux_armv7l or linux_x86_64; default: this machine")
+    build.add_argument("--python", help="the target's Python, e.g. 3.11 (default: this one, "
+                       "or 3.11 for another platform)")
+    build.add_argument("--out", required=True, help="directory to write the bundle into")
+    build.set_defaults(func=cmd_release_build)
+    verify = release_sub.add_parser("verify", help="check a bundle against its manifest and "
+                                    "this machine")
+    verify.add_argument("bundle")
+    verify.set_defaults(func=cmd_release_verify)
+    install = release_sub.add_parser("install", help="install a bundle beside the running "
+                                     "release (nothing switches)")
+    install.add_argument("bundle")
+    _state_dir_option(install)
+    install.set_defaults(func=cmd_release_install)
+    status = release_sub.add_parser("status", help="the releases, the current one, a trial, "
+                                    "the last rollback")
+    _state_dir_option(status)
+    status.set_defaults(func=cmd_release_status)
 
     files = sub.add_parser("install-files", help="copy the unit, sysusers, polkit, udev and "
                            "journald files and the example configuration into DEST",

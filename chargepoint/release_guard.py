@@ -547,11 +547,8 @@ class Supervisor:
         """Launch once; the exit status to end with, or None to launch again."""
         if self._stop_signal is not None:
             return 0
-        now = start(self.state_dir, self.log)
+        start(self.state_dir, self.log)
         version = current_version(self.state_dir)
-        if version is None:
-            self.log("error", f"nothing to run: {now}")
-            return 1
         trial = read_trial(self.state_dir)
         watchdog_s = self._watchdog_s(trial)
         env = {k: v for k, v in os.environ.items()
@@ -559,7 +556,9 @@ class Supervisor:
                             "INVOCATION_ID")}
         env.update({SUPERVISOR_ENV: str(os.getpid()), "NOTIFY_SOCKET": self._sock_path,
                     "WATCHDOG_USEC": str(int(watchdog_s * 1_000_000))})
-        command = launch_command(self.state_dir, version, self.args)
+        # No releases here (the demo's firmware after a Reset): the one this came from.
+        command = (launch_command(self.state_dir, version, self.args) if version is not None
+                   else [sys.executable, "-m", "chargepoint", *self.args])
         self.child = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
         outcome = self._watch(self.child, trial if trial and trial.version == version
                               else None, watchdog_s)

@@ -1,0 +1,143 @@
+"""A/B releases with the real processes: a bundle of another version built as `chargepoint
+release build` builds it, installed offline beside the running release, switched to,
+tried, committed, or rolled back without a person, by hand and under the unit.
+
+Bundles are built once per module from copies of this checkout (tests/release_harness.py):
+NEXT works, BROKEN cannot import its runtime, HANGS stops its main loop after READY=1.
+The firmware boots against the bundled loopback CSMS, whose BootNotification tells
+which release runs (firmwareVersion).
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chargepoint import __version__
+from chargepoint import release_guard as guard
+from chargepoint import releases
+from chargepoint.csms.server import LocalCsms
+from tests.release_harness import (BROKEN_IMPORT, HANG, HandRun, ServiceStandIn,
+                                   build_variant, write_config)
+
+NEXT = f"{__version__}.1"
+BROKEN = f"{__version__}.2"
+HANGS = f"{__version__}.3"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bundles")
+    return {NEXT: build_variant(work, NEXT), BROKEN: build_variant(work, BROKEN, BROKEN_IMPORT),
+            HANGS: build_variant(work, HANGS, HANG)}
+
+
+@pytest.fixture(scope="module")
+def installed(bundles, tmp_path_factory):
+    """A state directory with the three releases installed, copied for each test."""
+    state = tmp_path_factory.mktemp("installed") / "state"
+    for bundle in bundles.values():
+        releases.install_bundle(bundle, state)
+    return state
+
+
+@pytest.fixture
+def csms():
+    server = LocalCsms(host="127.0.0.1", port=0)
+    server.boot_response = {"status": "Accepted", "interval": 300}
+    server.start()
+    yield server
+    server.stop(graceful=False)
+
+
+def state_with_releases(installed: Path, tmp_path: Path) -> Path:
+    """This checkout's environment registered as the current release, the others
+    installed beside it (a copy of the installed ones, its scripts pointed at itself)."""
+    state = tmp_path / "state"
+    shutil.copytree(installed, state, symlinks=True)
+    for release in (state / "releases").iterdir():
+        for script in (release / "bin").iterdir():            # as if installed right there
+            if script.is_file() and not script.is_symlink() and script.read_bytes()[:2] == b"#!":
+                script.write_text(script.read_text().replace(str(installed), str(state), 1))
+    assert guard.adopt(state, sys.prefix) == __version__
+    return state
+
+
+def boot_of(csms, version: str, timeout: float = 60.0, after: int = 0):
+    return csms.wait_for("BootNotification", lambda r: r["firmwareVersion"] == version,
+                         timeout=timeout, after=after)
+
+
+POLICY = guard.Policy(trial_s=120, trial_starts=2, keep=3, watchdog_s=3)
+
+
+# ------------------------------------------------------------------------------ by hand
+
+def test_a_run_by_hand_switches_to_the_new_release_which_is_committed(installed, csms,
+                                                                      tmp_path):
+    state = state_with_releases(installed, tmp_path)
+    firmware = HandRun(tmp_path, write_config(tmp_path, csms.url, "CP-R1"), state).start()
+    try:
+        boot_of(csms, __version__)
+        releases.start_trial(NEXT, state, POLICY)
+        mark = len(csms.received)
+        assert csms.call("CP-R1", "Reset", {"type": "Soft"})["status"] == "Accepted"
+        boot = boot_of(csms, NEXT, after=mark)
+        record = guard.read_trial(state)
+        assert record.version == NEXT and record.previous == __version__
+        assert record.starts == 1                    # the supervisor counted its launch
+        assert guard.commit(state, NEXT) is not None
+        assert guard.read_trial(state) is None and guard.current_version(state) == NEXT
+        assert firmware.stop() == 0
+    finally:
+        firmware.kill()
+    log = firmware.text()
+    assert f"release-guard: release {NEXT} on trial: start 1 of 2" in log
+    assert "Traceback" not in log
+    assert boot.index > mark
+
+
+# ------------------------------------------------------------------------------ the unit
+
+def test_under_the_unit_a_release_that_cannot_import_is_rolled_back(installed, csms,
+                                                                    tmp_path):
+    state = state_with_releases(installed, tmp_path)
+    config = write_config(tmp_path, csms.url, "CP-R2")
+    service = ServiceStandIn(tmp_path, config, state).start()
+    try:
+        boot_of(csms, __version__)
+        releases.start_trial(BROKEN, state, POLICY)
+        mark = len(csms.received)
+        csms.call("CP-R2", "Reset", {"type": "Soft"})
+        boot_of(csms, __version__, after=mark, timeout=90)
+        back = releases.trial(state)
+        assert not back.on_trial and guard.current_version(state) == __version__
+        assert back.last_rollback.version == BROKEN
+        assert "did not pass its trial in 2 starts" in back.last_rollback.reason
+    finally:
+        service.stop()
+    text = service.text()
+    assert "broken release" in text
+    assert f"release {BROKEN} rolled back to {__version__}" in text
+
+
+def test_under_the_unit_a_release_that_hangs_is_rolled_back(installed, csms, tmp_path):
+    state = state_with_releases(installed, tmp_path)
+    config = write_config(tmp_path, csms.url, "CP-R3")
+    service = ServiceStandIn(tmp_path, config, state, watchdog_s=3).start()
+    try:
+        boot_of(csms, __version__)
+        releases.start_trial(HANGS, state, POLICY)
+        mark = len(csms.received)
+        csms.call("CP-R3", "Reset", {"type": "Soft"})
+        boot_of(csms, __version__, after=mark, timeout=120)
+        back = releases.trial(state)
+        assert back.last_rollback.version == HANGS
+    finally:
+        service.stop()
+    assert [how for _, how in service.ends].count("watchdog") >= 2
