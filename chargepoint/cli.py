@@ -392,7 +392,7 @@ def cmd_install_files(args) -> int:
 
 
 def cmd_release_build(args) -> int:
-    from chargepoint.releases import ReleaseError, build_bundle
+    from chargepoint.releases import ReleaseError, build_bundle  # this command's alone
 
     try:
         bundle = build_bundle(args.out, platform=args.platform, python=args.python,
@@ -405,7 +405,7 @@ def cmd_release_build(args) -> int:
 
 
 def cmd_release_verify(args) -> int:
-    from chargepoint.releases import ReleaseError, read_manifest, verify_bundle
+    from chargepoint.releases import ReleaseError, read_manifest, verify_bundle  # ditto
 
     try:
         manifest = read_manifest(args.bundle)
@@ -422,13 +422,13 @@ def cmd_release_verify(args) -> int:
 
 
 def _release_state_dir(args) -> str:
-    from chargepoint.config import state_directory
+    from chargepoint.config import state_directory  # the release commands' alone
 
     return state_directory(args.state_dir)
 
 
 def cmd_release_install(args) -> int:
-    from chargepoint.releases import ReleaseError, install_bundle
+    from chargepoint.releases import ReleaseError, install_bundle  # this command's alone
 
     setup_logging("info")
     state_dir = _release_state_dir(args)
@@ -443,7 +443,7 @@ def cmd_release_install(args) -> int:
 
 
 def cmd_release_status(args) -> int:
-    from chargepoint.release_guard import status
+    from chargepoint.release_guard import status  # this command's alone
 
     print(status(_release_state_dir(args)))
     return 0

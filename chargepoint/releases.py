@@ -30,6 +30,7 @@ import threading
 import time
 import venv
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -213,9 +214,9 @@ def build_bundle(out_dir: str | os.PathLike, platform: Optional[str] = None,
         _pip([*common, "--require-hashes", "-r", str(lock)],
              f"downloading the wheels of requirements/{lock.name} for {target.platform}, "
              f"Python {target.python}")
-        import pip  # here only: the pip that builds a bundle is the pip that installs it
-
-        _pip([*common, "--no-deps", f"pip=={pip.__version__}"], "downloading pip's wheel")
+        # The pip that builds a bundle is the pip that installs it.
+        _pip([*common, "--no-deps", f"pip=={metadata.version('pip')}"],
+             "downloading pip's wheel")
         installer = next(files.glob("pip-*.whl")).name
         wheels = sorted(p.name for p in files.glob("*.whl"))
         needs = max((_wheel_glibc(name) for name in wheels), default=())
