@@ -476,6 +476,12 @@ class Trial:
     def running_on_trial(self, version: str = __version__) -> bool:
         return self.on_trial and self.version == version
 
+    @property
+    def seconds_left(self) -> Optional[float]:
+        """Read at a start: the whole trial time is left of this start (each start of a
+        release on trial has `trial_s`); None when none is on trial."""
+        return self.trial_s if self.on_trial else None
+
 
 def start_trial(version: str, state_dir: str | os.PathLike, policy: Any = None) -> None:
     """Make the installed `version` current, on trial: `policy` is the `[releases]`
