@@ -129,7 +129,7 @@ def _run_runtime(settings, launch, in_place: bool = True) -> Optional[int]:
         return None
     command = launch.command()
     log.warning("restarting the firmware (%s reset)%s", kind,
-                "" if command[0] == sys.executable else f": {' '.join(command)}")
+                "" if command == launch.again() else f": {' '.join(command)}")
     os.execv(command[0], command)
     return 0  # not reached
 

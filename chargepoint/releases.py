@@ -575,10 +575,14 @@ class Launch:
             return None
         return guard.supervise_command(self.state_dir, self.argv)
 
+    def again(self) -> list[str]:
+        """This very release once more."""
+        return [sys.executable, "-m", "chargepoint", *self.argv]
+
     def command(self) -> list[str]:
         current = self._current()
         if current is None or current == self.current_at_start:
-            return [sys.executable, "-m", "chargepoint", *self.argv]
+            return self.again()
         if guard.guarded(self.state_dir):
             guard.start(self.state_dir, _guard_log)       # counts a launch on trial
             current = guard.current_version(self.state_dir) or current
