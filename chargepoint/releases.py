@@ -367,9 +367,13 @@ def install_bundle(bundle: str | os.PathLike, state_dir: str | os.PathLike) -> s
     if path.exists() or path.is_symlink():
         guard.remove_release(state_dir, version)          # an earlier, failed or rolled back
     started = time.monotonic()
-    path.mkdir(mode=0o750)
+    # Marked from the moment it has its name: a cut at any point leaves debris the next
+    # start removes, never a directory that looks like a release.
+    fresh = folder / f".{version}.{os.getpid()}"
+    fresh.mkdir(mode=0o750)
+    (fresh / guard.INCOMPLETE).touch()
+    os.rename(fresh, path)
     try:
-        (path / guard.INCOMPLETE).touch()
         _install_into(bundle, manifest, path)
         (path / guard.RELEASE_INFO).write_text(json.dumps(
             {"format": BUNDLE_FORMAT, **asdict(manifest), "installed": time.time()},
