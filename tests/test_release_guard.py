@@ -243,3 +243,18 @@ def test_a_failing_check_never_keeps_the_service_from_starting(state):
                             timeout=30, env={**os.environ, "INVOCATION_ID": "x"})
     assert result.returncode == 0
     assert "the release check failed" in result.stderr
+
+
+def test_a_trial_started_by_the_firmware_keeps_the_release_settings(state):
+    """`releases.start_trial` takes `[releases]` as config.toml gives it."""
+    from chargepoint import releases
+    from chargepoint.config import ReleaseSettings
+
+    releases.start_trial("1.1", state, ReleaseSettings(keep=4, trial_s=90, trial_starts=5,
+                                                       watchdog_s=12))
+    trial = guard.read_trial(state)
+    assert (trial.keep, trial.trial_s, trial.trial_starts, trial.watchdog_s) == (4, 90, 5, 12)
+    assert releases.trial(state).running_on_trial("1.1")
+    with pytest.raises(releases.ReleaseError, match="cannot switch to release 1.0: "
+                                                    "another release is on trial"):
+        releases.start_trial("1.0", state)
