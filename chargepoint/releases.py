@@ -507,6 +507,10 @@ def start_trial(version: str, state_dir: str | os.PathLike, policy: Any = None) 
 
 def _register_running(state_dir) -> None:
     """The release that runs now, as the one to come back to."""
+    home = Path(sys.prefix).absolute()
+    if home.parent == guard.releases_dir(state_dir).absolute():
+        guard.switch(state_dir, home.name)           # one of these releases: only the link
+        return
     if sys.prefix == sys.base_prefix:
         raise ReleaseError(f"this firmware ({sys.prefix}) is not in a virtual environment, "
                            "so it cannot be come back to; install it as "
