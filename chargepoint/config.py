@@ -21,13 +21,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from chargepoint import tls_files
+#: Where the database and other state live unless `[storage] path` says otherwise: what
+#: the service's StateDirectory= makes, so that a run by hand uses the same files.
+from chargepoint.paths import DEFAULT_STATE_DIR
+from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, find_spec, validate_value
 from hal.factory import parse_device
 from hal.settings import SettingsError, parse_table
 
-
-#: Where the database and other state live unless `[storage] path` says otherwise: what
-#: the service's StateDirectory= makes, so that a run by hand uses the same files.
-DEFAULT_STATE_DIR = "/var/lib/chargepoint"
 
 
 class ConfigError(Exception):
@@ -163,8 +164,18 @@ class SystemSettings:
     reboot_command: list[str] = field(default_factory=lambda: ["systemctl", "reboot"])
     #: Unix socket of the simulated charger's control interface ("" = default location).
     sim_socket: str = ""
+    #: A clean stop (SIGTERM) with the CSMS connected waits at most this long (seconds) for
+    #: it to confirm the StopTransactions and what is queued before them; offline, or when
+    #: this passes, they stay queued for the next start. Below the unit's TimeoutStopSec.
+    stop_wait_s: float = 45.0
+    #: After a Hard Reset's reboot command succeeded, the firmware waits this long (seconds)
+    #: for the system to stop it; if no stop comes, it restarts itself in place.
+    reboot_wait_s: float = 300.0
 
     def __post_init__(self):
+        for name in ("stop_wait_s", "reboot_wait_s"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name}: must be a number of seconds, 0 or more")
         if not self.reboot_command or not all(self.reboot_command):
             raise ValueError("reboot_command: must name a program, e.g. "
                              '["systemctl", "reboot"]')
@@ -318,8 +329,6 @@ def _parse_ocpp_keys(problems: _Problems, table: Any) -> dict[str, str]:
     if not isinstance(table, dict):
         problems.add("ocpp", "expected a table of OCPP configuration keys")
         return {}
-    from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, find_spec, validate_value
-
     out = {}
     for name, value in table.items():
         spec = KEY_SPECS.get(name)
@@ -344,8 +353,6 @@ def _parse_ocpp_keys(problems: _Problems, table: Any) -> dict[str, str]:
 
 def parse_settings(data: dict, source: str = "<config>") -> Settings:
     """Validate a parsed TOML document. Raises ConfigError naming every bad key."""
-    from chargepoint import tls_files
-
     problems = _Problems()
     for name in sorted(set(data) - set(_SECTIONS)):
         problems.add(name, f"unknown section (known: {', '.join(sorted(_SECTIONS))})")

@@ -34,12 +34,24 @@ from chargepoint.transport import Transport
 from chargepoint.turns import Stamped, TurnAccounting
 from hal import events as hal_events
 from hal.factory import Hardware, build_hardware
+from hal.meter_poller import MeterPoller
 from hal.interfaces import IndicatorColour
 
 log = logging.getLogger("chargepoint.runtime")
 
 #: Longest the loop sleeps, so the watchdog and the simulator are fed even when idle.
 MAX_SLEEP_S = 1.0
+#: Longest a simulator command waits for the loop to handle what it caused.
+CATCH_UP_S = 2.0
+
+
+class _CaughtUp:
+    """Put on the loop's queue by `Runtime.caught_up`: set once the loop reaches it."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
 
 
 def boot_payload(settings: Settings) -> dict:
@@ -67,6 +79,8 @@ class Runtime:
         self.events: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self.exit_action: Optional[act.Restart] = None
         self._stopping = threading.Event()
+        #: How many times a stop was asked for: a second one ends the wait for the CSMS.
+        self._stop_requests = 0
         self._power_cut = False
         self._idle = threading.Event()
         self.turns = TurnAccounting()
@@ -114,7 +128,6 @@ class Runtime:
     # -- life cycle
     def start(self) -> None:
         """Start the adapters (link, hardware, pollers); the loop runs in `run`."""
-        from hal.meter_poller import MeterPoller
 
         self.hardware.start()
         self.storage.watch(self.events.put)
@@ -126,13 +139,15 @@ class Runtime:
         sim = self.hardware.simulator
         if sim is not None:
             sim.step_system_clock = getattr(self.clock, "step_wall", None)
-            from hal.sim_control import SimControlServer, default_socket_path
+            from hal.sim_control import (  # lazy: only the simulated charger serves it
+                SimControlServer, default_socket_path)
 
             path = self.settings.system.sim_socket or default_socket_path()
             try:
                 self.sim_server = SimControlServer(
-                    sim, path, on_command=self.wake,
-                    status_extra=lambda: {"loop": self.turns.snapshot()})
+                    sim, path, on_command=self.caught_up, link=self.transport,
+                    status_extra=lambda: {"loop": self.turns.snapshot(),
+                                          "link": self.transport.status()})
                 self.sim_server.start()
                 log.info("simulated charger: control it with `chargepoint sim ...` (socket %s)",
                          path)
@@ -143,12 +158,22 @@ class Runtime:
     def wake(self) -> None:
         self.events.put(ev.Tick())
 
+    def caught_up(self, timeout_s: float = CATCH_UP_S) -> bool:
+        """Wake the loop and wait, at most `timeout_s`, until it has handled every event
+        queued before: the simulator's commands answer with what the firmware made of them
+        (an unplug with the contactor it opened). Never called from the loop itself."""
+        marker = _CaughtUp()
+        self.events.put(marker)
+        return marker.done.wait(timeout_s)
+
     def hardware_event(self, event: Any) -> None:
         """Queue an event of the hardware, stamped for the contactor-open latency."""
         self.events.put(Stamped(event, time.monotonic()))
 
     def stop(self) -> None:
-        """Ask the loop to end cleanly (thread-safe, e.g. from a signal handler)."""
+        """Ask the loop to end cleanly (thread-safe, e.g. from a signal handler). Asked
+        again while the stop waits for the CSMS, it ends the wait."""
+        self._stop_requests += 1
         self._stopping.set()
         self.events.put(ev.ShutdownRequested())
 
@@ -169,6 +194,10 @@ class Runtime:
             self._loop()
             if not self._power_cut:
                 self._execute(self.station.shutdown(self.clock.now()))
+                if self.exit_action is None:      # a Reset has waited for the CSMS already
+                    self._deliver_before_exit()
+                    if not self._power_cut:  # what the CSMS confirmed meanwhile: durable
+                        self._execute(self.station.shutdown(self.clock.now()))
         finally:
             log.info("loop: %s", self.turns.describe())
             self.shutdown()
@@ -188,30 +217,94 @@ class Runtime:
 
     # -- the loop
     def _loop(self) -> None:
-        station = self.station
-        self._execute(station.handle(ev.Tick(), self.clock.now(), self.clock.wall()))
+        self._execute(self.station.handle(ev.Tick(), self.clock.now(), self.clock.wall()))
         while not self._stopping.is_set() and self.exit_action is None:
-            deadline = station.next_deadline()
-            timeout = MAX_SLEEP_S
-            if deadline is not None:
-                timeout = min(timeout, deadline - self.clock.now())
-            self._idle.set()
-            event = self.turns.unwrap(self.clock.wait(self.events, timeout))
-            self._idle.clear()
+            event = self._next_event(MAX_SLEEP_S)
             if isinstance(event, ev.ShutdownRequested):
                 break
-            sim = self.hardware.simulator
-            if sim is not None:
-                try:
-                    sim.update()
-                except Exception:
-                    log.exception("simulated charger failed to advance")
-            self._execute(station.handle(event if event is not None else ev.Tick(),
-                                         self.clock.now(), self.clock.wall()))
-            if isinstance(event, ev.FrameReceived):
-                self.transport.frame_handled()       # the link may read the next one
-            self.turns.end()
-            self.notifier.watchdog()
+            self._turn(event)
+
+    def _next_event(self, longest: float) -> Any:
+        """The next event, or None once `longest` seconds or the core's next deadline pass."""
+        deadline = self.station.next_deadline()
+        timeout = longest
+        if deadline is not None:
+            timeout = min(timeout, deadline - self.clock.now())
+        self._idle.set()
+        event = self.turns.unwrap(self.clock.wait(self.events, timeout))
+        self._idle.clear()
+        return event
+
+    def _turn(self, event: Any) -> None:
+        """Hand one event (None: time passed) to the core and carry out what it returns."""
+        marker = event if isinstance(event, _CaughtUp) else None
+        if marker is not None:
+            event = None
+        sim = self.hardware.simulator
+        if sim is not None:
+            try:
+                sim.update()
+            except Exception:
+                log.exception("simulated charger failed to advance")
+        self._execute(self.station.handle(event if event is not None else ev.Tick(),
+                                          self.clock.now(), self.clock.wall()))
+        if isinstance(event, ev.FrameReceived):
+            self.transport.frame_handled()       # the link may read the next one
+        self.turns.end()
+        self.notifier.watchdog()
+        if marker is not None:
+            marker.done.set()
+
+    def _deliver_before_exit(self) -> None:
+        """A clean stop with the CSMS connected: wait, at most `[system] stop_wait_s`, until
+        it has confirmed the StopTransactions just queued and everything queued before them.
+        Offline, once the link drops, or when the bound passes, what is left stays on disk
+        and goes at the next start (docs/delivery.md, "A clean stop")."""
+        station, limit = self.station, self.settings.system.stop_wait_s
+        self._turn(None)                         # hand the first message to the link now
+        if not station.delivering() or limit <= 0:
+            if len(station.services.outbox):
+                log.info("stopping: %d transaction message(s) wait for the next start (%s)",
+                         len(station.services.outbox), self._undelivered_because(limit))
+            return
+        log.info("stopping: delivering %d transaction message(s) to the CSMS first "
+                 "(at most %g s)", len(station.services.outbox), limit)
+        self.notifier.status(f"stopping: delivering {len(station.services.outbox)} transaction "
+                             "message(s) to the CSMS")
+        deadline = self.clock.now() + limit
+        while station.delivering():
+            left = deadline - self.clock.now()
+            if left <= 0 or self._power_cut:
+                if not self._power_cut:
+                    log.warning("stopping: the CSMS did not confirm %d transaction message(s) "
+                                "within %g s ([system] stop_wait_s); they are sent at the next "
+                                "start", len(station.services.outbox), limit)
+                return
+            event = self._next_event(min(MAX_SLEEP_S, left))
+            if isinstance(event, ev.ShutdownRequested):
+                if self._stop_requests > 1 or self._power_cut:
+                    log.warning("stopping at once, as asked again: %d transaction message(s) "
+                                "wait for the next start", len(station.services.outbox))
+                    return
+                continue                         # the request that began this stop
+            self._turn(event)
+        if len(station.services.outbox):
+            log.warning("stopping: %d transaction message(s) wait for the next start (%s)",
+                        len(station.services.outbox), self._undelivered_because(limit))
+        else:
+            log.info("stopping: the CSMS has confirmed every transaction message")
+
+    def _undelivered_because(self, limit: float) -> str:
+        services = self.station.services
+        if not services.link.connected:
+            return "offline"
+        if not services.link.accepted:
+            return f"registration {services.link.registration}"
+        if services.write_faults.failing:
+            return "the database cannot be written"
+        if limit <= 0:
+            return "[system] stop_wait_s = 0"
+        return "the next attempt of the first is not due yet"
 
     def quiescent(self) -> bool:
         """Nothing left to do right now (tests use it to step a virtual clock)."""

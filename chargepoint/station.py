@@ -106,6 +106,7 @@ class Station:
         """A clean stop: end transactions durably, open contactors; returns the actions."""
         services = self.services
         services.clock.observe(now)
+        services.availability.closing = True
         try:
             services.sessions.shutdown()
             services.outbox.flush()
@@ -116,6 +117,15 @@ class Station:
                 log.exception("error while shutting down the station")
         self._reconcile()
         return services.effects.take()
+
+    def delivering(self) -> bool:
+        """Transaction messages are going to the CSMS now: the link is up, the charger is
+        accepted, and the head of the outbox is due or awaits its answer. A clean stop waits
+        while this holds (chargepoint/runtime.py); a head waiting out a retry delay does not
+        count, it would only hold the stop up."""
+        services = self.services
+        return (services.link.online and not services.write_faults.failing
+                and services.delivery.ready())
 
     # ------------------------------------------------------------------ events
     def _dispatch(self, event: Any) -> None:

@@ -214,6 +214,11 @@ class FailureLog:
         self._since = None
         self.failed_attempts = 0
 
+    def flush(self) -> None:
+        """Say what was not said yet (the link is closing in the middle of an outage)."""
+        if self._unlogged:
+            self._summarise(self._clock())
+
     def _summarise(self, now: float) -> None:
         count = sum(self._unlogged.values())
         reasons = "; ".join(f"{n} x {reason}" for reason, n in self._unlogged.most_common())
@@ -302,6 +307,10 @@ class Transport:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reconnect_reason: Optional[str] = None
+        #: Why the link is held down (`hold`), or None.
+        self._held: Optional[str] = None
+        #: A connection is being served, from Connected until Disconnected is emitted.
+        self._serving = False
         self._thread: Optional[threading.Thread] = None
         self.connections = 0
         self.last_error = ""
@@ -322,6 +331,31 @@ class Transport:
             link.fail("shutting down")
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._failures.flush()             # failures of an outage not summed up yet
+
+    def hold(self, reason: str, wait_s: float = CLOSE_GRACE_S + 2) -> bool:
+        """Drop the link and keep it down until `release` (`chargepoint sim disconnect`: the
+        charger offline on demand, the CSMS untouched). Waits up to `wait_s` for the link to
+        be down; returns whether it is."""
+        self._held = reason
+        self._wake.set()
+        link = self._link
+        if link is not None:
+            link.finish(reason, CLOSE_NORMAL)
+        deadline = time.monotonic() + wait_s
+        while self._serving and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._serving
+
+    def release(self) -> None:
+        """End `hold`: connect again at once."""
+        self._held = None
+        self._wake.set()
+
+    def status(self) -> dict:
+        """The link as an operator sees it (`chargepoint sim status`)."""
+        return {"url": self.url, "connected": self._serving, "held": self._held is not None,
+                "connections": self.connections, "last_error": self.last_error}
 
     def send(self, text: str) -> bool:
         """Hand one text frame to the link; False when there is no link (the core learns it
@@ -460,6 +494,11 @@ class Transport:
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
+            if self._held is not None:             # down on request until `release`
+                self._wake.wait(1.0)
+                self._wake.clear()
+                attempt = 0
+                continue
             self._wake.clear()
             retry_after = None
             try:
@@ -478,7 +517,7 @@ class Transport:
                 self._serve(ws)
                 if time.monotonic() - started > 30:
                     attempt = 0
-                if self._reconnect_reason:
+                if self._reconnect_reason or self._held is not None:
                     self._reconnect_reason = None
                     attempt = 0
                     continue
@@ -504,9 +543,12 @@ class Transport:
         link = _Link(ws)
         writer = threading.Thread(target=self._write_loop, args=(link,),
                                   name="csms-link-writer", daemon=True)
+        self._serving = True
         self._link = link
         writer.start()
         self._emit(ev.Connected())
+        if self._held is not None:            # held while this connection was being made
+            link.finish(self._held, CLOSE_NORMAL)
         reason = self._read_loop(link)
         if link.closing is not None:          # let our close frame go out after the queue
             link.ended.wait(max(0.0, link.closing_since + CLOSE_GRACE_S - time.monotonic()))
@@ -518,6 +560,7 @@ class Transport:
         except Exception:
             pass
         self._emit(ev.Disconnected(link.reason or reason))
+        self._serving = False
 
     # -- the link thread: read
     def _read_loop(self, link: _Link) -> str:

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "chargepoint.service"
 
 #: A loop that never turns again once the firmware said READY=1.
-HANG = ("chargepoint/runtime.py", "        station = self.station\n",
-        "        station = self.station\n        threading.Event().wait()   # hangs\n")
+HANG = ("chargepoint/runtime.py", "    def _loop(self) -> None:\n",
+        "    def _loop(self) -> None:\n        threading.Event().wait()   # hangs\n")
 #: A release whose firmware cannot be imported (`chargepoint run` dies at once).
 BROKEN_IMPORT = ("chargepoint/runtime.py", "from chargepoint import __version__\n",
                  "from chargepoint import __version__\nraise ImportError('broken release')\n")
