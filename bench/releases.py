@@ -83,7 +83,7 @@ def one_update(csms, workdir: Path, bundle: Path, via: str, run: int) -> float:
     new release's BootNotification."""
     state = fresh_state(workdir)
     cp_id = f"CP-REL-{via}-{run}"
-    firmware = FirmwareProcess(workdir / f"{via}-{run}", csms.url, cp_id=cp_id,
+    firmware = FirmwareProcess(workdir / f"{via[0]}{run}", csms.url, cp_id=cp_id,
                                args=["--state-dir", str(state)])
     firmware.start()
     try:
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     runs = 1 if args.quick else args.runs
 
     csms = quiet_csms()
-    with Workdir("chargepoint-bench-releases-", base=args.dir) as workdir:
+    with Workdir("cp-rel-", base=args.dir) as workdir:
         bundle, build_s = build_new(workdir)
         manifest = releases.read_manifest(bundle)
         bundle_bytes = bundle.stat().st_size

@@ -69,6 +69,22 @@ def build_variant(workdir: Path, version: str, *patches: tuple[str, str, str]) -
     return bundle
 
 
+class BundleShelf:
+    """Bundles built once per test session and shared: building one takes seconds."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self._built: dict[tuple, Path] = {}
+        self._lock = threading.Lock()
+
+    def get(self, version: str, *patches: tuple[str, str, str]) -> Path:
+        with self._lock:
+            key = (version, patches)
+            if key not in self._built:
+                self._built[key] = build_variant(self.workdir, version, *patches)
+            return self._built[key]
+
+
 CONFIG = """\
 [csms]
 url = "{url}"

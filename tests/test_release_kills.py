@@ -26,16 +26,16 @@ from chargepoint import __version__
 from chargepoint import release_guard as guard
 from chargepoint import releases
 from chargepoint.csms.server import LocalCsms
-from tests.release_harness import ROOT, ServiceStandIn, build_variant, clean_env, write_config
+from tests.release_harness import ROOT, ServiceStandIn, clean_env, write_config
 
-NEW = f"{__version__}.5"
+NEW = f"{__version__}.1"
 
 pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return build_variant(tmp_path_factory.mktemp("bundle"), NEW)
+def bundle(bundle_shelf):
+    return bundle_shelf.get(NEW)
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from chargepoint import releases
 from chargepoint.csms.server import LocalCsms
 from tests.harness import wait_until
 from tests.release_harness import (BROKEN_IMPORT, HANG, ROOT, HandRun, ServiceStandIn,
-                                   build_variant, clean_env, write_config)
+                                   clean_env, write_config)
 
-NEXT = f"{__version__}.1"
+NEXT = f"{__version__}.1"          # the same in tests/test_bundles.py, test_release_kills.py
 BROKEN = f"{__version__}.2"
 HANGS = f"{__version__}.3"
 
@@ -35,10 +35,9 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    work = tmp_path_factory.mktemp("bundles")
-    return {NEXT: build_variant(work, NEXT), BROKEN: build_variant(work, BROKEN, BROKEN_IMPORT),
-            HANGS: build_variant(work, HANGS, HANG)}
+def bundles(bundle_shelf):
+    return {NEXT: bundle_shelf.get(NEXT), BROKEN: bundle_shelf.get(BROKEN, BROKEN_IMPORT),
+            HANGS: bundle_shelf.get(HANGS, HANG)}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_a_run_by_hand_switches_to_the_new_release_which_is_committed(installed,
         releases.start_trial(NEXT, state, POLICY)
         mark = len(csms.received)
         assert csms.call("CP-R1", "Reset", {"type": "Soft"})["status"] == "Accepted"
-        boot = boot_of(csms, NEXT, after=mark)
+        boot_of(csms, NEXT, after=mark)
         record = guard.read_trial(state)
         assert record.version == NEXT and record.previous == __version__
         assert record.starts == 1                    # the supervisor counted its launch
@@ -103,7 +102,6 @@ def test_a_run_by_hand_switches_to_the_new_release_which_is_committed(installed,
     log = firmware.text()
     assert f"release-guard: release {NEXT} on trial: start 1 of 2" in log
     assert "Traceback" not in log
-    assert boot.index > mark
 
 
 # ------------------------------------------------------------------------------ the unit
