@@ -265,3 +265,18 @@ def test_a_disk_without_room_is_refused_up_front(other, tmp_path):
     assert re.search(rf"not enough room in {state}/releases to install release {OTHER}: "
                      r"\d+ MB free, about \d+ MB needed", result.stdout), result.stdout
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="a network namespace of its own needs root")
+def test_install_needs_no_network(other, tmp_path):
+    """In a network namespace with no interface up (not even loopback) the install works."""
+    state = tmp_path / "state"
+    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from chargepoint import releases\n"
+              f"print(releases.install_bundle({str(other)!r}, {str(state)!r}))\n")
+    result = subprocess.run(["unshare", "--net", sys.executable, "-c", script],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == OTHER
+    assert guard.is_complete(state, OTHER)
