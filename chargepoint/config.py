@@ -194,6 +194,35 @@ class SystemSettings:
 
 
 @dataclass
+class ReleaseSettings:
+    """How a release installed over the air is tried before it is kept
+    (docs/firmware-update.md)."""
+
+    #: Releases kept on the disk, the running one included; the oldest beyond go at a commit.
+    keep: int = 3
+    #: Seconds a release on trial has, from each of its starts, to reach the CSMS
+    #: (BootNotification Accepted) and pass its self-test.
+    trial_s: float = 600.0
+    #: Starts a release on trial gets; at the next it is rolled back.
+    trial_starts: int = 3
+    #: Run by hand (no systemd): seconds without a watchdog ping from the main loop before
+    #: the supervisor kills the release (under systemd, the unit's WatchdogSec=).
+    watchdog_s: float = 30.0
+
+    def __post_init__(self):
+        if not 2 <= self.keep <= 20:
+            raise ValueError(f"keep: must be 2 to 20 (the running release and the one to "
+                             f"come back to at least), got {self.keep}")
+        if not 0 < self.trial_s <= 86400:
+            raise ValueError(f"trial_s: must be a number of seconds above 0 and at most "
+                             f"86400, got {self.trial_s}")
+        if not 1 <= self.trial_starts <= 20:
+            raise ValueError(f"trial_starts: must be 1 to 20, got {self.trial_starts}")
+        if not 1 <= self.watchdog_s <= 3600:
+            raise ValueError(f"watchdog_s: must be 1 to 3600 seconds, got {self.watchdog_s}")
+
+
+@dataclass
 class ConnectorSettings:
     id: int
     max_current_a: float = 32.0
@@ -234,10 +263,12 @@ class Settings:
     #: The state directory the defaults of `[storage] path` and the S0 meters' count
     #: files were placed in ("" when parse_settings alone made these settings).
     state_dir: str = ""
+    releases: ReleaseSettings = field(default_factory=ReleaseSettings)
 
 
 _DEVICES = {"meter": True, "contactor": True, "pilot": True, "lock": False, "indicator": False}
-_SECTIONS = ("csms", "identity", "storage", "log", "system", "connectors", "readers", "ocpp")
+_SECTIONS = ("csms", "identity", "storage", "log", "system", "releases", "connectors",
+             "readers", "ocpp")
 
 
 class _Problems:
@@ -353,6 +384,7 @@ def parse_settings(data: dict, source: str = "<config>") -> Settings:
     storage = section("storage", StorageSettings)
     log_settings = section("log", LogSettings)
     system = section("system", SystemSettings)
+    releases = section("releases", ReleaseSettings)
 
     connectors: list[ConnectorSettings] = []
     conns_raw = data.get("connectors")
@@ -385,7 +417,7 @@ def parse_settings(data: dict, source: str = "<config>") -> Settings:
         raise ConfigError(source, key, reason, more)
     return Settings(csms=csms, identity=identity, storage=storage, log=log_settings,
                     system=system, connectors=sorted(connectors, key=lambda c: c.id),
-                    readers=readers, ocpp=ocpp, source=source)
+                    readers=readers, ocpp=ocpp, source=source, releases=releases)
 
 
 def state_directory(explicit: Optional[str] = None) -> str:
