@@ -182,13 +182,15 @@ def proc_cpu_s(pid: int) -> float:
 class FirmwareProcess:
     """`python -m chargepoint run --config ...` in a work directory, output in a log file.
 
-    `csms`, `log` and `system` add keys to those sections of CONFIG (not the ones it sets)."""
+    `csms`, `log` and `system` add keys to those sections of CONFIG (not the ones it sets);
+    `args` go to `run` (e.g. `--state-dir DIR`)."""
 
     def __init__(self, workdir: Path, csms_url: str, ocpp: Optional[dict] = None,
                  log_level: str = "info", cp_id: str = CP_ID,
                  reconnect_min_s: float = 0.05, reconnect_max_s: float = 0.2,
                  csms: Optional[dict] = None, log: Optional[dict] = None,
-                 system: Optional[dict] = None):
+                 system: Optional[dict] = None, args: Sequence[str] = ()):
+        self.args = list(args)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db = self.workdir / "cp.db"
@@ -213,7 +215,8 @@ class FirmwareProcess:
         with open(self.log, "ab") as out:
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chargepoint", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "chargepoint", "run", "--config", str(self.config),
+                 *self.args],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         return self
 

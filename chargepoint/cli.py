@@ -1,6 +1,6 @@
 """Command line: `chargepoint run`, `chargepoint check`, `chargepoint demo`,
 `chargepoint sim ...`, `chargepoint outbox list|resend`, `chargepoint diagnostics`,
-`chargepoint install-files`."""
+`chargepoint release build|verify|install|status`, `chargepoint install-files`."""
 from __future__ import annotations
 
 import argparse
@@ -84,12 +84,23 @@ def _reboot(settings, runtime, signals: _StopSignals) -> bool:
     return False
 
 
-def _run_runtime(settings, reboot: bool = True) -> int:
+def _run_runtime(settings, launch, reboot: bool = True,
+                 in_place: bool = True) -> Optional[int]:
     """Run the firmware until it is stopped; a Reset restarts it in place, a Hard one runs
-    the reboot command first (unless not to `reboot`: the demo)."""
+    the reboot command first (unless not to `reboot`: the demo). What a restart starts is
+    `launch`'s to say: the same release, or the current one after a switch or a rollback
+    (chargepoint/releases.py). Not `in_place`, a restart returns None instead, for the
+    caller to go on (the demo, which keeps its Central System)."""
+    from chargepoint.releases import TrialDeadline  # lazy: as the runtime
     from chargepoint.runtime import Runtime  # lazy: loaded only by the commands that run it
     from hal.settings import SettingsError  # lazy: as the runtime
 
+    supervise = launch.supervision()
+    if supervise is not None:
+        if not in_place:
+            return None
+        log.warning("a release is on trial and nothing watches its starts: supervising it")
+        os.execv(supervise[0], supervise)
     try:
         runtime = Runtime(settings)
     except AlreadyRunning as exc:
@@ -106,7 +117,12 @@ def _run_runtime(settings, reboot: bool = True) -> int:
         log.error("%s", exc)
         return EXIT_CONFIG
     signals = _StopSignals(runtime).install()
+    deadline = TrialDeadline(settings.state_dir, runtime.stop)
+    deadline.start()
     outcome = runtime.run()
+    deadline.cancel()
+    if deadline.expired and not signals.received:
+        outcome = outcome or _TRIAL_OVER      # rolled back: restart into the previous one
     if outcome is None or signals.received:
         return 0                              # asked to stop: a stop, not a restart
     if outcome.kind == "hard" and reboot and _reboot(settings, runtime, signals):
@@ -122,9 +138,22 @@ def _run_runtime(settings, reboot: bool = True) -> int:
                   "([system] reboot_wait_s); restarting the process instead", wait)
     elif signals.received:
         return 0
-    log.warning("restarting the firmware (%s reset)", outcome.kind)
-    os.execv(sys.executable, [sys.executable, "-m", "chargepoint", *sys.argv[1:]])
+    if not in_place:
+        return None
+    command = launch.command()
+    log.warning("restarting the firmware (%s reset)%s", outcome.kind,
+                "" if command == launch.again() else f": {' '.join(command)}")
+    os.execv(command[0], command)
     return 0  # not reached
+
+
+class _TrialOver:
+    """The outcome of a run ended because its release did not pass its trial in time."""
+
+    kind = "soft"
+
+
+_TRIAL_OVER = _TrialOver()
 
 
 #: Environment variables that give the CSMS's URL and the charge point's id, when the
@@ -203,7 +232,9 @@ def cmd_run(args) -> int:
     _keep_log_file(settings)          # only once the state directory is known to be ours
     log.info("chargepoint %s starting as %s, CSMS %s, database %s", __version__,
              settings.csms.charge_point_id, settings.csms.url, settings.storage.path)
-    return _run_runtime(settings)
+    from chargepoint.releases import Launch  # lazy: the releases, once the config is read
+
+    return _run_runtime(settings, Launch(settings.state_dir, sys.argv[1:]))
 
 
 def _keep_log_file(settings) -> None:
@@ -275,12 +306,17 @@ def sim_command() -> str:
 
 def cmd_demo(args) -> int:
     """The simulated charger against the bundled local CSMS on loopback, or against the
-    CSMS given by `--url`, `$CHARGEPOINT_URL` or an explicit `--config`."""
+    CSMS given by `--url`, `$CHARGEPOINT_URL` or an explicit `--config`.
+
+    With the bundled CSMS, the firmware goes on in a child process after a restart (a
+    Reset, a new release), `demo --url` to this CSMS, supervised here: the CSMS stays."""
     from chargepoint.config import ConfigError, load_settings, parse_settings  # lazy: demo only
+    from chargepoint.releases import Launch  # lazy: demo only
     from hal.sim_control import default_socket_path  # lazy: demo only
 
     try:
-        from chargepoint.csms.server import LocalCsms  # lazy: the [csms] extra, optional
+        if not args.supervised:         # its CSMS is the parent's: a release may lack the extra
+            from chargepoint.csms.server import LocalCsms  # lazy: the [csms] extra, optional
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] != "websockets":
             raise
@@ -294,6 +330,8 @@ def cmd_demo(args) -> int:
         setup_logging(args.log_level or "warning")
         _log_findings(config_findings(exc))
         return EXIT_CONFIG
+    if args.supervised:
+        settings.csms.security_profile = 0    # the bundled CSMS, as the parent's firmware
     # A CSMS named on the command line, in the environment or in a file given with
     # --config is used as it is; otherwise the bundled one, in place of ./config.toml's.
     external = "url" in overrides or args.config is not None
@@ -312,9 +350,12 @@ def cmd_demo(args) -> int:
         csms.start()
         settings.csms.url = csms.url
         settings.csms.security_profile = 0
-    workdir = tempfile.mkdtemp(prefix="chargepoint-demo-")
+    workdir = os.path.abspath(args.state_dir or tempfile.mkdtemp(prefix="chargepoint-demo-"))
+    settings.state_dir = workdir
     settings.storage.path = os.path.join(workdir, "chargepoint.db")
     _keep_log_file(settings)
+    if args.supervised:              # the firmware of a demo that keeps its CSMS: no banner
+        return _run_runtime(settings, Launch(workdir, sys.argv[1:]), reboot=False)
     operator = None
     if csms is not None:
         from chargepoint.csms.operator import Operator  # lazy: the [csms] extra, as LocalCsms
@@ -340,7 +381,17 @@ def cmd_demo(args) -> int:
     print("Press Ctrl-C to stop.\n", flush=True)
     try:
         # A Hard Reset from the CSMS restarts the demo; it never reboots this computer.
-        return _run_runtime(settings, reboot=False)
+        if csms is None:
+            return _run_runtime(settings, Launch(workdir, sys.argv[1:]), reboot=False)
+        child = ["demo", "--supervised", "--url", csms.url, "--state-dir", workdir,
+                 "--log-level", args.log_level or "warning",
+                 *(["--config", str(path.absolute())] if path else [])]
+        code = _run_runtime(settings, Launch(workdir, child), reboot=False, in_place=False)
+        if code is not None:
+            return code
+        from chargepoint.release_guard import Supervisor  # lazy: once the firmware restarts
+
+        return Supervisor(workdir, child).run()
     finally:
         if operator is not None:
             operator.stop()
@@ -496,6 +547,65 @@ def cmd_install_files(args) -> int:
     return 0
 
 
+def cmd_release_build(args) -> int:
+    from chargepoint.releases import ReleaseError, build_bundle  # lazy: this command's
+
+    try:
+        bundle = build_bundle(args.out, platform=args.platform, python=args.python,
+                              progress=lambda line: print(line, flush=True))
+    except ReleaseError as exc:
+        print(f"chargepoint release build: {exc}", file=sys.stderr)
+        return 1
+    print(bundle)
+    return 0
+
+
+def cmd_release_verify(args) -> int:
+    from chargepoint.releases import (  # lazy: this command's
+        ReleaseError, read_manifest, verify_bundle)
+
+    try:
+        manifest = read_manifest(args.bundle)
+        print(f"release {manifest.version} for {manifest.platform}, Python {manifest.python}"
+              f"{f', glibc {manifest.glibc} or newer' if manifest.glibc else ''}: "
+              f"{len(manifest.files)} wheels, {manifest.size / 1e6:.1f} MB, every file as "
+              f"its manifest says (built {manifest.built})")
+        verify_bundle(args.bundle)
+    except ReleaseError as exc:
+        print(f"chargepoint release verify: {exc}", file=sys.stderr)
+        return 1
+    print("it installs on this machine")
+    return 0
+
+
+def _release_state_dir(args) -> str:
+    from chargepoint.config import state_directory  # lazy: the release commands'
+
+    return state_directory(args.state_dir)
+
+
+def cmd_release_install(args) -> int:
+    from chargepoint.releases import ReleaseError, install_bundle  # lazy: this command's
+
+    setup_logging("info")
+    state_dir = _release_state_dir(args)
+    try:
+        version = install_bundle(args.bundle, state_dir)
+    except ReleaseError as exc:
+        print(f"chargepoint release install: {exc}", file=sys.stderr)
+        return 1
+    print(f"release {version} installed in {state_dir}/releases/{version}; make it current "
+          f"with release-guard.py use {state_dir} {version} (docs/firmware-update.md)")
+    return 0
+
+
+def cmd_release_status(args) -> int:
+    from chargepoint.release_guard import status  # lazy: this command's
+
+    print(status(_release_state_dir(args)))
+    return 0
+
+
 DEMO_SETTINGS = {
     "csms": {"url": "ws://127.0.0.1:9000/ocpp", "charge_point_id": "CP-DEMO"},
     "connectors": [{"id": 1, "fixed_cable": True, "meter": {"type": "sim"},
@@ -550,6 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--heartbeat", type=int, default=10,
                       help="heartbeat interval the bundled CSMS gives, seconds")
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    demo.add_argument("--state-dir", help="keep the database and the releases here "
+                      "(default: a new temporary directory)")
+    demo.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("sim", help="drive the simulated charger of a running firmware",
@@ -598,6 +711,33 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     _state_dir_option(diag)
     diag.set_defaults(func=cmd_diagnostics)
+
+    release = sub.add_parser("release", help="release bundles: build one from this checkout, "
+                             "check one, install one; the releases of a state directory",
+                             description="See docs/firmware-update.md.")
+    release_sub = release.add_subparsers(dest="release_command", required=True)
+    build = release_sub.add_parser("build", help="one file with the wheel, its dependencies' "
+                                   "wheels for the platform, and a manifest; prints its path "
+                                   "last")
+    build.add_argument("--platform", help="linux_aarch64 (Raspberry Pi OS 64-bit), "
+                       "linux_armv7l or linux_x86_64; default: this machine")
+    build.add_argument("--python", help="the target's Python, e.g. 3.11 (default: this one, "
+                       "or 3.11 for another platform)")
+    build.add_argument("--out", required=True, help="directory to write the bundle into")
+    build.set_defaults(func=cmd_release_build)
+    verify = release_sub.add_parser("verify", help="check a bundle against its manifest and "
+                                    "this machine")
+    verify.add_argument("bundle")
+    verify.set_defaults(func=cmd_release_verify)
+    install = release_sub.add_parser("install", help="install a bundle beside the running "
+                                     "release (nothing switches)")
+    install.add_argument("bundle")
+    _state_dir_option(install)
+    install.set_defaults(func=cmd_release_install)
+    status = release_sub.add_parser("status", help="the releases, the current one, a trial, "
+                                    "the last rollback")
+    _state_dir_option(status)
+    status.set_defaults(func=cmd_release_status)
 
     files = sub.add_parser("install-files", help="copy the unit, sysusers, polkit, udev and "
                            "journald files and the example configuration into DEST",

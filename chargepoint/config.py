@@ -64,6 +64,12 @@ class CsmsSettings:
     #: PEM certificate revocation list(s) the CSMS's certificate is checked against
     #: (profiles 2-3); "" = none.
     crl_file: str = ""
+    #: The CSMS's wss:// URL once it raises the security profile from 0 or 1 to 2 or 3;
+    #: "" = `url` with wss:// (same host and port).
+    tls_url: str = ""
+    #: SecurityEventNotifications to the CSMS: "auto" (once it speaks the security
+    #: whitepaper), "on", "off" (chargepoint/model/security_events.py).
+    security_events: str = "auto"
     #: Seconds to wait for the CSMS's answer to one of our CALLs.
     response_timeout_s: float = 30.0
     #: Seconds without a pong after a ping before the link is declared dead.
@@ -87,6 +93,12 @@ class CsmsSettings:
         if not re.fullmatch(r"[A-Za-z0-9._:@*+\-]{1,48}", self.charge_point_id):
             raise ValueError("charge_point_id: 1-48 characters of letters, digits and ._:@*+- "
                              f"(it becomes part of the URL), got {self.charge_point_id!r}")
+        if self.tls_url and (urlparse(self.tls_url).scheme != "wss"
+                             or not urlparse(self.tls_url).netloc):
+            raise ValueError(f"tls_url: must be a wss:// URL, got {self.tls_url!r}")
+        if self.security_events not in ("auto", "on", "off"):
+            raise ValueError(f"security_events: must be auto, on or off, got "
+                             f"{self.security_events!r}")
         if self.security_profile not in (0, 1, 2, 3):
             raise ValueError(f"security_profile: must be 0, 1, 2 or 3, got {self.security_profile}")
         if self.security_profile in (2, 3) and parsed.scheme != "wss":
@@ -207,6 +219,35 @@ class SystemSettings:
 
 
 @dataclass
+class ReleaseSettings:
+    """How a release installed over the air is tried before it is kept
+    (docs/firmware-update.md)."""
+
+    #: Releases kept on the disk, the running one included; the oldest beyond go at a commit.
+    keep: int = 3
+    #: Seconds a release on trial has, from each of its starts, to reach the CSMS
+    #: (BootNotification Accepted) and pass its self-test.
+    trial_s: float = 600.0
+    #: Starts a release on trial gets; at the next it is rolled back.
+    trial_starts: int = 3
+    #: Run by hand (no systemd): seconds without a watchdog ping from the main loop before
+    #: the supervisor kills the release (under systemd, the unit's WatchdogSec=).
+    watchdog_s: float = 30.0
+
+    def __post_init__(self):
+        if not 2 <= self.keep <= 20:
+            raise ValueError(f"keep: must be 2 to 20 (the running release and the one to "
+                             f"come back to at least), got {self.keep}")
+        if not 0 < self.trial_s <= 86400:
+            raise ValueError(f"trial_s: must be a number of seconds above 0 and at most "
+                             f"86400, got {self.trial_s}")
+        if not 1 <= self.trial_starts <= 20:
+            raise ValueError(f"trial_starts: must be 1 to 20, got {self.trial_starts}")
+        if not 1 <= self.watchdog_s <= 3600:
+            raise ValueError(f"watchdog_s: must be 1 to 3600 seconds, got {self.watchdog_s}")
+
+
+@dataclass
 class ConnectorSettings:
     id: int
     max_current_a: float = 32.0
@@ -248,10 +289,12 @@ class Settings:
     #: The state directory the defaults of `[storage] path` and the S0 meters' count
     #: files were placed in ("" when parse_settings alone made these settings).
     state_dir: str = ""
+    releases: ReleaseSettings = field(default_factory=ReleaseSettings)
 
 
 _DEVICES = {"meter": True, "contactor": True, "pilot": True, "lock": False, "indicator": False}
-_SECTIONS = ("csms", "identity", "storage", "log", "system", "transfers", "connectors",
+_SECTIONS = ("csms", "identity", "storage", "log", "system", "transfers", "releases",
+             "connectors",
              "readers", "ocpp")
 
 
@@ -369,6 +412,7 @@ def parse_settings(data: dict, source: str = "<config>") -> Settings:
     log_settings = section("log", LogSettings)
     system = section("system", SystemSettings)
     transfers = section("transfers", TransfersSettings)
+    releases = section("releases", ReleaseSettings)
 
     connectors: list[ConnectorSettings] = []
     conns_raw = data.get("connectors")
@@ -401,7 +445,8 @@ def parse_settings(data: dict, source: str = "<config>") -> Settings:
         raise ConfigError(source, key, reason, more)
     return Settings(csms=csms, identity=identity, storage=storage, log=log_settings,
                     system=system, connectors=sorted(connectors, key=lambda c: c.id),
-                    readers=readers, ocpp=ocpp, source=source, transfers=transfers)
+                    readers=readers, ocpp=ocpp, source=source, transfers=transfers,
+                    releases=releases)
 
 
 def state_directory(explicit: Optional[str] = None) -> str:

@@ -76,3 +76,20 @@ class DiagnosticsUploaded:
     ok: bool
     reason: str = ""
     final: bool = False
+
+
+@dataclass(frozen=True)
+class SecurityIncident:
+    """The link met a security event of the whitepaper's list (a CSMS certificate that is
+    not trusted, a TLS version or cipher suite refused, our credentials refused)."""
+
+    kind: str
+    tech_info: str = ""
+
+
+@dataclass(frozen=True)
+class SecurityProfileFailed:
+    """The link could not connect with security profile `profile`, which is on trial."""
+
+    profile: int
+    reason: str = ""

@@ -1,9 +1,10 @@
 """The files a service install needs besides the program, shipped inside the package.
 
 A wheel installed into /opt/chargepoint has no checkout beside it, so the example
-configuration, the unit, the sysusers, polkit and udev files and the journald
-drop-in travel in `chargepoint/data/` (identical to `config.toml` and `systemd/*`
-of the repository; tests/test_packaging.py keeps them so). `chargepoint
+configuration, the unit, the sysusers, polkit and udev files, the journald
+drop-in and the release guard travel in `chargepoint/data/` (identical to `config.toml`,
+`systemd/*` and `chargepoint/release_guard.py` of the repository; tests/test_packaging.py
+keeps them so). `chargepoint
 install-files DEST` copies them out for the steps of systemd/README-install.md.
 """
 from __future__ import annotations
@@ -30,6 +31,9 @@ SHIPPED = (
     ShippedFile("50-chargepoint-reboot.rules", "/etc/polkit-1/rules.d/50-chargepoint-reboot.rules"),
     ShippedFile("70-chargepoint-devices.rules", "/etc/udev/rules.d/70-chargepoint-devices.rules"),
     ShippedFile("chargepoint.journald.conf", "/etc/systemd/journald.conf.d/chargepoint.conf"),
+    # chargepoint/release_guard.py: outside every release, so that it runs when a release
+    # cannot (the unit's ExecStartPre=, an operator's rollback by hand).
+    ShippedFile("release-guard.py", "/opt/chargepoint/release-guard.py"),
 )
 
 

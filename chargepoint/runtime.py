@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from chargepoint import __version__
@@ -28,12 +29,13 @@ from chargepoint.diagnostics import FrameRing
 from chargepoint.config import Settings
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.handlers import PROFILES
+from chargepoint.key_files import KeyFiles
 from chargepoint.model.connector import ConnectorInfo
 from chargepoint.sdnotify import Notifier
 from chargepoint.station import Station, StationConfig
 from chargepoint.storage import Storage
 from chargepoint.transfers import PROTOCOLS
-from chargepoint.transport import Transport
+from chargepoint.transport import LinkSecurity, Transport
 from chargepoint.turns import Stamped, TurnAccounting
 from hal import events as hal_events
 from hal.factory import Hardware, build_hardware
@@ -105,12 +107,13 @@ class Runtime:
         initial = dict(settings.ocpp)
         if settings.csms.authorization_key:
             initial.setdefault("AuthorizationKey", settings.csms.authorization_key)
+        initial["SecurityProfile"] = str(settings.csms.security_profile)
         self.keys = OcppKeys(self.store, initial, fixed={
             "NumberOfConnectors": str(len(settings.connectors)),
             "SupportedFeatureProfiles": ",".join(["Core", *PROFILES]),
-            "SecurityProfile": str(settings.csms.security_profile),
             "SupportedFileTransferProtocols": PROTOCOLS,
         }, measurands=measurands)
+        self.key_files = KeyFiles(Path(settings.storage.path).resolve().parent)
         #: The last OCPP frames, for a diagnostics archive.
         self.frames = FrameRing()
         self.maintenance = maintenance.Maintenance(settings, self.events.put, self.frames,
@@ -125,12 +128,17 @@ class Runtime:
             max_frame_bytes=settings.csms.max_frame_bytes,
             strict_schema=settings.csms.strict_schema,
             log_frames=settings.log.frames,
+            security_profile=settings.csms.security_profile,
+            client_certificate=_read_text(settings.csms.client_cert),
+            ca_configured=bool(settings.csms.ca_file),
+            security_events=settings.csms.security_events,
             release=maintenance.running_release(maintenance.state_dir_of(settings)),
         ), self.keys, self.store, self.clock.now(), self.clock.wall())
         self.transport = Transport(settings.csms, self.events.put,
                                    password=lambda: self.keys.raw("AuthorizationKey"),
                                    ping_interval_s=self.keys.int("WebSocketPingInterval"),
                                    failure_log_interval_s=settings.log.link_failures_every_s)
+        self._use_link_security(self.station.services.security_profile.link_security())
         self.meter_poller = None
         self.sim_server = None
 
@@ -317,6 +325,22 @@ class Runtime:
             return "[system] stop_wait_s = 0"
         return "the next attempt of the first is not due yet"
 
+    def _use_link_security(self, security: act.LinkSecurity) -> None:
+        """The link connects with `security` from its next connection; the charger's own
+        certificate, if the CSMS signed one, is written beside its key for the TLS client."""
+        csms = self.settings.csms
+        cert, key = csms.client_cert, csms.client_key
+        if security.charger_key_id and security.charger_chain:
+            try:
+                cert, key = self.key_files.certificate_files(security.charger_key_id,
+                                                             security.charger_chain)
+            except OSError as exc:
+                log.error("the charger's certificate cannot be used (%s); the configured "
+                          "client_cert stays in use", exc)
+        self.transport.use_security(LinkSecurity(security.profile, cadata=security.roots_pem,
+                                                 client_cert=cert, client_key=key,
+                                                 trial=security.trial))
+
     def quiescent(self) -> bool:
         """Nothing left to do right now (tests use it to step a virtual clock)."""
         return (self._idle.is_set() and self.events.empty() and not self.station.busy()
@@ -368,6 +392,10 @@ class Runtime:
             self.transport.reconnect(action.reason)
         elif isinstance(action, act.LinkSettingsChanged):
             self.transport.set_ping_interval(action.ping_interval_s)
+        elif isinstance(action, act.StorePrivateKey):
+            self.key_files.store_private_key(action.key_id, action.pem)
+        elif isinstance(action, act.LinkSecurity):
+            self._use_link_security(action)
         elif isinstance(action, act.ReportStatus):
             self.notifier.status(action.text)
         elif isinstance(action, act.Restart):
@@ -378,3 +406,14 @@ class Runtime:
                 self.exit_action = restart
         else:
             log.warning("no adapter for %r", action)
+
+
+def _read_text(path: str) -> Optional[str]:
+    """A PEM file's text for the core (the configured client certificate), None if unset or
+    unreadable (chargepoint/tls_files.py reports why at start)."""
+    if not path:
+        return None
+    try:
+        return Path(path).read_text("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None

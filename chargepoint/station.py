@@ -47,6 +47,14 @@ class StationConfig:
     max_frame_bytes: int = 262144
     strict_schema: bool = True
     log_frames: bool = False
+    #: [csms] security_profile: the floor of SecurityProfile.
+    security_profile: int = 0
+    #: [csms] client_cert's PEM (profile 3 until the CSMS signs a certificate), if any.
+    client_certificate: Optional[str] = None
+    #: [csms] ca_file is set: the link trusts it besides the CSMS roots installed.
+    ca_configured: bool = False
+    #: [csms] security_events: "auto", "on" or "off" (chargepoint/model/security_events.py).
+    security_events: str = "auto"
     #: The release this process runs, and its trial (None: this package, not on trial).
     release: Optional[RunningRelease] = None
 
@@ -61,8 +69,9 @@ class Station:
                                config.strict_schema, config.log_frames)
         self.services: Services = build_services(
             keys, store, StationClock(now, wall), self.rpc, config.connectors,
-            config.boot_payload, config.response_timeout_s, config.release,
-            config.charge_point_id)
+            config.boot_payload, config.response_timeout_s, config.charge_point_id,
+            config.security_profile, config.client_certificate, config.ca_configured,
+            config.security_events, config.release)
         #: connector id -> (contactor closed, offered amps) last commanded.
         self._commanded: dict[int, tuple[bool, Optional[float]]] = {}
         #: (connected, registration) as last reported in the systemd STATUS line.
@@ -73,6 +82,7 @@ class Station:
         services.connectors.touch_all()          # fail safe from the first turn
         self._reconcile()
         services.metering.schedule_aligned()
+        services.security_events.record("StartupOfTheDevice")
 
     # ------------------------------------------------------------------ entry point
     def handle(self, event: Any, now: float, wall: Optional[float] = None) -> list[Any]:
@@ -158,6 +168,11 @@ class Station:
             self.rpc.connection_made()
             log.info("connected to the CSMS")
             services.boot.connected()
+            services.security_profile.connected()
+        elif isinstance(event, ev.SecurityIncident):
+            services.security_events.record(event.kind, event.tech_info)
+        elif isinstance(event, ev.SecurityProfileFailed):
+            services.security_profile.failed(event.profile, event.reason)
         elif isinstance(event, ev.Disconnected):
             if self.rpc.connected:
                 log.warning("disconnected from the CSMS: %s", event.reason)
@@ -261,6 +276,11 @@ class Station:
             return
         handler = HANDLERS.get(action)
         error = rpc.check_call(call, handler is not None)
+        if error is not None and error.code in ("FormationViolation", "PropertyConstraintViolation",
+                                                "OccurenceConstraintViolation",
+                                                "TypeConstraintViolation", "ProtocolError"):
+            services.security_events.record("InvalidMessages",
+                                            f"{action[:60]}: {error.code}")
         if error is None and allowed == REFUSE:
             self._refuse(call, registration)
             return
@@ -324,5 +344,10 @@ class Station:
             services.metering.sample_interval_changed()
         elif name == "WebSocketPingInterval":
             services.effects.emit(act.LinkSettingsChanged(int(value)))
+        elif name == "CpoName":
+            services.security_events.record("ReconfigurationOfSecurityParameters",
+                                            "CpoName changed")
         elif name == "AuthorizationKey":
+            services.security_events.record("ReconfigurationOfSecurityParameters",
+                                            "AuthorizationKey changed")
             services.effects.emit(act.Reconnect("AuthorizationKey changed"))

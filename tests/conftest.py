@@ -58,3 +58,12 @@ def station(tmp_path):
     yield st
     store.close()
 
+
+
+@pytest.fixture(scope="session")
+def bundle_shelf(tmp_path_factory):
+    """Release bundles of this checkout as other versions, each built once per session
+    (tests/release_harness.py)."""
+    from tests.release_harness import BundleShelf  # only the release tests build bundles
+
+    return BundleShelf(tmp_path_factory.mktemp("release-bundles"))

@@ -119,3 +119,20 @@ def test_storage_check_reports_the_cost_of_the_checks_at_start(runs):
                  "salvage_s"):
         assert 0 < data[name] < 60, (name, data[name])
     assert data["bytes"] > 0 and "integrity_check" in out
+
+
+@pytest.mark.timeout(400)
+def test_releases_reports_the_size_of_a_release_and_the_time_to_switch(tmp_path):
+    """Run on its own: it builds and installs a release, longer than the others take."""
+    figures = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "releases.py"), "--quick",
+                           "--json", str(figures), "--dir", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=360)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(figures.read_text())
+    assert "| ---" in proc.stdout and "Python" in proc.stdout
+    assert 1e6 < data["bundle_bytes"] < data["installed_bytes"] < 1e9, data
+    assert data["bundle_wheels"] >= 10 and data["installed_files"] > 100
+    assert 0 < data["build_s"] and 0 < data["install_s"]
+    assert len(data["switch_s"]) == 1 and all(0 < s < 120 for s in data["switch_s"])
+    assert len(data["update_s"]) == (1 if data["update_supported"] else 0)

@@ -46,6 +46,15 @@ GOOD = (ROOT / "config.toml").read_text()
     (lambda t: t.replace('level = "info"', 'level = "chatty"'), "log.level", "one of"),
     (lambda t: t.replace("[[connectors]]", "[[connectorz]]"), "connectorz", "unknown section"),
     (lambda t: t.replace("url = ", "url = ws://oops #", 1), "(syntax)", ""),
+    (lambda t: t.replace("keep = 3", "keep = 1"), "releases.keep", "must be 2 to 20"),
+    (lambda t: t.replace("trial_s = 600", "trial_s = 0"), "releases.trial_s",
+     "above 0 and at most 86400"),
+    (lambda t: t.replace("trial_starts = 3", "trial_starts = 0"), "releases.trial_starts",
+     "must be 1 to 20"),
+    (lambda t: t.replace("trial_starts = 3", "trial_starts = 3\nwatchdog_s = 0.1"),
+     "releases.watchdog_s", "must be 1 to 3600 seconds"),
+    (lambda t: t.replace("[releases]", "[releases]\nkeep_all = true"), "releases.keep_all",
+     "unknown key"),
 ])
 def test_bad_config_names_the_key_and_the_reason(tmp_path, edit, key, reason):
     path = tmp_path / "config.toml"
@@ -57,6 +66,12 @@ def test_bad_config_names_the_key_and_the_reason(tmp_path, edit, key, reason):
     assert info.value.path == str(path)
     assert info.value.key == key
     assert reason in info.value.reason
+
+
+def test_the_release_settings_of_the_shipped_config():
+    releases = load_settings(ROOT / "config.toml").releases
+    assert (releases.keep, releases.trial_s, releases.trial_starts, releases.watchdog_s) == \
+        (3, 600.0, 3, 30.0)
 
 
 def test_an_ocpp_key_spelt_in_another_case_in_config_toml_names_the_right_spelling(tmp_path):

@@ -130,15 +130,21 @@ PROBES = {
             >/dev/null 2>&1; then echo "others can read it"; else echo "others cannot read it"; fi
     """,
     # What systemd does for `enable --now`: the directories of StateDirectory= and
-    # RuntimeDirectory=, then ExecStart= as User= with SupplementaryGroups=, the
-    # unit's Environment= and $RUNTIME_DIRECTORY/$STATE_DIRECTORY, UMask=0027.
+    # RuntimeDirectory=, then ExecStartPre= and ExecStart= as User= with
+    # SupplementaryGroups=, the unit's Environment=, $RUNTIME_DIRECTORY/$STATE_DIRECTORY
+    # and the start's $INVOCATION_ID, UMask=0027.
     "systemd starts the service": """
         install -d -o chargepoint -g chargepoint -m 0750 /run/chargepoint /var/lib/chargepoint
+        exec_pre=$(sed -n 's/^ExecStartPre=-//p' /etc/systemd/system/chargepoint.service \\
+            | sed 's|%S|/var/lib|')
         exec_start=$(sed -n 's/^ExecStart=//p' /etc/systemd/system/chargepoint.service)
-        (cd /run/chargepoint && umask 0027 && exec setpriv --reuid=chargepoint \\
-            --regid=chargepoint --groups=gpio,dialout,spi,i2c env LG_WD=/run/chargepoint \\
-            PYTHONUNBUFFERED=1 RUNTIME_DIRECTORY=/run/chargepoint \\
-            STATE_DIRECTORY=/var/lib/chargepoint $exec_start) >"$SCRATCH/service.log" 2>&1 &
+        as_service="setpriv --reuid=chargepoint --regid=chargepoint \\
+            --groups=gpio,dialout,spi,i2c env LG_WD=/run/chargepoint PYTHONUNBUFFERED=1 \\
+            RUNTIME_DIRECTORY=/run/chargepoint STATE_DIRECTORY=/var/lib/chargepoint \\
+            INVOCATION_ID=0123456789abcdef"
+        (cd /run/chargepoint && umask 0027 && $as_service $exec_pre) >"$SCRATCH/service.log" 2>&1
+        (cd /run/chargepoint && umask 0027 && exec $as_service $exec_start) \\
+            >>"$SCRATCH/service.log" 2>&1 &
         service_pid=$!
         for attempt in $(seq 300); do
             /opt/chargepoint/venv/bin/chargepoint sim status >/dev/null 2>&1 && break
@@ -348,6 +354,8 @@ def test_chargepoint_sim_reaches_the_service_in_its_runtime_directory(followed):
     assert "stopped cleanly" in section(found, "probe systemd stops the service")
     log = (scratch / "service.log").read_text()
     assert "Traceback" not in log
+    # ExecStartPre=: the release guard ran, as the service's user, before the firmware.
+    assert log.index(f"release-guard: release {PREVIOUS_VERSION}") < log.index("starting as")
 
 
 def test_upgrade_and_roll_back(followed):

@@ -44,6 +44,7 @@ REPOSITORY_PATHS = {
     "50-chargepoint-reboot.rules": "systemd/50-chargepoint-reboot.rules",
     "70-chargepoint-devices.rules": "systemd/70-chargepoint-devices.rules",
     "chargepoint.journald.conf": "systemd/chargepoint.journald.conf",
+    "release-guard.py": "chargepoint/release_guard.py",
 }
 
 #: The controller: Raspberry Pi OS Bookworm, 64-bit, CPython 3.11.

@@ -46,6 +46,15 @@ SAMPLES = {
     "UnlockConnector": {"connectorId": 1},
     "UpdateFirmware": {"location": "http://127.0.0.1/release.cpr",
                        "retrieveDate": "2026-01-01T00:00:00Z"},
+    # Security whitepaper
+    "CertificateSigned": {"certificateChain": "not a chain"},
+    "DeleteCertificate": {"certificateHashData": {
+        "hashAlgorithm": "SHA256", "issuerNameHash": "00", "issuerKeyHash": "00",
+        "serialNumber": "1"}},
+    "ExtendedTriggerMessage": {"requestedMessage": "Heartbeat"},
+    "GetInstalledCertificateIds": {"certificateType": "CentralSystemRootCertificate"},
+    "InstallCertificate": {"certificateType": "ManufacturerRootCertificate",
+                           "certificate": "not a certificate"},
 }
 
 

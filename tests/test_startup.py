@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives import serialization
 from chargepoint import preflight
 from chargepoint.config import DEFAULT_STATE_DIR, ConfigError, load_settings
 from chargepoint.instance_lock import EXIT_IN_USE, InstanceLock
-from tests.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = (ROOT / "config.toml").read_text()

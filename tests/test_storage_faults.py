@@ -11,10 +11,8 @@ skipped otherwise; this machine and CI run as root.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +24,7 @@ import pytest
 
 from chargepoint.csms.server import NO_RESPONSE, LocalCsms, read_log
 from tests import damage
-from tests.crash_driver import INITIAL_WH, TAG, Charger, CleanStop, Kill, check, wait_until
+from tests.crash_driver import INITIAL_WH, TAG, Charger, check, wait_until
 
 CP = "CP-CRASH"
 #: Keys the CSMS sets in the previous run; they must survive every fault.
