@@ -80,7 +80,7 @@ def running_release(state_dir: str) -> RunningRelease:
     rolled = found.last_rollback
     on_trial = found.running_on_trial(__version__)
     return RunningRelease(
-        __version__, on_trial=on_trial, trial_left_s=found.seconds_left if on_trial else None,
+        __version__, on_trial=on_trial,
         rolled_back=(rolled.version, rolled.reason) if rolled is not None else None)
 
 

@@ -39,6 +39,10 @@ UNIT = ROOT / "systemd" / "chargepoint.service"
 #: A loop that never turns again once the firmware said READY=1.
 HANG = ("chargepoint/runtime.py", "    def _loop(self) -> None:\n",
         "    def _loop(self) -> None:\n        threading.Event().wait()   # hangs\n")
+#: A release whose self-test always finds a problem (chargepoint/selftest.py): accepted by
+#: the CSMS, it rolls itself back.
+SELF_TEST_FAILS = ("chargepoint/selftest.py", "    problems = []\n",
+                   "    problems = ['the self-test of this release fails on purpose']\n")
 #: A release whose firmware cannot be imported (`chargepoint run` dies at once).
 BROKEN_IMPORT = ("chargepoint/runtime.py", "from chargepoint import __version__\n",
                  "from chargepoint import __version__\nraise ImportError('broken release')\n")
@@ -118,6 +122,18 @@ type = "sim"
 [connectors.indicator]
 type = "sim"
 """
+
+
+def accept_only(version: str):
+    """A CSMS's BootNotification answer that accepts `version` and leaves any other release
+    Pending: a release the CSMS accepts self-tests and commits itself (or rolls itself
+    back), so a test that drives a trial by hand keeps the release under test Pending."""
+
+    def answer(cp_id: str, payload: dict) -> dict:
+        accepted = payload.get("firmwareVersion") == version
+        return {"status": "Accepted" if accepted else "Pending", "interval": 300}
+
+    return answer
 
 
 def write_config(workdir: Path, csms_url: str, cp_id: str) -> Path:

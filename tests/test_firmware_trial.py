@@ -150,7 +150,7 @@ def test_an_installation_that_fails_reports_it_and_frees_the_connectors(cores):
 
 # ------------------------------------------------------------------------------ the trial
 def test_the_new_release_tests_itself_once_accepted_then_reports_installed(cores):
-    core = cores(RunningRelease(NEW, on_trial=True, trial_left_s=600), row("activated"))
+    core = cores(RunningRelease(NEW, on_trial=True), row("activated"))
     core.feed(ev.Tick())
     assert not core.of(act.TestRelease)              # not before the CSMS accepted it
     core.boot()
@@ -161,12 +161,10 @@ def test_the_new_release_tests_itself_once_accepted_then_reports_installed(cores
     sent = [a for a, _ in core.calls]
     assert sent.index("StatusNotification") < sent.index("FirmwareStatusNotification")
     assert core.row() is None
-    core.advance(700)                                # the trial's deadline is gone
-    assert not core.of(act.RollBackRelease)
 
 
 def test_a_release_that_fails_its_self_test_is_rolled_back(cores):
-    core = cores(RunningRelease(NEW, on_trial=True, trial_left_s=600), row("activated"))
+    core = cores(RunningRelease(NEW, on_trial=True), row("activated"))
     core.boot()
     core.feed(ev.ReleaseTested(False, "module chargepoint.releases does not import"))
     (rollback,) = core.of(act.RollBackRelease)
@@ -175,7 +173,7 @@ def test_a_release_that_fails_its_self_test_is_rolled_back(cores):
 
 
 def test_a_rollback_waits_for_a_running_transaction(cores):
-    core = cores(RunningRelease(NEW, on_trial=True, trial_left_s=600), row("activated"))
+    core = cores(RunningRelease(NEW, on_trial=True), row("activated"))
     core.boot()
     services = core.station.services
     conn = services.connectors[1]
@@ -188,19 +186,9 @@ def test_a_rollback_waits_for_a_running_transaction(cores):
     assert len(core.of(act.RollBackRelease)) == 1
 
 
-def test_a_trial_that_never_reaches_the_csms_is_rolled_back_at_its_deadline(cores):
-    core = cores(RunningRelease(NEW, on_trial=True, trial_left_s=300), row("activated"))
-    core.feed(ev.Tick())                   # never connected
-    core.advance(299)
-    assert not core.of(act.RollBackRelease)
-    core.advance(1)
-    (rollback,) = core.of(act.RollBackRelease)
-    assert "did not accept the new release in time" in rollback.reason
-
-
 def test_a_trial_without_an_update_request_is_still_tested_and_committed(cores):
     """A release switched to by hand (on trial, no UpdateFirmware behind it)."""
-    core = cores(RunningRelease(NEW, on_trial=True, trial_left_s=600))
+    core = cores(RunningRelease(NEW, on_trial=True))
     core.boot()
     assert core.of(act.TestRelease)
     core.feed(ev.ReleaseTested(True))
@@ -241,7 +229,7 @@ def test_an_installation_cut_short_on_the_old_release_is_done_again(cores):
 
 
 def test_a_cut_after_the_switch_before_it_was_recorded_carries_on_as_a_trial(cores):
-    core = cores(RunningRelease(NEW, on_trial=True, trial_left_s=600),
+    core = cores(RunningRelease(NEW, on_trial=True),
                  row("installing", version=None))
     core.boot()
     assert core.of(act.TestRelease)
@@ -263,11 +251,9 @@ def test_the_final_status_is_told_again_until_the_csms_answered_it(cores, tmp_pa
                                            ("downloaded", "Downloaded"),
                                            ("activated", "Installing")])
 def test_trigger_message_reports_the_step(cores, phase, status):
-    core = cores(RunningRelease(OLD if phase != "activated" else NEW, on_trial=True,
-                                trial_left_s=60) if phase == "activated"
+    core = cores(RunningRelease(OLD if phase != "activated" else NEW, on_trial=True) if phase == "activated"
                  else RunningRelease(OLD), row(phase, next=STATION_NOW + 3600))
     assert core.station.services.firmware.status == status
-
 
 
 def test_a_final_status_the_csms_does_not_answer_is_told_again(cores):

@@ -24,19 +24,15 @@ from chargepoint.csms.server import LocalCsms  # noqa: E402
 
 NEXT = f"{__version__}.7"
 FAILS_SELF_TEST = f"{__version__}.8"
-#: A release whose self-test always finds a problem.
-SELF_TEST_FAILS = ("chargepoint/selftest.py", "    problems = []\n",
-                   "    problems = ['the self-test of this release fails on purpose']\n")
 
 pytestmark = pytest.mark.timeout(300)
 CP = "CP-U1"
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    work = tmp_path_factory.mktemp("bundles")
-    return {NEXT: harness.build_variant(work, NEXT),
-            FAILS_SELF_TEST: harness.build_variant(work, FAILS_SELF_TEST, SELF_TEST_FAILS)}
+def bundles(bundle_shelf):
+    return {NEXT: bundle_shelf.get(NEXT),
+            FAILS_SELF_TEST: bundle_shelf.get(FAILS_SELF_TEST, harness.SELF_TEST_FAILS)}
 
 
 @pytest.fixture

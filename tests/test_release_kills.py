@@ -26,7 +26,8 @@ from chargepoint import __version__
 from chargepoint import release_guard as guard
 from chargepoint import releases
 from chargepoint.csms.server import LocalCsms
-from tests.release_harness import ROOT, ServiceStandIn, clean_env, write_config
+from tests.release_harness import (ROOT, ServiceStandIn, accept_only, clean_env,
+                                   write_config)
 
 NEW = f"{__version__}.1"
 
@@ -58,6 +59,7 @@ def on_trial(bundle, tmp_path_factory):
 @pytest.fixture(scope="module")
 def csms():
     server = LocalCsms(host="127.0.0.1", port=0)
+    server.boot_response = accept_only(__version__)    # NEW stays on trial when it boots
     server.start()
     yield server
     server.stop(graceful=False)

@@ -24,12 +24,13 @@ from chargepoint import release_guard as guard
 from chargepoint import releases
 from chargepoint.csms.server import LocalCsms
 from tests.harness import wait_until
-from tests.release_harness import (BROKEN_IMPORT, HANG, ROOT, HandRun, ServiceStandIn,
-                                   clean_env, write_config)
+from tests.release_harness import (BROKEN_IMPORT, HANG, ROOT, SELF_TEST_FAILS, HandRun,
+                                   ServiceStandIn, accept_only, clean_env, write_config)
 
 NEXT = f"{__version__}.1"          # the same in tests/test_bundles.py, test_release_kills.py
 BROKEN = f"{__version__}.2"
 HANGS = f"{__version__}.3"
+FAILS = f"{__version__}.4"
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,7 +53,7 @@ def installed(bundles, tmp_path_factory):
 @pytest.fixture
 def csms():
     server = LocalCsms(host="127.0.0.1", port=0)
-    server.boot_response = {"status": "Accepted", "interval": 300}
+    server.boot_response = accept_only(__version__)    # the trials here are driven by hand
     server.start()
     yield server
     server.stop(graceful=False)
@@ -252,13 +253,17 @@ def test_a_run_by_hand_after_a_power_cut_resumes_the_trial(installed, csms, tmp_
         in firmware.text()
 
 
-def test_the_demo_keeps_its_central_system_while_a_release_is_tried(installed, tmp_path):
+def test_the_demo_keeps_its_central_system_while_a_release_is_tried(installed, bundle_shelf,
+                                                                    tmp_path):
     """The demo with a release on trial in its state directory: the firmware runs in a
     child under the demo's supervision and reaches the demo's own CSMS; not committed, it
-    is rolled back at the deadline and the demo's first release comes back to the same
-    CSMS."""
+    is rolled back and the demo's first release comes back to the same CSMS.
+
+    The demo's CSMS accepts every release, which then self-tests and commits itself: the
+    release tried here is one whose self-test fails."""
     state = state_with_releases(installed, tmp_path)
-    guard.begin_trial(state, NEXT, guard.Policy(trial_s=5, trial_starts=3))
+    releases.install_bundle(bundle_shelf.get(FAILS, SELF_TEST_FAILS), state)
+    guard.begin_trial(state, FAILS, guard.Policy(trial_s=5, trial_starts=3))
     env = clean_env(XDG_RUNTIME_DIR=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "chargepoint", "demo", "--heartbeat", "5",
                              "--state-dir", str(state)], cwd=ROOT, env=env,
@@ -269,7 +274,7 @@ def test_the_demo_keeps_its_central_system_while_a_release_is_tried(installed, t
     reader.start()
     try:
         assert wait_until(lambda: any(f"firmware={__version__}\n" in line for line in lines)
-                          and any(f"firmware={NEXT}\n" in line for line in lines), 90), \
+                          and any(f"firmware={FAILS}\n" in line for line in lines), 90), \
             "".join(lines)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
@@ -280,6 +285,6 @@ def test_the_demo_keeps_its_central_system_while_a_release_is_tried(installed, t
     text = "".join(lines)
     listening = [line for line in lines if "Local CSMS listening" in line]
     assert len(listening) == 1, text                          # one CSMS all along
-    assert text.index(f"firmware={NEXT}\n") < text.index(f"firmware={__version__}\n")
-    assert releases.trial(state).last_rollback.version == NEXT
+    assert text.index(f"firmware={FAILS}\n") < text.index(f"firmware={__version__}\n")
+    assert releases.trial(state).last_rollback.version == FAILS
     assert "Demo stopped." in text and "Traceback" not in text

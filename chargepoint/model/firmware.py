@@ -10,7 +10,7 @@ with the right status:
         └──── retry, retryInterval ─┘  (after `retries`: DownloadFailed)          │
                                                                                    ▼
     Installed ◀── self-test passed ◀── BootNotification Accepted ◀── activated: restart
-    InstallationFailed ◀── rolled back (self-test failed, no CSMS in time, a crash) ──┘
+    InstallationFailed ◀── rolled back (self-test failed, trial deadline, a crash) ───┘
 
 The I/O of each step (download, install and switch, self-test and commit, roll back) is
 an action the runtime carries out on a worker thread (chargepoint/runtime.py); its
@@ -20,8 +20,10 @@ installation waits for the last transaction to end; the connectors come back Ava
 when the update ends either way.
 
 A new release is on trial until it has booted, been accepted by the CSMS and passed its
-self-test (chargepoint/selftest.py); then it is committed and Installed is reported. What
-the trial found before this process started (`RunningRelease`, read by the runtime from
+self-test (chargepoint/selftest.py); then it is committed and Installed is reported. A
+failed self-test rolls it back (after any running transaction); one that never gets that
+far is rolled back at the trial's deadline by chargepoint/releases.py. What the trial found
+before this process started (`RunningRelease`, read by the runtime from
 chargepoint/releases.py) tells a release that came back after a rollback to report
 InstallationFailed.
 """
@@ -61,10 +63,9 @@ class RunningRelease:
     """What the runtime knows of the release this process runs (chargepoint/releases.py)."""
 
     version: str
-    #: Switched to and not yet committed: it must prove itself.
+    #: Switched to and not yet committed: it must prove itself (within the trial's time,
+    #: which chargepoint/releases.py's TrialDeadline and the supervisor keep).
     on_trial: bool = False
-    #: Seconds the trial has left to reach the CSMS and pass its self-test.
-    trial_left_s: Optional[float] = None
     #: The last rollback: (the version given up, why), if one happened.
     rolled_back: Optional[tuple[str, str]] = None
 
@@ -250,7 +251,6 @@ class Firmware:
     def tested(self, ok: bool, reason: str) -> None:
         """The self-test ran: passed means the runtime committed the release."""
         update = self.update
-        self._timers.cancel("firmware-trial")
         if ok:
             log.info("release %s passed its self-test and is committed", self.release.version)
             self.release = RunningRelease(self.release.version)
@@ -260,11 +260,6 @@ class Firmware:
         log.error("release %s failed its self-test: %s; rolling back", self.release.version,
                   reason)
         self._roll_back(f"self-test failed: {reason}")
-
-    def _trial_expired(self) -> None:
-        if self.release.on_trial:
-            self._roll_back("the CSMS did not accept the new release in time "
-                            "(no BootNotification Accepted and self-test within the trial)")
 
     def _roll_back(self, why: str) -> None:
         update = self.update or {"id": uuid.uuid4().hex[:16], "location": "",
@@ -296,9 +291,6 @@ class Firmware:
     def _resume(self) -> None:
         """Carry on from the stored step (a restart, a power cut, a new release)."""
         release = self.release
-        if release.on_trial and release.trial_left_s is not None:
-            self._timers.set("firmware-trial", self._clock.now + max(0.0, release.trial_left_s),
-                             self._trial_expired)
         update = self.update
         if update is None:
             if release.rolled_back is not None and not release.on_trial:
