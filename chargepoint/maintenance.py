@@ -29,15 +29,12 @@ from typing import Any, Callable, Optional
 
 from chargepoint import __version__
 from chargepoint import actions as act
-from chargepoint import diagnostics, selftest, transfers
+from chargepoint import diagnostics, releases, selftest, transfers
 from chargepoint import events as ev
 from chargepoint.model.firmware import RunningRelease
 
 log = logging.getLogger("chargepoint.maintenance")
 
-#: A bundle needs this many times its size free: itself, and the release installed from
-#: it (the wheels unpacked into a virtual environment), as chargepoint/releases.py counts.
-INSTALL_ROOM_FACTOR = 5
 
 ACTIONS = (act.DownloadFirmware, act.InstallFirmware, act.TestRelease, act.RollBackRelease,
            act.UploadDiagnostics)
@@ -66,10 +63,6 @@ def transfer_options(settings) -> transfers.TransferOptions:
 
 def running_release(state_dir: str) -> RunningRelease:
     """This process's release and its trial, as the release records say."""
-    try:
-        from chargepoint import releases  # noqa: the release tooling, loaded for updates only
-    except ImportError:
-        return RunningRelease(__version__)
     try:
         found = releases.trial(Path(state_dir))
     except Exception:                       # noqa: BLE001 (never stop a start for it)
@@ -132,7 +125,7 @@ class Maintenance:
         self._forget_other_downloads(dest)
         try:
             size = transfers.download(action.location, dest, self.options,
-                                      room_for=lambda n: n * INSTALL_ROOM_FACTOR)
+                                      room_for=lambda n: n * releases.ROOM_FACTOR)
         except transfers.TransferError as exc:
             log.error("firmware download failed: %s", exc)
             self._put(ev.FirmwareDownloaded(action.request_id, False, str(exc)))
@@ -160,19 +153,16 @@ class Maintenance:
     def _install(self, action: act.InstallFirmware) -> None:
         bundle = self.bundle_path(action.request_id)
         try:
-            from chargepoint import releases  # noqa: the release tooling, loaded for updates only
-
             version = releases.install_bundle(bundle, Path(self.state_dir))
-            releases.start_trial(version, Path(self.state_dir),
-                                 getattr(self.settings, "releases", None))
-        except Exception as exc:            # noqa: BLE001 (ReleaseError and the unforeseen)
-            reason = str(exc) if type(exc).__name__ == "ReleaseError" else \
-                f"{type(exc).__name__}: {exc}"
-            if type(exc).__name__ == "ReleaseError":
-                log.error("firmware installation failed: %s", reason)
-            else:
-                log.exception("firmware installation failed")
-            self._put(ev.FirmwareInstalled(action.request_id, False, reason=reason))
+            releases.start_trial(version, Path(self.state_dir), self.settings.releases)
+        except releases.ReleaseError as exc:
+            log.error("firmware installation failed: %s", exc)
+            self._put(ev.FirmwareInstalled(action.request_id, False, reason=str(exc)))
+            return
+        except Exception as exc:            # noqa: BLE001 (reported, never lost)
+            log.exception("firmware installation failed")
+            self._put(ev.FirmwareInstalled(action.request_id, False,
+                                           reason=f"{type(exc).__name__}: {exc}"))
             return
         finally:
             shutil.rmtree(self.downloads, ignore_errors=True)
@@ -186,8 +176,6 @@ class Maintenance:
             self._put(ev.ReleaseTested(False, "; ".join(problems)))
             return
         try:
-            from chargepoint import releases  # noqa: the release tooling, loaded for updates only
-
             releases.commit(Path(self.state_dir))
         except Exception as exc:            # noqa: BLE001
             log.exception("could not commit the release")
@@ -197,8 +185,6 @@ class Maintenance:
 
     def _roll_back(self, reason: str) -> Optional[act.Restart]:
         try:
-            from chargepoint import releases  # noqa: the release tooling, loaded for updates only
-
             releases.rollback(Path(self.state_dir), reason)
         except Exception:                   # noqa: BLE001
             log.exception("could not roll the release back (%s); it keeps running", reason)

@@ -5,8 +5,8 @@ the request kept over a restart and a power cut, and a running transaction that 
 installation waits for while the other connectors go Unavailable.
 
 A bundle here is bytes that are no release (the installation of a real one, and the
-switch, are tested with the real process in tests/test_octt_firmware.py): it downloads,
-and its installation fails, InstallationFailed, the old release still running.
+switch, are tested with the real process in tests/test_octt_firmware_update.py): it
+downloads, and its installation fails, InstallationFailed, the old release still running.
 """
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """OCTT TC_044_1 with the real process: an UpdateFirmware that really switches the running
 firmware to a release built from this checkout by `chargepoint release build`; and the
 same update refused by the new release's self-test, ending back on the old release with
-InstallationFailed; and the demo updated from its own Central System. Needs the release
-tooling (chargepoint/releases.py)."""
+InstallationFailed; and the demo updated from its own Central System."""
 from __future__ import annotations
 
 import os
@@ -14,13 +13,10 @@ import threading
 import pytest
 
 from chargepoint import __version__
-
-releases = pytest.importorskip("chargepoint.releases")
-guard = pytest.importorskip("chargepoint.release_guard")
-harness = pytest.importorskip("tests.release_harness")
-
-from chargepoint.csms.operator import Operator  # noqa: E402
-from chargepoint.csms.server import LocalCsms  # noqa: E402
+from chargepoint import release_guard as guard
+from chargepoint.csms.operator import Operator
+from chargepoint.csms.server import LocalCsms
+from tests import release_harness as harness
 
 NEXT = f"{__version__}.7"
 FAILS_SELF_TEST = f"{__version__}.8"
