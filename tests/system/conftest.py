@@ -2,7 +2,7 @@
 following systemd/README-install.md, a CSMS and two Modbus meters on the host.
 
 They run with CI set, or with CHARGEPOINT_VM=1 (they need root, qemu and mmdebstrap:
-tests/system/README.md). One machine serves every test of the session, in the order
+docs/vm.md). One machine serves every test of the session, in the order
 they are written; a test that needs a fresh start restarts the service itself.
 
     CHARGEPOINT_VM_WORKDIR=DIR   keep the machine's files (disk, console, journal) there
@@ -10,6 +10,7 @@ they are written; a test that needs a fresh start restarts the service itself.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -204,6 +205,7 @@ def meters(vm_workdir):
     for name, kwh in (("uart", UART_METER_KWH), ("usb", USB_METER_KWH)):
         bus = SimBus(vm_workdir, f"meter-{name}")
         meter = bus.add(Sdm630(1))
+        meter.kwh = kwh
         meter.set(import_kwh=kwh, power=0.0, voltage=(230.0, 230.0, 230.0),
                   current=(0.0, 0.0, 0.0))
         found[name] = (bus, meter)
@@ -232,6 +234,7 @@ def machine(image, share, csms, meters, vm_workdir):
                  uart=meters["uart"][0].port, usb_serial=meters["usb"][0].port,
                  share=share_dir)
     vm.create_disk()
+    print(f"\nthe machine's files: {vm.workdir}")
     vm.timings = {}
     vm.timings["first boot"] = vm.boot()
     print(f"\nbooted in {vm.timings['first boot']:.0f} s")
@@ -259,6 +262,9 @@ def machine(image, share, csms, meters, vm_workdir):
         yield vm
     finally:
         save_logs(vm)
+        timings = {name: round(value, 1) for name, value in vm.timings.items()}
+        (vm.workdir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+        print(f"\nthe machine's timings (s): {timings}")
         if os.environ.get("CHARGEPOINT_VM_KEEP"):
             print(f"\nthe machine keeps running (qemu pid {vm.proc and vm.proc.pid}); "
                   f"console: socat -,raw,echo=0 UNIX-CONNECT:{vm.workdir}/console.sock; "
@@ -280,7 +286,6 @@ def save_logs(vm: Machine) -> None:
     if not vm.running:
         return
     try:
-        (vm.workdir / "journal.txt").write_text(vm.journal("-b", "-o", "short-iso-precise",
-                                                           timeout=120))
+        (vm.workdir / "journal.txt").write_text(vm.journal(timeout=120)))
     except (GuestError, OSError) as exc:
         (vm.workdir / "journal.txt").write_text(f"(no journal: {exc})\n")

@@ -76,6 +76,7 @@ class Machine:
         self.qga_path = self.workdir / "qga.sock"
         self.proc: Optional[subprocess.Popen] = None
         self.boots: list[float] = []          # seconds from qemu's start to the agent's answer
+        self._agent = None                    # (socket, reader) to the guest agent
 
     # ---------------------------------------------------------------- life
     def create_disk(self) -> None:
@@ -129,6 +130,7 @@ class Machine:
         """Start qemu and wait for the guest agent; returns the seconds it took."""
         if not self.disk.exists():
             self.create_disk()
+        self._drop()
         for stale in (self.qga_path, self.workdir / "console.sock"):
             if stale.exists():
                 stale.unlink()
@@ -165,6 +167,7 @@ class Machine:
 
     def power_cut(self) -> None:
         """qemu killed at once: the guest's unwritten data is gone, the disk keeps the rest."""
+        self._drop()
         if self.running:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
@@ -190,69 +193,96 @@ class Machine:
             return False
 
     # ---------------------------------------------------------------- the guest agent
-    def _request(self, sock: socket.socket, reader, message: dict) -> dict:
-        sock.sendall(json.dumps(message).encode() + b"\n")
-        line = reader.readline()
+    def _request(self, message: dict, timeout: float = 20.0) -> dict:
+        sock, reader = self._channel()
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(json.dumps(message).encode() + b"\n")
+            line = reader.readline()
+        except OSError:
+            self._drop()
+            raise
         if not line:
+            self._drop()
             raise GuestError("the guest agent closed the connection")
         reply = json.loads(line)
         if "error" in reply:
             raise GuestError(f"guest agent: {reply['error']}")
         return reply["return"]
 
+    def _channel(self):
+        """The one connection to the agent (qemu serves one client at a time), opened
+        and synchronised on first use and after any failure."""
+        if self._agent is None:
+            self._agent = self._connect(timeout=5)
+        return self._agent
+
+    def _drop(self) -> None:
+        if self._agent is not None:
+            self._agent[0].close()
+            self._agent = None
+
     def _connect(self, timeout: float):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(str(self.qga_path))
-        reader = sock.makefile("rb")
-        # guest-sync-delimited: the agent answers after a 0xFF byte, so whatever an
-        # earlier, abandoned exchange left in the channel is skipped.
-        token = random.randrange(1, 2**31)
-        sock.sendall(b"\xff" + json.dumps({"execute": "guest-sync-delimited",
-                                           "arguments": {"id": token}}).encode() + b"\n")
-        while True:
-            byte = reader.read(1)
-            if not byte:
-                raise GuestError("the guest agent closed the connection")
-            if byte == b"\xff":
-                break
-        while True:
-            line = reader.readline()
-            if not line:
-                raise GuestError("the guest agent closed the connection")
-            try:
-                if json.loads(line).get("return") == token:
-                    return sock, reader
-            except ValueError:
-                continue
+        try:
+            sock.settimeout(timeout)
+            sock.connect(str(self.qga_path))
+            reader = sock.makefile("rb")
+            # guest-sync-delimited: the agent answers after a 0xFF byte, so whatever an
+            # earlier, abandoned exchange left in the channel is skipped.
+            token = random.randrange(1, 2**31)
+            sock.sendall(b"\xff" + json.dumps({"execute": "guest-sync-delimited",
+                                               "arguments": {"id": token}}).encode() + b"\n")
+            while True:
+                byte = reader.read(1)
+                if not byte:
+                    raise GuestError("the guest agent closed the connection")
+                if byte == b"\xff":
+                    break
+            while True:
+                line = reader.readline()
+                if not line:
+                    raise GuestError("the guest agent closed the connection")
+                try:
+                    if json.loads(line).get("return") == token:
+                        return sock, reader
+                except ValueError:
+                    continue
+        except BaseException:
+            sock.close()
+            raise
 
     def _sync(self, timeout: float) -> None:
-        sock, reader = self._connect(timeout)
-        sock.close()
+        self._drop()
+        self._agent = self._connect(timeout)
 
     def run(self, command: str, timeout: float = 120.0, input: Optional[str] = None,
             check: bool = False) -> Result:
         """`command` through /bin/bash as root in the guest; waits for it to end."""
-        sock, reader = self._connect(timeout=20)
-        try:
-            args = {"path": "/bin/bash", "arg": ["-c", command], "capture-output": True}
-            if input is not None:
-                args["input-data"] = base64.b64encode(input.encode()).decode()
-            pid = self._request(sock, reader, {"execute": "guest-exec", "arguments": args})["pid"]
-            deadline = time.monotonic() + timeout
-            delay = 0.05
-            while True:
-                status = self._request(sock, reader, {"execute": "guest-exec-status",
-                                                      "arguments": {"pid": pid}})
-                if status.get("exited"):
-                    break
-                if time.monotonic() > deadline:
-                    raise GuestError(f"in the guest: {command!r} still running after "
-                                     f"{timeout:.0f} s")
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        finally:
-            sock.close()
+        args = {"path": "/bin/bash", "arg": ["-c", command], "capture-output": True}
+        if input is not None:
+            args["input-data"] = base64.b64encode(input.encode()).decode()
+        pid = None
+        for attempt in range(3):            # a channel gone stale is opened again
+            try:
+                pid = self._request({"execute": "guest-exec", "arguments": args})["pid"]
+                break
+            except (OSError, GuestError):
+                self._drop()
+                if attempt == 2 or not self.running:
+                    raise
+                time.sleep(2)
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            status = self._request({"execute": "guest-exec-status", "arguments": {"pid": pid}})
+            if status.get("exited"):
+                break
+            if time.monotonic() > deadline:
+                raise GuestError(f"in the guest: {command!r} still running after "
+                                 f"{timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
         decode = lambda key: base64.b64decode(status.get(key, "")).decode(errors="replace")
         code = status.get("exitcode", -status.get("signal", 1) or -1)
         result = Result(command, code, decode("out-data"), decode("err-data"))
