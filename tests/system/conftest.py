@@ -286,6 +286,6 @@ def save_logs(vm: Machine) -> None:
     if not vm.running:
         return
     try:
-        (vm.workdir / "journal.txt").write_text(vm.journal(timeout=120)))
+        (vm.workdir / "journal.txt").write_text(vm.journal(timeout=120))
     except (GuestError, OSError) as exc:
         (vm.workdir / "journal.txt").write_text(f"(no journal: {exc})\n")
