@@ -234,6 +234,8 @@ def test_the_watchdog_restarts_a_stopped_main_loop(machine, csms, meters):
 
 # --------------------------------------------------------------------------- Hard Reset
 
+@pytest.mark.xfail(strict=True, reason="after a successful `systemctl reboot` the firmware "
+                   "restarts itself in place, and the reboot waits TimeoutStopSec for it")
 def test_a_hard_reset_reboots_the_machine_through_the_polkit_rule(machine, csms):
     """Reset Hard: the service's user runs `systemctl reboot`, which logind allows only
     through the guide's polkit rule; the machine reboots and the firmware comes back."""
@@ -257,8 +259,12 @@ def test_a_hard_reset_reboots_the_machine_through_the_polkit_rule(machine, csms)
         time.sleep(2)
     machine.timings.setdefault("reboot by Hard Reset", time.monotonic() - started)
     csms.wait_for("BootNotification", timeout=180, after=mark, cp_id=CP_ID)
-    previous = machine.journal("-u", "chargepoint", "-b", "-1")
-    assert "restarting the process instead" not in previous, previous[-3000:]
+    previous = machine.journal("-b", "-1")
+    assert "running systemctl reboot (attempt 1 of" in previous, previous[-3000:]
+    # The reboot went through at once: the firmware neither restarted itself meanwhile
+    # nor held the shutdown up until systemd killed it.
+    assert "restarting the firmware" not in previous, previous[-3000:]
+    assert "stop-sigterm' timed out" not in previous, previous[-3000:]
 
 
 # --------------------------------------------------------------------------- power cuts
