@@ -51,6 +51,7 @@ level = "{log_level}"
 {log}
 [system]
 sim_socket = "{sock}"
+{system}
 
 [ocpp]
 {ocpp}
@@ -181,12 +182,13 @@ def proc_cpu_s(pid: int) -> float:
 class FirmwareProcess:
     """`python -m chargepoint run --config ...` in a work directory, output in a log file.
 
-    `csms` and `log` add keys to those sections of CONFIG (not the ones it sets)."""
+    `csms`, `log` and `system` add keys to those sections of CONFIG (not the ones it sets)."""
 
     def __init__(self, workdir: Path, csms_url: str, ocpp: Optional[dict] = None,
                  log_level: str = "info", cp_id: str = CP_ID,
                  reconnect_min_s: float = 0.05, reconnect_max_s: float = 0.2,
-                 csms: Optional[dict] = None, log: Optional[dict] = None):
+                 csms: Optional[dict] = None, log: Optional[dict] = None,
+                 system: Optional[dict] = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db = self.workdir / "cp.db"
@@ -199,7 +201,8 @@ class FirmwareProcess:
             ocpp="\n".join(f"{k} = {_toml(v)}" for k, v in keys.items()),
             reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s,
             csms="".join(f"{k} = {_toml(v)}\n" for k, v in (csms or {}).items()),
-            log="".join(f"{k} = {_toml(v)}\n" for k, v in (log or {}).items())))
+            log="".join(f"{k} = {_toml(v)}\n" for k, v in (log or {}).items()),
+            system="".join(f"{k} = {_toml(v)}\n" for k, v in (system or {}).items())))
         self.proc: Optional[subprocess.Popen] = None
         self.started_at = 0.0
 

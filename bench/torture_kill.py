@@ -159,7 +159,7 @@ def torture(sessions: int, seed: int, workdir: Path, progress=None) -> KillResul
                          f"{(sessions - episodes) * elapsed / max(episodes, 1):.0f} s to go")
 
         # The final clean runs, as in tests/test_crash.py: a session stopped by SIGTERM
-        # (Reboot), then a run that only delivers what is queued.
+        # (Reboot), then a run that only delivers what is still queued.
         charger.spawn()
         result = drive(charger, rng, time.monotonic() + 30, hold=1.5)
         episodes += len(result.episodes)
@@ -170,7 +170,13 @@ def torture(sessions: int, seed: int, workdir: Path, progress=None) -> KillResul
         stops.append(stop)
         if code != 0:
             res.problems.append(f"SIGTERM while charging: exit code {code}\n{charger.tail()}")
+        mark = len(csms.received)
         charger.spawn()
+        # Up before it is judged: the clean stop above may have delivered everything.
+        try:
+            csms.wait_for("BootNotification", timeout=60, after=mark)
+        except TimeoutError:
+            res.problems.append(f"the last run did not boot:\n{charger.tail()}")
         empty = {"outbox": 0, "transactions": 0, "outbox_dead": 0}
         if not wait_until(lambda: charger.db_counts() == empty, 60):
             res.problems.append(f"not drained: {charger.db_counts()}")

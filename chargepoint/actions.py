@@ -1,7 +1,7 @@
 """Actions the station core asks its adapters to carry out, in order."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 
@@ -62,6 +62,29 @@ class LinkSettingsChanged:
     """WebSocketPingInterval or AuthorizationKey changed: the transport re-reads them."""
 
     ping_interval_s: int
+
+
+@dataclass(frozen=True)
+class StorePrivateKey:
+    """Write the charger's new private key (PEM) as a 0600 file before its CSR goes out.
+    The key is never shown: not in a log line, not in this action's repr."""
+
+    key_id: str
+    pem: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class LinkSecurity:
+    """What the link connects with from its next connection: the security profile, the
+    CSMS roots installed (PEM, "" for none), the charger's own certificate (its key's id and
+    chain; None: [csms] client_cert), and whether the profile is on trial (the link says
+    when it cannot connect with it, `SecurityProfileFailed`)."""
+
+    profile: int
+    roots_pem: str
+    charger_key_id: Optional[str]
+    charger_chain: Optional[str]
+    trial: bool
 
 
 @dataclass(frozen=True)

@@ -3,75 +3,91 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
+import pwd
+import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Optional
 
 from chargepoint import __version__
+from chargepoint.instance_lock import EXIT_IN_USE, AlreadyRunning
+from chargepoint.log_setup import setup_logging
+from chargepoint.paths import DEFAULT_CONFIG, DEFAULT_STATE_DIR
+from chargepoint.preflight import (EXIT_CONFIG, EXIT_SOFTWARE, check_findings, config_findings,
+                                   default_check_user, errors, run_as, startup_findings)
 
 log = logging.getLogger("chargepoint")
 
-DEFAULT_CONFIG = "/etc/chargepoint/config.toml"
 
+class _StopSignals:
+    """SIGTERM and SIGINT: ask the runtime to stop, and remember that a stop was asked, so
+    one that arrives while a reset's reboot command runs is not lost."""
 
-class _JournalFormatter(logging.Formatter):
-    """`<priority>logger: message`: journald stores the priority and adds the time. It
-    reads each line as an entry of its own, so every line of a traceback carries it."""
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.received = 0
 
-    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-                logging.CRITICAL: 2}
+    def install(self) -> "_StopSignals":
+        signal.signal(signal.SIGTERM, self)
+        signal.signal(signal.SIGINT, self)
+        return self
 
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = f"<{self.PRIORITY.get(record.levelno, 6)}>"
-        return prefix + super().format(record).replace("\n", f"\n{prefix}    ")
-
-
-def setup_logging(level: str) -> None:
-    """Log to standard error (the journal under systemd), uncaught errors of threads too."""
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                                               "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    threading.excepthook = _log_thread_exception
-
-
-def _log_thread_exception(args) -> None:
-    if issubclass(args.exc_type, SystemExit):
-        return
-    name = args.thread.name if args.thread is not None else "a thread"
-    log.critical("unexpected error in %s", name,
-                 exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
-
-
-def _install_signal_handlers(runtime) -> None:
-    def stop(signum, frame):
+    def __call__(self, signum, frame) -> None:
+        self.received += 1
         log.info("received %s; stopping", signal.Signals(signum).name)
-        runtime.stop()
+        self.runtime.stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def wait(self, seconds: float) -> bool:
+        """Whether a stop arrives within `seconds` (polled: a signal handler must not take
+        the lock an Event would need)."""
+        deadline = time.monotonic() + seconds
+        while not self.received and time.monotonic() < deadline:
+            time.sleep(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
+        return self.received > 0
 
 
 #: Pause between attempts of a failing reboot command (ResetRetries).
 REBOOT_RETRY_S = 2.0
+#: How often the wait for the system's stop after a reboot command looks for it.
+STOP_POLL_S = 0.1
 
 
-def _run_runtime(settings) -> int:
-    from chargepoint.instance_lock import EXIT_IN_USE, AlreadyRunning
-    from chargepoint.preflight import EXIT_CONFIG
-    from chargepoint.runtime import Runtime
-    from hal.settings import SettingsError
+def _reboot(settings, runtime, signals: _StopSignals) -> bool:
+    """Run the reboot command, `ResetRetries` more times while it fails; True once it
+    succeeded."""
+
+    command = settings.system.reboot_command
+    attempts = 1 + runtime.keys.int("ResetRetries")
+    for attempt in range(1, attempts + 1):
+        log.warning("hard reset: running %s (attempt %d of %d)", " ".join(command),
+                    attempt, attempts)
+        try:
+            subprocess.run(command, check=True, timeout=60)
+            return True
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.error("reboot command failed: %s", exc)
+            if signals.received:
+                return False                  # asked to stop meanwhile: no more attempts
+            if attempt < attempts:
+                time.sleep(REBOOT_RETRY_S)    # the process is ending: no loop to block
+    log.error("the reboot command failed %d times; restarting the process instead", attempts)
+    return False
+
+
+def _run_runtime(settings, reboot: bool = True) -> int:
+    """Run the firmware until it is stopped; a Reset restarts it in place, a Hard one runs
+    the reboot command first (unless not to `reboot`: the demo)."""
+    from chargepoint.runtime import Runtime  # lazy: loaded only by the commands that run it
+    from hal.settings import SettingsError  # lazy: as the runtime
 
     try:
         runtime = Runtime(settings)
@@ -88,38 +104,68 @@ def _run_runtime(settings) -> int:
             raise
         log.error("%s", exc)
         return EXIT_CONFIG
-    _install_signal_handlers(runtime)
+    signals = _StopSignals(runtime).install()
     outcome = runtime.run()
-    if outcome is None:
+    if outcome is None or signals.received:
+        return 0                              # asked to stop: a stop, not a restart
+    if outcome.kind == "hard" and reboot and _reboot(settings, runtime, signals):
+        # The system is going down and stops this service: wait for it rather than
+        # start again, which the coming stop would cut short (docs/delivery.md).
+        wait = settings.system.reboot_wait_s
+        log.warning("hard reset: the reboot command succeeded; waiting up to %g s for the "
+                    "system to stop this service", wait)
+        if signals.wait(wait):
+            log.info("stopped for the reboot")
+            return 0
+        log.error("the system did not stop this service within %g s of the reboot command "
+                  "([system] reboot_wait_s); restarting the process instead", wait)
+    elif signals.received:
         return 0
-    if outcome.kind == "hard":
-        import subprocess
-
-        command = settings.system.reboot_command
-        attempts = 1 + runtime.keys.int("ResetRetries")
-        for attempt in range(1, attempts + 1):
-            log.warning("hard reset: running %s (attempt %d of %d)", " ".join(command),
-                        attempt, attempts)
-            try:
-                subprocess.run(command, check=True, timeout=60)
-                break
-            except (OSError, subprocess.SubprocessError) as exc:
-                log.error("reboot command failed: %s", exc)
-                if attempt < attempts:
-                    time.sleep(REBOOT_RETRY_S)    # the process is ending: no loop to block
-        else:
-            log.error("the reboot command failed %d times; restarting the process instead",
-                      attempts)
     log.warning("restarting the firmware (%s reset)", outcome.kind)
     os.execv(sys.executable, [sys.executable, "-m", "chargepoint", *sys.argv[1:]])
     return 0  # not reached
 
 
+#: Environment variables that give the CSMS's URL and the charge point's id, when the
+#: command line does not (`--url`, `--id`); either wins over the configuration file.
+URL_VARIABLE = "CHARGEPOINT_URL"
+ID_VARIABLE = "CHARGEPOINT_ID"
+
+
+def _csms_overrides(args) -> dict:
+    """The [csms] url and charge_point_id given by the command line or the environment,
+    each with where it came from."""
+    found = {}
+    for key, option, variable in (("url", "--url", URL_VARIABLE),
+                                  ("charge_point_id", "--id", ID_VARIABLE)):
+        value = getattr(args, key, None)
+        if value is not None:
+            found[key] = (value, option)
+        elif os.environ.get(variable):
+            found[key] = (os.environ[variable], f"${variable}")
+    return found
+
+
+def _apply_csms_overrides(settings, overrides: dict) -> Optional[str]:
+    """Put the overrides into `settings.csms`, checked as the file's own values are;
+    the reason, naming the option or variable, when one is not acceptable."""
+
+    if not overrides:
+        return None
+    changes = {key: value for key, (value, _) in overrides.items()}
+    try:
+        settings.csms = dataclasses.replace(settings.csms, **changes)
+    except ValueError as exc:
+        key, _, reason = str(exc).partition(": ")
+        source = overrides.get(key, next(iter(overrides.values())))[1]
+        return f"{source}: {reason or exc}"
+    return None
+
+
 def _load(args):
     """The settings of `--config` (and `--state-dir`), or a list of findings saying why
     not: one per problem in the file."""
-    from chargepoint.config import ConfigError, load_settings
-    from chargepoint.preflight import config_findings
+    from chargepoint.config import ConfigError, load_settings  # lazy: keeps --help fast
 
     try:
         return load_settings(args.config, state_dir=getattr(args, "state_dir", None))
@@ -134,7 +180,6 @@ def _log_findings(findings) -> None:
 
 
 def cmd_run(args) -> int:
-    from chargepoint.preflight import EXIT_CONFIG, errors, startup_findings
 
     setup_logging(args.log_level or "info")
     settings = _load(args)
@@ -143,6 +188,10 @@ def cmd_run(args) -> int:
         log.error("not starting: %d problem%s in %s", len(settings),
                   "s" if len(settings) > 1 else "", args.config)
         return EXIT_CONFIG
+    problem = _apply_csms_overrides(settings, _csms_overrides(args))
+    if problem:                            # a bad option: a usage error, as argparse's
+        print(f"chargepoint: {problem}", file=sys.stderr)
+        return 2
     setup_logging(args.log_level or settings.log.level)
     findings = startup_findings(settings, args.config)
     _log_findings(findings)
@@ -163,10 +212,7 @@ def _count_errors(findings) -> str:
 def cmd_check(args) -> int:
     """The configuration, the files it names, the database's place and the hardware, as
     `run` would find them, for the user that would run it; starts nothing."""
-    import pwd
 
-    from chargepoint.preflight import (EXIT_CONFIG, check_findings, default_check_user,
-                                       errors, run_as)
 
     name = args.user or default_check_user()
     try:
@@ -203,49 +249,88 @@ def _demo_config_path() -> Optional[Path]:
     return here if here.exists() else None
 
 
-def cmd_demo(args) -> int:
-    """A local CSMS on loopback and the firmware on simulated hardware, in one process."""
-    from chargepoint.config import ConfigError, load_settings, parse_settings
+def sim_command() -> str:
+    """How to call `chargepoint` from another terminal: the bare name only if that is this
+    installation on PATH, else the full path of the script beside this Python, else
+    `python -m chargepoint`."""
+    beside = Path(sys.executable).parent / "chargepoint"
+    on_path = shutil.which("chargepoint")
+    if beside.exists():
+        if on_path and Path(on_path).resolve() == beside.resolve():
+            return "chargepoint"
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(sys.executable)} -m chargepoint"
 
-    from chargepoint.preflight import EXIT_CONFIG, config_findings
+
+def cmd_demo(args) -> int:
+    """The simulated charger against the bundled local CSMS on loopback, or against the
+    CSMS given by `--url`, `$CHARGEPOINT_URL` or an explicit `--config`."""
+    from chargepoint.config import ConfigError, load_settings, parse_settings  # lazy: demo only
+    from hal.sim_control import default_socket_path  # lazy: demo only
 
     try:
-        from chargepoint.csms.server import LocalCsms
+        from chargepoint.csms.server import LocalCsms  # lazy: the [csms] extra, optional
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] != "websockets":
             raise
         print(f"chargepoint: {_missing_csms_extra()}", file=sys.stderr)
         return 2
-    setup_logging(args.log_level or "warning")
+    overrides = _csms_overrides(args)
     try:
         path = Path(args.config) if args.config else _demo_config_path()
         settings = load_settings(path) if path else parse_settings(DEMO_SETTINGS, "<demo>")
     except ConfigError as exc:
+        setup_logging(args.log_level or "warning")
         _log_findings(config_findings(exc))
         return EXIT_CONFIG
-    csms = LocalCsms(host="127.0.0.1", port=args.port, printer=lambda line: print(line,
-                                                                                  flush=True))
-    csms.boot_response = {"status": "Accepted", "interval": args.heartbeat}
-    csms.start()
+    # A CSMS named on the command line, in the environment or in a file given with
+    # --config is used as it is; otherwise the bundled one, in place of ./config.toml's.
+    external = "url" in overrides or args.config is not None
+    problem = _apply_csms_overrides(settings, overrides)
+    if problem:
+        print(f"chargepoint: {problem}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level or ("info" if external else "warning"))
+    csms = None
+    if external:
+        settings.log.frames = True       # what the bundled CSMS would have printed
+    else:
+        csms = LocalCsms(host="127.0.0.1", port=args.port,
+                         printer=lambda line: print(line, flush=True))
+        csms.boot_response = {"status": "Accepted", "interval": args.heartbeat}
+        csms.start()
+        settings.csms.url = csms.url
+        settings.csms.security_profile = 0
     workdir = tempfile.mkdtemp(prefix="chargepoint-demo-")
-    settings.csms.url = csms.url
-    settings.csms.security_profile = 0
     settings.storage.path = os.path.join(workdir, "chargepoint.db")
-    print(f"Local CSMS listening on {csms.url}; charge point {settings.csms.charge_point_id} "
-          "on simulated hardware.", flush=True)
-    print("In another terminal try:  chargepoint sim plug 1 ; chargepoint sim tap 04A1B2C3 ;"
-          "  chargepoint sim status", flush=True)
+    sim = sim_command() + " sim"
+    socket_path = settings.system.sim_socket
+    if socket_path and os.path.abspath(socket_path) != default_socket_path():
+        sim += f" --socket {shlex.quote(socket_path)}"
+    if csms is not None:
+        print(f"Local CSMS listening on {csms.url}; charge point "
+              f"{settings.csms.charge_point_id} on simulated hardware.", flush=True)
+    else:
+        print(f"Charge point {settings.csms.charge_point_id} on simulated hardware, connecting "
+              f"to {settings.csms.url.rstrip('/')}/{settings.csms.charge_point_id}; every OCPP "
+              "frame is logged below.", flush=True)
+    print(f"In another terminal try:  {sim} plug 1 ; {sim} tap 04A1B2C3 ;  {sim} status",
+          flush=True)
     print("Press Ctrl-C to stop.\n", flush=True)
     try:
-        return _run_runtime(settings)
+        # A Hard Reset from the CSMS restarts the demo; it never reboots this computer.
+        return _run_runtime(settings, reboot=False)
     finally:
-        csms.stop()
+        if csms is not None:
+            csms.stop()
         print("\nDemo stopped.", flush=True)
 
 
 def _missing_csms_extra() -> str:
     """What to install for `chargepoint demo`, as pyproject.toml's [csms] extra says."""
-    from importlib.metadata import PackageNotFoundError, requires
+    from importlib.metadata import (  # lazy: 30 ms of imports, for this message only
+        PackageNotFoundError, requires)
+
 
     try:
         wanted = [spec.strip() for spec, _, marker in
@@ -260,17 +345,17 @@ def _missing_csms_extra() -> str:
 
 
 def cmd_sim(args) -> int:
-    from hal.sim_control import client_main, default_socket_path
+    from hal.sim_control import client_main, default_socket_path  # lazy: sim client only
 
     path = args.socket
     if not path and args.config and Path(args.config).exists():
-        from chargepoint.config import ConfigError, load_settings
+        from chargepoint.config import ConfigError, load_settings  # lazy: as above
 
         try:
             path = load_settings(args.config).system.sim_socket
         except ConfigError:
             path = ""
-    return client_main(args.words, path or default_socket_path(client=True))
+    return client_main(args.words, path or default_socket_path(client=True), as_json=args.json)
 
 
 def _count(text: str) -> int:
@@ -286,8 +371,7 @@ def _count(text: str) -> int:
 def _outbox_database(args):
     """The database named by `--config` (and `--state-dir`), or an exit code after saying
     why not."""
-    from chargepoint.outbox_admin import AdminError, open_database
-    from chargepoint.preflight import EXIT_CONFIG
+    from chargepoint.outbox_admin import AdminError, open_database  # lazy: outbox only
 
     settings = _load(args)
     if isinstance(settings, list):
@@ -302,9 +386,9 @@ def _outbox_database(args):
 
 
 def cmd_outbox_list(args) -> int:
-    import json
 
-    from chargepoint.outbox_admin import count_messages, format_listing, list_messages
+    from chargepoint.outbox_admin import (  # lazy: outbox only
+        count_messages, format_listing, list_messages)
 
     con = _outbox_database(args)
     if isinstance(con, int):
@@ -322,7 +406,7 @@ def cmd_outbox_list(args) -> int:
 
 
 def cmd_outbox_resend(args) -> int:
-    from chargepoint.outbox_admin import AdminError, format_listing, resend
+    from chargepoint.outbox_admin import AdminError, format_listing, resend  # lazy: outbox
 
     con = _outbox_database(args)
     if isinstance(con, int):
@@ -341,7 +425,8 @@ def cmd_outbox_resend(args) -> int:
 
 
 def cmd_install_files(args) -> int:
-    from chargepoint.install_files import SHIPPED, InstallFilesError, install_files
+    from chargepoint.install_files import (  # lazy: install-files only
+        SHIPPED, InstallFilesError, install_files)
 
     try:
         done = install_files(args.dest, force=args.force)
@@ -363,6 +448,14 @@ DEMO_SETTINGS = {
 }
 
 
+def _csms_options(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--url", help=f"the CSMS's WebSocket URL, without the charge point id "
+                        f"(default ${URL_VARIABLE}, else {default} [csms] url)")
+    parser.add_argument("--id", dest="charge_point_id", metavar="ID",
+                        help=f"the charge point id, the last part of the URL (default "
+                             f"${ID_VARIABLE}, else [csms] charge_point_id)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chargepoint", description=__doc__)
     parser.add_argument("--version", action="version", version=f"chargepoint {__version__}")
@@ -371,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the firmware in the foreground")
     run.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     _state_dir_option(run)
+    _csms_options(run, "the file's")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
 
@@ -385,18 +479,30 @@ def build_parser() -> argparse.ArgumentParser:
                        "the service's user, chargepoint, if it exists)")
     check.set_defaults(func=cmd_check)
 
-    demo = sub.add_parser("demo", help="simulated charger against a bundled local CSMS")
-    demo.add_argument("--config", help="default ./config.toml, else built-in settings")
-    demo.add_argument("--port", type=int, default=0, help="CSMS port (default: any free one)")
-    demo.add_argument("--heartbeat", type=int, default=10, help="heartbeat interval, seconds")
+    demo = sub.add_parser("demo", help="simulated charger against a bundled local CSMS, or "
+                          "against yours with --url",
+                          description="Without --url (or $CHARGEPOINT_URL) or --config the "
+                          "charger connects to a Central System started on 127.0.0.1; with "
+                          "either it connects to the one they name and logs every frame.")
+    demo.add_argument("--config", help="default ./config.toml (its [csms] url replaced by the "
+                      "bundled CSMS), else built-in settings; a file given here is used as it "
+                      "is, its CSMS too")
+    _csms_options(demo, "--config's")
+    demo.add_argument("--port", type=int, default=0,
+                      help="the bundled CSMS's port (default: any free one)")
+    demo.add_argument("--heartbeat", type=int, default=10,
+                      help="heartbeat interval the bundled CSMS gives, seconds")
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("sim", help="drive the simulated charger of a running firmware",
                          description="commands: plug N, unplug N [ev|socket], tap IDTAG, "
                                      "ev-suspend N, ev-resume N, fault WHAT N, "
-                                     "clear-fault WHAT N, status")
+                                     "clear-fault WHAT N, clock-step SECONDS, status, "
+                                     "disconnect, reconnect")
     sim.add_argument("--socket", help="control socket (default: the firmware's default)")
+    sim.add_argument("--json", action="store_true",
+                     help="print the answer as JSON (also accepted after the command)")
     sim.add_argument("--config", default="config.toml",
                      help="read system.sim_socket from this file if it exists")
     sim.add_argument("words", nargs=argparse.REMAINDER, help="command and arguments")
@@ -437,8 +543,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _state_dir_option(parser: argparse.ArgumentParser) -> None:
-    from chargepoint.config import DEFAULT_STATE_DIR
-
     parser.add_argument("--state-dir", help="where the database is kept when [storage] path "
                         "is unset (default: $STATE_DIRECTORY under systemd, else "
                         f"{DEFAULT_STATE_DIR})")
@@ -453,7 +557,6 @@ def guarded(command) -> int:
     """Run `command`; an error nobody foresaw is logged with its traceback at CRITICAL
     (under systemd every line keeps that priority), never printed raw, and ends the
     process with EXIT_SOFTWARE, which the service restarts after."""
-    from chargepoint.preflight import EXIT_SOFTWARE
 
     try:
         return command()

@@ -21,13 +21,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from chargepoint import tls_files
+#: Where the database and other state live unless `[storage] path` says otherwise: what
+#: the service's StateDirectory= makes, so that a run by hand uses the same files.
+from chargepoint.paths import DEFAULT_STATE_DIR
+from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, find_spec, validate_value
 from hal.factory import parse_device
 from hal.settings import SettingsError, parse_table
 
-
-#: Where the database and other state live unless `[storage] path` says otherwise: what
-#: the service's StateDirectory= makes, so that a run by hand uses the same files.
-DEFAULT_STATE_DIR = "/var/lib/chargepoint"
 
 
 class ConfigError(Exception):
@@ -63,6 +64,12 @@ class CsmsSettings:
     #: PEM certificate revocation list(s) the CSMS's certificate is checked against
     #: (profiles 2-3); "" = none.
     crl_file: str = ""
+    #: The CSMS's wss:// URL once it raises the security profile from 0 or 1 to 2 or 3;
+    #: "" = `url` with wss:// (same host and port).
+    tls_url: str = ""
+    #: SecurityEventNotifications to the CSMS: "auto" (once it speaks the security
+    #: whitepaper), "on", "off" (chargepoint/model/security_events.py).
+    security_events: str = "auto"
     #: Seconds to wait for the CSMS's answer to one of our CALLs.
     response_timeout_s: float = 30.0
     #: Seconds without a pong after a ping before the link is declared dead.
@@ -86,6 +93,12 @@ class CsmsSettings:
         if not re.fullmatch(r"[A-Za-z0-9._:@*+\-]{1,48}", self.charge_point_id):
             raise ValueError("charge_point_id: 1-48 characters of letters, digits and ._:@*+- "
                              f"(it becomes part of the URL), got {self.charge_point_id!r}")
+        if self.tls_url and (urlparse(self.tls_url).scheme != "wss"
+                             or not urlparse(self.tls_url).netloc):
+            raise ValueError(f"tls_url: must be a wss:// URL, got {self.tls_url!r}")
+        if self.security_events not in ("auto", "on", "off"):
+            raise ValueError(f"security_events: must be auto, on or off, got "
+                             f"{self.security_events!r}")
         if self.security_profile not in (0, 1, 2, 3):
             raise ValueError(f"security_profile: must be 0, 1, 2 or 3, got {self.security_profile}")
         if self.security_profile in (2, 3) and parsed.scheme != "wss":
@@ -163,8 +176,18 @@ class SystemSettings:
     reboot_command: list[str] = field(default_factory=lambda: ["systemctl", "reboot"])
     #: Unix socket of the simulated charger's control interface ("" = default location).
     sim_socket: str = ""
+    #: A clean stop (SIGTERM) with the CSMS connected waits at most this long (seconds) for
+    #: it to confirm the StopTransactions and what is queued before them; offline, or when
+    #: this passes, they stay queued for the next start. Below the unit's TimeoutStopSec.
+    stop_wait_s: float = 45.0
+    #: After a Hard Reset's reboot command succeeded, the firmware waits this long (seconds)
+    #: for the system to stop it; if no stop comes, it restarts itself in place.
+    reboot_wait_s: float = 300.0
 
     def __post_init__(self):
+        for name in ("stop_wait_s", "reboot_wait_s"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name}: must be a number of seconds, 0 or more")
         if not self.reboot_command or not all(self.reboot_command):
             raise ValueError("reboot_command: must name a program, e.g. "
                              '["systemctl", "reboot"]')
@@ -287,8 +310,6 @@ def _parse_ocpp_keys(problems: _Problems, table: Any) -> dict[str, str]:
     if not isinstance(table, dict):
         problems.add("ocpp", "expected a table of OCPP configuration keys")
         return {}
-    from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, find_spec, validate_value
-
     out = {}
     for name, value in table.items():
         spec = KEY_SPECS.get(name)
@@ -313,8 +334,6 @@ def _parse_ocpp_keys(problems: _Problems, table: Any) -> dict[str, str]:
 
 def parse_settings(data: dict, source: str = "<config>") -> Settings:
     """Validate a parsed TOML document. Raises ConfigError naming every bad key."""
-    from chargepoint import tls_files
-
     problems = _Problems()
     for name in sorted(set(data) - set(_SECTIONS)):
         problems.add(name, f"unknown section (known: {', '.join(sorted(_SECTIONS))})")

@@ -40,3 +40,20 @@ class LockResult:
     connector_id: int
     locked: bool
     ok: bool
+
+
+@dataclass(frozen=True)
+class SecurityIncident:
+    """The link met a security event of the whitepaper's list (a CSMS certificate that is
+    not trusted, a TLS version or cipher suite refused, our credentials refused)."""
+
+    kind: str
+    tech_info: str = ""
+
+
+@dataclass(frozen=True)
+class SecurityProfileFailed:
+    """The link could not connect with security profile `profile`, which is on trial."""
+
+    profile: int
+    reason: str = ""

@@ -136,11 +136,25 @@ KEY_SPECS: dict[str, KeySpec] = _specs(
     KeySpec("MaxChargingProfilesInstalled", "int", "16", readonly=True,
             profile="SmartCharging"),
     # -- Security whitepaper keys usable with 1.6
-    KeySpec("SecurityProfile", "int", "0", readonly=True, profile="Security"),
+    # SecurityProfile is changed only through chargepoint/model/security_profile.py (upgrades).
+    KeySpec("SecurityProfile", "int", "0", minimum=0, maximum=3, profile="Security"),
     KeySpec("AuthorizationKey", "str", "", write_only=True, min_length=16, max_str=40,
             profile="Security"),
     KeySpec("CpoName", "str", "", max_str=100, profile="Security"),
+    KeySpec("AdditionalRootCertificateCheck", "bool", "false", readonly=True,
+            profile="Security"),
+    KeySpec("CertificateSignedMaxChainSize", "int", "10000", readonly=True, profile="Security"),
+    KeySpec("CertificateStoreMaxLength", "int", "20", readonly=True, profile="Security"),
 )
+
+#: An AuthorizationKey written as hex (as the whitepaper sets it): 16 to 20 bytes.
+_HEX_KEY = re.compile(r"(?:[0-9A-Fa-f]{2}){16,20}")
+
+
+def authorization_password(value: str) -> bytes:
+    """The Basic auth password an AuthorizationKey stands for: 32 to 40 hex digits are the
+    hex form of a 16-20 byte key (the whitepaper's), any other value is the key itself."""
+    return bytes.fromhex(value) if _HEX_KEY.fullmatch(value) else value.encode("utf-8")
 
 
 def _check_item(kind: Optional[str], item: str, measurands: Optional[frozenset[str]]) -> None:

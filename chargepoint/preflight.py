@@ -20,6 +20,7 @@ import grp
 import os
 import pwd
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,10 +225,10 @@ def hardware_findings(settings, keep_pin_factory: bool = False) -> list[Finding]
     gpio_users = [where for where, d in devices if type(d).__module__ in _GPIO_MODULES]
     real_pins = True
     if gpio_users:
-        from gpiozero import Device
-        from gpiozero.pins.mock import MockFactory
+        from gpiozero import Device  # lazy: optional, only a charger with GPIO devices
+        from gpiozero.pins.mock import MockFactory  # lazy: as gpiozero above
 
-        from hal import gpio
+        from hal import gpio  # lazy: loads gpiozero (above)
 
         loaded_before = Device.pin_factory is not None
         where = gpio_users[0] + (f" (and {len(gpio_users) - 1} more)" if len(gpio_users) > 1
@@ -334,8 +335,6 @@ def default_check_user() -> str:
 def run_as(user: pwd.struct_passwd, argv: list[str]) -> int:
     """`python -m chargepoint ARGV` as `user`, with its groups and the service's
     supplementary groups (as systemd would start it); its exit status."""
-    import subprocess
-
     groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
     for name in SERVICE_GROUPS:
         try:

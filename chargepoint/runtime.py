@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from chargepoint import __version__
@@ -26,20 +27,33 @@ from chargepoint.clock import SystemClock
 from chargepoint.config import Settings
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.handlers import PROFILES
+from chargepoint.key_files import KeyFiles
 from chargepoint.model.connector import ConnectorInfo
 from chargepoint.sdnotify import Notifier
 from chargepoint.station import Station, StationConfig
 from chargepoint.storage import Storage
-from chargepoint.transport import Transport
+from chargepoint.transport import LinkSecurity, Transport
 from chargepoint.turns import Stamped, TurnAccounting
 from hal import events as hal_events
 from hal.factory import Hardware, build_hardware
+from hal.meter_poller import MeterPoller
 from hal.interfaces import IndicatorColour
 
 log = logging.getLogger("chargepoint.runtime")
 
 #: Longest the loop sleeps, so the watchdog and the simulator are fed even when idle.
 MAX_SLEEP_S = 1.0
+#: Longest a simulator command waits for the loop to handle what it caused.
+CATCH_UP_S = 2.0
+
+
+class _CaughtUp:
+    """Put on the loop's queue by `Runtime.caught_up`: set once the loop reaches it."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
 
 
 def boot_payload(settings: Settings) -> dict:
@@ -67,6 +81,8 @@ class Runtime:
         self.events: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self.exit_action: Optional[act.Restart] = None
         self._stopping = threading.Event()
+        #: How many times a stop was asked for: a second one ends the wait for the CSMS.
+        self._stop_requests = 0
         self._power_cut = False
         self._idle = threading.Event()
         self.turns = TurnAccounting()
@@ -88,11 +104,12 @@ class Runtime:
         initial = dict(settings.ocpp)
         if settings.csms.authorization_key:
             initial.setdefault("AuthorizationKey", settings.csms.authorization_key)
+        initial["SecurityProfile"] = str(settings.csms.security_profile)
         self.keys = OcppKeys(self.store, initial, fixed={
             "NumberOfConnectors": str(len(settings.connectors)),
             "SupportedFeatureProfiles": ",".join(["Core", *PROFILES]),
-            "SecurityProfile": str(settings.csms.security_profile),
         }, measurands=measurands)
+        self.key_files = KeyFiles(Path(settings.storage.path).resolve().parent)
         self.station = Station(StationConfig(
             charge_point_id=settings.csms.charge_point_id,
             boot_payload=boot_payload(settings),
@@ -103,18 +120,22 @@ class Runtime:
             max_frame_bytes=settings.csms.max_frame_bytes,
             strict_schema=settings.csms.strict_schema,
             log_frames=settings.log.frames,
+            security_profile=settings.csms.security_profile,
+            client_certificate=_read_text(settings.csms.client_cert),
+            ca_configured=bool(settings.csms.ca_file),
+            security_events=settings.csms.security_events,
         ), self.keys, self.store, self.clock.now(), self.clock.wall())
         self.transport = Transport(settings.csms, self.events.put,
                                    password=lambda: self.keys.raw("AuthorizationKey"),
                                    ping_interval_s=self.keys.int("WebSocketPingInterval"),
                                    failure_log_interval_s=settings.log.link_failures_every_s)
+        self._use_link_security(self.station.services.security_profile.link_security())
         self.meter_poller = None
         self.sim_server = None
 
     # -- life cycle
     def start(self) -> None:
         """Start the adapters (link, hardware, pollers); the loop runs in `run`."""
-        from hal.meter_poller import MeterPoller
 
         self.hardware.start()
         self.storage.watch(self.events.put)
@@ -126,13 +147,15 @@ class Runtime:
         sim = self.hardware.simulator
         if sim is not None:
             sim.step_system_clock = getattr(self.clock, "step_wall", None)
-            from hal.sim_control import SimControlServer, default_socket_path
+            from hal.sim_control import (  # lazy: only the simulated charger serves it
+                SimControlServer, default_socket_path)
 
             path = self.settings.system.sim_socket or default_socket_path()
             try:
                 self.sim_server = SimControlServer(
-                    sim, path, on_command=self.wake,
-                    status_extra=lambda: {"loop": self.turns.snapshot()})
+                    sim, path, on_command=self.caught_up, link=self.transport,
+                    status_extra=lambda: {"loop": self.turns.snapshot(),
+                                          "link": self.transport.status()})
                 self.sim_server.start()
                 log.info("simulated charger: control it with `chargepoint sim ...` (socket %s)",
                          path)
@@ -143,12 +166,22 @@ class Runtime:
     def wake(self) -> None:
         self.events.put(ev.Tick())
 
+    def caught_up(self, timeout_s: float = CATCH_UP_S) -> bool:
+        """Wake the loop and wait, at most `timeout_s`, until it has handled every event
+        queued before: the simulator's commands answer with what the firmware made of them
+        (an unplug with the contactor it opened). Never called from the loop itself."""
+        marker = _CaughtUp()
+        self.events.put(marker)
+        return marker.done.wait(timeout_s)
+
     def hardware_event(self, event: Any) -> None:
         """Queue an event of the hardware, stamped for the contactor-open latency."""
         self.events.put(Stamped(event, time.monotonic()))
 
     def stop(self) -> None:
-        """Ask the loop to end cleanly (thread-safe, e.g. from a signal handler)."""
+        """Ask the loop to end cleanly (thread-safe, e.g. from a signal handler). Asked
+        again while the stop waits for the CSMS, it ends the wait."""
+        self._stop_requests += 1
         self._stopping.set()
         self.events.put(ev.ShutdownRequested())
 
@@ -169,6 +202,10 @@ class Runtime:
             self._loop()
             if not self._power_cut:
                 self._execute(self.station.shutdown(self.clock.now()))
+                if self.exit_action is None:      # a Reset has waited for the CSMS already
+                    self._deliver_before_exit()
+                    if not self._power_cut:  # what the CSMS confirmed meanwhile: durable
+                        self._execute(self.station.shutdown(self.clock.now()))
         finally:
             log.info("loop: %s", self.turns.describe())
             self.shutdown()
@@ -188,30 +225,110 @@ class Runtime:
 
     # -- the loop
     def _loop(self) -> None:
-        station = self.station
-        self._execute(station.handle(ev.Tick(), self.clock.now(), self.clock.wall()))
+        self._execute(self.station.handle(ev.Tick(), self.clock.now(), self.clock.wall()))
         while not self._stopping.is_set() and self.exit_action is None:
-            deadline = station.next_deadline()
-            timeout = MAX_SLEEP_S
-            if deadline is not None:
-                timeout = min(timeout, deadline - self.clock.now())
-            self._idle.set()
-            event = self.turns.unwrap(self.clock.wait(self.events, timeout))
-            self._idle.clear()
+            event = self._next_event(MAX_SLEEP_S)
             if isinstance(event, ev.ShutdownRequested):
                 break
-            sim = self.hardware.simulator
-            if sim is not None:
-                try:
-                    sim.update()
-                except Exception:
-                    log.exception("simulated charger failed to advance")
-            self._execute(station.handle(event if event is not None else ev.Tick(),
-                                         self.clock.now(), self.clock.wall()))
-            if isinstance(event, ev.FrameReceived):
-                self.transport.frame_handled()       # the link may read the next one
-            self.turns.end()
-            self.notifier.watchdog()
+            self._turn(event)
+
+    def _next_event(self, longest: float) -> Any:
+        """The next event, or None once `longest` seconds or the core's next deadline pass."""
+        deadline = self.station.next_deadline()
+        timeout = longest
+        if deadline is not None:
+            timeout = min(timeout, deadline - self.clock.now())
+        self._idle.set()
+        event = self.turns.unwrap(self.clock.wait(self.events, timeout))
+        self._idle.clear()
+        return event
+
+    def _turn(self, event: Any) -> None:
+        """Hand one event (None: time passed) to the core and carry out what it returns."""
+        marker = event if isinstance(event, _CaughtUp) else None
+        if marker is not None:
+            event = None
+        sim = self.hardware.simulator
+        if sim is not None:
+            try:
+                sim.update()
+            except Exception:
+                log.exception("simulated charger failed to advance")
+        self._execute(self.station.handle(event if event is not None else ev.Tick(),
+                                          self.clock.now(), self.clock.wall()))
+        if isinstance(event, ev.FrameReceived):
+            self.transport.frame_handled()       # the link may read the next one
+        self.turns.end()
+        self.notifier.watchdog()
+        if marker is not None:
+            marker.done.set()
+
+    def _deliver_before_exit(self) -> None:
+        """A clean stop with the CSMS connected: wait, at most `[system] stop_wait_s`, until
+        it has confirmed the StopTransactions just queued and everything queued before them.
+        Offline, once the link drops, or when the bound passes, what is left stays on disk
+        and goes at the next start (docs/delivery.md, "A clean stop")."""
+        station, limit = self.station, self.settings.system.stop_wait_s
+        self._turn(None)                         # hand the first message to the link now
+        if not station.delivering() or limit <= 0:
+            if len(station.services.outbox):
+                log.info("stopping: %d transaction message(s) wait for the next start (%s)",
+                         len(station.services.outbox), self._undelivered_because(limit))
+            return
+        log.info("stopping: delivering %d transaction message(s) to the CSMS first "
+                 "(at most %g s)", len(station.services.outbox), limit)
+        self.notifier.status(f"stopping: delivering {len(station.services.outbox)} transaction "
+                             "message(s) to the CSMS")
+        deadline = self.clock.now() + limit
+        while station.delivering():
+            left = deadline - self.clock.now()
+            if left <= 0 or self._power_cut:
+                if not self._power_cut:
+                    log.warning("stopping: the CSMS did not confirm %d transaction message(s) "
+                                "within %g s ([system] stop_wait_s); they are sent at the next "
+                                "start", len(station.services.outbox), limit)
+                return
+            event = self._next_event(min(MAX_SLEEP_S, left))
+            if isinstance(event, ev.ShutdownRequested):
+                if self._stop_requests > 1 or self._power_cut:
+                    log.warning("stopping at once, as asked again: %d transaction message(s) "
+                                "wait for the next start", len(station.services.outbox))
+                    return
+                continue                         # the request that began this stop
+            self._turn(event)
+        if len(station.services.outbox):
+            log.warning("stopping: %d transaction message(s) wait for the next start (%s)",
+                        len(station.services.outbox), self._undelivered_because(limit))
+        else:
+            log.info("stopping: the CSMS has confirmed every transaction message")
+
+    def _undelivered_because(self, limit: float) -> str:
+        services = self.station.services
+        if not services.link.connected:
+            return "offline"
+        if not services.link.accepted:
+            return f"registration {services.link.registration}"
+        if services.write_faults.failing:
+            return "the database cannot be written"
+        if limit <= 0:
+            return "[system] stop_wait_s = 0"
+        return "the next attempt of the first is not due yet"
+
+    def _use_link_security(self, security: act.LinkSecurity) -> None:
+        """The link connects with `security` from its next connection; the charger's own
+        certificate, if the CSMS signed one, is written beside its key for the TLS client."""
+        csms = self.settings.csms
+        cert, key = csms.client_cert, csms.client_key
+        if security.charger_key_id and security.charger_chain:
+            try:
+                cert, key = self.key_files.certificate_files(security.charger_key_id,
+                                                             security.charger_chain)
+            except OSError as exc:
+                log.error("the charger's certificate cannot be used (%s); the configured "
+                          "client_cert stays in use", exc)
+        self.transport.use_security(LinkSecurity(security.profile, cadata=security.roots_pem,
+                                                 client_cert=cert, client_key=key,
+                                                 trial=security.trial))
 
     def quiescent(self) -> bool:
         """Nothing left to do right now (tests use it to step a virtual clock)."""
@@ -262,9 +379,24 @@ class Runtime:
             self.transport.reconnect(action.reason)
         elif isinstance(action, act.LinkSettingsChanged):
             self.transport.set_ping_interval(action.ping_interval_s)
+        elif isinstance(action, act.StorePrivateKey):
+            self.key_files.store_private_key(action.key_id, action.pem)
+        elif isinstance(action, act.LinkSecurity):
+            self._use_link_security(action)
         elif isinstance(action, act.ReportStatus):
             self.notifier.status(action.text)
         elif isinstance(action, act.Restart):
             self.exit_action = action
         else:
             log.warning("no adapter for %r", action)
+
+
+def _read_text(path: str) -> Optional[str]:
+    """A PEM file's text for the core (the configured client certificate), None if unset or
+    unreadable (chargepoint/tls_files.py reports why at start)."""
+    if not path:
+        return None
+    try:
+        return Path(path).read_text("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -46,6 +46,14 @@ class StationConfig:
     max_frame_bytes: int = 262144
     strict_schema: bool = True
     log_frames: bool = False
+    #: [csms] security_profile: the floor of SecurityProfile.
+    security_profile: int = 0
+    #: [csms] client_cert's PEM (profile 3 until the CSMS signs a certificate), if any.
+    client_certificate: Optional[str] = None
+    #: [csms] ca_file is set: the link trusts it besides the CSMS roots installed.
+    ca_configured: bool = False
+    #: [csms] security_events: "auto", "on" or "off" (chargepoint/model/security_events.py).
+    security_events: str = "auto"
 
 
 class Station:
@@ -58,7 +66,9 @@ class Station:
                                config.strict_schema, config.log_frames)
         self.services: Services = build_services(
             keys, store, StationClock(now, wall), self.rpc, config.connectors,
-            config.boot_payload, config.response_timeout_s)
+            config.boot_payload, config.response_timeout_s, config.charge_point_id,
+            config.security_profile, config.client_certificate, config.ca_configured,
+            config.security_events)
         #: connector id -> (contactor closed, offered amps) last commanded.
         self._commanded: dict[int, tuple[bool, Optional[float]]] = {}
         #: (connected, registration) as last reported in the systemd STATUS line.
@@ -69,6 +79,7 @@ class Station:
         services.connectors.touch_all()          # fail safe from the first turn
         self._reconcile()
         services.metering.schedule_aligned()
+        services.security_events.record("StartupOfTheDevice")
 
     # ------------------------------------------------------------------ entry point
     def handle(self, event: Any, now: float, wall: Optional[float] = None) -> list[Any]:
@@ -106,6 +117,7 @@ class Station:
         """A clean stop: end transactions durably, open contactors; returns the actions."""
         services = self.services
         services.clock.observe(now)
+        services.availability.closing = True
         try:
             services.sessions.shutdown()
             services.outbox.flush()
@@ -116,6 +128,15 @@ class Station:
                 log.exception("error while shutting down the station")
         self._reconcile()
         return services.effects.take()
+
+    def delivering(self) -> bool:
+        """Transaction messages are going to the CSMS now: the link is up, the charger is
+        accepted, and the head of the outbox is due or awaits its answer. A clean stop waits
+        while this holds (chargepoint/runtime.py); a head waiting out a retry delay does not
+        count, it would only hold the stop up."""
+        services = self.services
+        return (services.link.online and not services.write_faults.failing
+                and services.delivery.ready())
 
     # ------------------------------------------------------------------ events
     def _dispatch(self, event: Any) -> None:
@@ -134,6 +155,11 @@ class Station:
             self.rpc.connection_made()
             log.info("connected to the CSMS")
             services.boot.connected()
+            services.security_profile.connected()
+        elif isinstance(event, ev.SecurityIncident):
+            services.security_events.record(event.kind, event.tech_info)
+        elif isinstance(event, ev.SecurityProfileFailed):
+            services.security_profile.failed(event.profile, event.reason)
         elif isinstance(event, ev.Disconnected):
             if self.rpc.connected:
                 log.warning("disconnected from the CSMS: %s", event.reason)
@@ -237,6 +263,11 @@ class Station:
             return
         handler = HANDLERS.get(action)
         error = rpc.check_call(call, handler is not None)
+        if error is not None and error.code in ("FormationViolation", "PropertyConstraintViolation",
+                                                "OccurenceConstraintViolation",
+                                                "TypeConstraintViolation", "ProtocolError"):
+            services.security_events.record("InvalidMessages",
+                                            f"{action[:60]}: {error.code}")
         if error is None and allowed == REFUSE:
             self._refuse(call, registration)
             return
@@ -300,5 +331,10 @@ class Station:
             services.metering.sample_interval_changed()
         elif name == "WebSocketPingInterval":
             services.effects.emit(act.LinkSettingsChanged(int(value)))
+        elif name == "CpoName":
+            services.security_events.record("ReconfigurationOfSecurityParameters",
+                                            "CpoName changed")
         elif name == "AuthorizationKey":
+            services.security_events.record("ReconfigurationOfSecurityParameters",
+                                            "AuthorizationKey changed")
             services.effects.emit(act.Reconnect("AuthorizationKey changed"))

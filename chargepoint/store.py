@@ -129,6 +129,36 @@ MIGRATIONS: list[str] = [
     DROP TABLE local_list;
     ALTER TABLE local_list_ci RENAME TO local_list;
     """,
+    # Security whitepaper: the trusted roots the CSMS manages, the charger's own
+    # certificate (its key is a file, never a row), the security log.
+    """
+    CREATE TABLE certificates (
+        id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        pem TEXT NOT NULL,
+        issuer_name_hash TEXT NOT NULL,
+        issuer_key_hash TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        fallback INTEGER NOT NULL DEFAULT 0,
+        installed REAL NOT NULL,
+        UNIQUE(type, issuer_name_hash, issuer_key_hash, serial)
+    );
+    CREATE TABLE charger_certificate (
+        slot TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        chain TEXT,
+        requested REAL NOT NULL
+    );
+    CREATE TABLE security_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        tech_info TEXT NOT NULL,
+        notified INTEGER NOT NULL,
+        local REAL NOT NULL
+    );
+    """,
 ]
 
 

@@ -83,7 +83,7 @@ def _certificates(path: str, whose: str) -> tuple[list, str]:
     data, why = _read(path)
     if data is None:
         return [], why
-    from cryptography import x509
+    from cryptography import x509  # lazy: only a configured TLS file needs cryptography
 
     labels = _labels(data)
     if not _CERT_LABELS.intersection(labels):
@@ -103,7 +103,7 @@ def _private_key(path: str):
     data, why = _read(path)
     if data is None:
         return None, why
-    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives import serialization  # lazy: as x509 above
 
     match = _PEM_KEY.search(data)
     if match is None:
@@ -135,7 +135,8 @@ def _loads(load: Callable[[bytes], object], data: bytes) -> bool:
 
 
 def _same_public_key(certificate, key) -> bool:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    from cryptography.hazmat.primitives.serialization import (  # lazy: as x509 above
+        Encoding, PublicFormat)
 
     def spki(public) -> bytes:
         return public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
@@ -148,7 +149,7 @@ def crl_file_problem(path: str) -> Optional[str]:
     data, why = _read(path)
     if data is None:
         return why
-    from cryptography import x509
+    from cryptography import x509  # lazy: only a configured CRL needs cryptography
 
     blocks = _PEM_CRL.findall(data)
     if not blocks:

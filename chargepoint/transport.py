@@ -33,7 +33,9 @@ import ssl
 import struct
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timezone
+from urllib.parse import urlsplit, urlunsplit
 from typing import Callable, Optional
 
 import websocket
@@ -45,6 +47,7 @@ from websocket._socket import recv as _recv
 from chargepoint import events as ev
 from chargepoint.config import CsmsSettings
 from chargepoint.link_flow import FrameCredits, SendBuffer
+from chargepoint.ocpp_keys import authorization_password
 
 log = logging.getLogger("chargepoint.transport")
 # websocket-client logs handshake failures itself; ours say the same more clearly.
@@ -143,12 +146,37 @@ TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384
                  "AES128-GCM-SHA256", "AES256-GCM-SHA384")
 
 
-def build_ssl_context(settings: CsmsSettings) -> Optional[ssl.SSLContext]:
+#: Failed attempts in a row after which an upgraded security profile on trial is reported
+#: as not working (the core then goes back to the previous one).
+FALLBACK_AFTER = 3
+
+
+@dataclass(frozen=True)
+class LinkSecurity:
+    """What the link connects with (the core decides it: chargepoint/model/security_profile.py):
+    the security profile, the CSMS roots the CSMS installed (PEM, trusted with [csms]
+    ca_file; with neither, the system's), the client certificate and key files, and whether
+    the profile is on trial."""
+
+    profile: int
+    cadata: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    trial: bool = False
+
+
+def build_ssl_context(settings: CsmsSettings,
+                      security: Optional[LinkSecurity] = None) -> Optional[ssl.SSLContext]:
     """TLS 1.2 or 1.3 for security profiles 2 and 3 (None: no TLS). Built at every connect,
-    so a replaced ca_file, crl_file or client certificate applies from the next one."""
-    if settings.security_profile < 2:
+    so a replaced ca_file, crl_file or client certificate applies from the next one. The
+    CSMS's certificate must chain to a trusted root and name the URL's host."""
+    security = security or LinkSecurity(settings.security_profile,
+                                        client_cert=settings.client_cert,
+                                        client_key=settings.client_key)
+    if security.profile < 2:
         return None
-    ctx = ssl.create_default_context(cafile=settings.ca_file or None)
+    ctx = ssl.create_default_context(cafile=settings.ca_file or None,
+                                     cadata=security.cadata or None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(":".join(TLS12_CIPHERS))
     if settings.crl_file:
@@ -156,9 +184,41 @@ def build_ssl_context(settings: CsmsSettings) -> Optional[ssl.SSLContext]:
         # The CAs above it are not: that needs a CRL from each, and one missing fails all.
         ctx.load_verify_locations(cafile=settings.crl_file)
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    if settings.security_profile == 3:
-        ctx.load_cert_chain(settings.client_cert, settings.client_key)
+    if security.profile == 3:
+        ctx.load_cert_chain(security.client_cert, security.client_key)
     return ctx
+
+
+#: OpenSSL's reasons for a handshake that failed on the TLS version, or on the suites.
+_TLS_VERSION_REASONS = {"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION",
+                        "WRONG_VERSION_NUMBER", "NO_PROTOCOLS_AVAILABLE",
+                        "TLSV1_ALERT_PROTOCOL_VERSION"}
+_TLS_CIPHER_REASONS = {"SSLV3_ALERT_HANDSHAKE_FAILURE", "NO_SHARED_CIPHER",
+                       "NO_CIPHERS_AVAILABLE", "TLSV1_ALERT_INSUFFICIENT_SECURITY",
+                       "NO_SUITABLE_SIGNATURE_ALGORITHM"}
+
+
+def tls_security_event(exc: ssl.SSLError) -> Optional[str]:
+    """The whitepaper's security event for a failed TLS handshake, if it names one."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "InvalidCentralSystemCertificate"
+    if exc.reason in _TLS_VERSION_REASONS:
+        return "InvalidTLSVersion"
+    if exc.reason in _TLS_CIPHER_REASONS:
+        return "InvalidTLSCipherSuite"
+    return None
+
+
+def url_for_profile(url: str, tls_url: str, profile: int) -> str:
+    """The CSMS URL for `profile`: [csms] url when its scheme fits (ws:// for 0 and 1, wss://
+    for 2 and 3), else [csms] tls_url, else url with the other scheme (same host and port)."""
+    wanted = "wss" if profile >= 2 else "ws"
+    parts = urlsplit(url)
+    if parts.scheme == wanted:
+        return url
+    if wanted == "wss" and tls_url:
+        return tls_url
+    return urlunsplit((wanted, *parts[1:]))
 
 
 #: OpenSSL's verify codes for a certificate checked against a CRL (X509_V_ERR_*).
@@ -213,6 +273,11 @@ class FailureLog:
             self._log.warning("connected after %d failed attempts", self.failed_attempts)
         self._since = None
         self.failed_attempts = 0
+
+    def flush(self) -> None:
+        """Say what was not said yet (the link is closing in the middle of an outage)."""
+        if self._unlogged:
+            self._summarise(self._clock())
 
     def _summarise(self, now: float) -> None:
         count = sum(self._unlogged.values())
@@ -292,7 +357,10 @@ class Transport:
                  password: Callable[[], str], ping_interval_s: float = 60.0,
                  failure_log_interval_s: float = 60.0):
         self.settings = settings
-        self.url = settings.url.rstrip("/") + "/" + settings.charge_point_id
+        self.security = LinkSecurity(settings.security_profile,
+                                     client_cert=settings.client_cert,
+                                     client_key=settings.client_key)
+        self._trial_failures = 0
         self._emit = emit
         self._password = password
         self.ping_interval_s = float(ping_interval_s)
@@ -302,11 +370,28 @@ class Transport:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reconnect_reason: Optional[str] = None
+        #: Why the link is held down (`hold`), or None.
+        self._held: Optional[str] = None
+        #: A connection is being served, from Connected until Disconnected is emitted.
+        self._serving = False
         self._thread: Optional[threading.Thread] = None
         self.connections = 0
         self.last_error = ""
 
+    @property
+    def url(self) -> str:
+        """The URL connected to, with the security profile in use."""
+        base = url_for_profile(self.settings.url, getattr(self.settings, "tls_url", ""),
+                               self.security.profile)
+        return base.rstrip("/") + "/" + self.settings.charge_point_id
+
     # -- control from the station loop: none of these waits on the network
+    def use_security(self, security: LinkSecurity) -> None:
+        """Connect with `security` from the next connection (the loop asks for it)."""
+        if security != self.security:
+            self._trial_failures = 0
+        self.security = security
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="csms-link", daemon=True)
         self._thread.start()
@@ -322,6 +407,31 @@ class Transport:
             link.fail("shutting down")
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._failures.flush()             # failures of an outage not summed up yet
+
+    def hold(self, reason: str, wait_s: float = CLOSE_GRACE_S + 2) -> bool:
+        """Drop the link and keep it down until `release` (`chargepoint sim disconnect`: the
+        charger offline on demand, the CSMS untouched). Waits up to `wait_s` for the link to
+        be down; returns whether it is."""
+        self._held = reason
+        self._wake.set()
+        link = self._link
+        if link is not None:
+            link.finish(reason, CLOSE_NORMAL)
+        deadline = time.monotonic() + wait_s
+        while self._serving and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._serving
+
+    def release(self) -> None:
+        """End `hold`: connect again at once."""
+        self._held = None
+        self._wake.set()
+
+    def status(self) -> dict:
+        """The link as an operator sees it (`chargepoint sim status`)."""
+        return {"url": self.url, "connected": self._serving, "held": self._held is not None,
+                "connections": self.connections, "last_error": self.last_error}
 
     def send(self, text: str) -> bool:
         """Hand one text frame to the link; False when there is no link (the core learns it
@@ -329,6 +439,10 @@ class Transport:
         means the CSMS stopped reading, and the link is dropped instead."""
         link = self._link
         if link is None or link.dead:
+            return False
+        if link.closing is not None:
+            # Closing on purpose (a reconnect with new credentials): what came before the
+            # close goes out, what comes after waits for the next connection.
             return False
         try:
             data = text.encode("utf-8")
@@ -362,18 +476,19 @@ class Transport:
 
     # -- the link thread: connect
     def _headers(self) -> list[str]:
-        if self.settings.security_profile not in (1, 2):
+        if self.security.profile not in (1, 2):
             return []
         password = self._password()
         if not password:
             log.error("security profile %d needs an AuthorizationKey; none is set",
-                      self.settings.security_profile)
-        token = base64.b64encode(f"{self.settings.charge_point_id}:{password}".encode()).decode()
+                      self.security.profile)
+        token = base64.b64encode(self.settings.charge_point_id.encode() + b":"
+                                 + authorization_password(password)).decode()
         return [f"Authorization: Basic {token}"]
 
     def _connect(self) -> websocket.WebSocket:
         try:
-            ctx = build_ssl_context(self.settings)
+            ctx = build_ssl_context(self.settings, self.security)
         except (OSError, ssl.SSLError) as exc:
             raise LinkError(f"cannot load the TLS files of [csms] (ca_file, crl_file, "
                             f"client_cert, client_key): {exc}") from None
@@ -392,6 +507,8 @@ class Transport:
                        suppress_origin=True, redirect_limit=0)
         except websocket.WebSocketBadStatusException as exc:
             if exc.status_code == 401:
+                self._emit(ev.SecurityIncident("FailedToAuthenticateAtCentralSystem",
+                                               "HTTP 401 to the Basic credentials"))
                 raise LinkError(f"the CSMS refused our credentials (HTTP 401) for charge point "
                                 f"{self.settings.charge_point_id}: check AuthorizationKey") from None
             if exc.status_code == 404:
@@ -407,9 +524,19 @@ class Transport:
             raise LinkError(refused or f"the CSMS refused the WebSocket upgrade: HTTP "
                                        f"{exc.status_code}") from None
         except ssl.SSLCertVerificationError as exc:
-            raise LinkError(_untrusted(exc, self.settings)) from None
+            why = _untrusted(exc, self.settings)
+            self._emit(ev.SecurityIncident("InvalidCentralSystemCertificate", why))
+            raise LinkError(why) from None
         except ssl.SSLError as exc:
-            raise LinkError(f"TLS handshake failed: {exc.reason or exc}") from None
+            kind = tls_security_event(exc)
+            why = f"TLS handshake failed: {exc.reason or exc}"
+            if kind == "InvalidTLSVersion":
+                why += " (the CSMS offers no TLS 1.2 or newer)"
+            elif kind == "InvalidTLSCipherSuite":
+                why += " (no cipher suite of the whitepaper's agreed, see docs/security.md)"
+            if kind is not None:
+                self._emit(ev.SecurityIncident(kind, why))
+            raise LinkError(why) from None
         except websocket.WebSocketException as exc:
             response = ws.handshake_response
             refused = response and self._redirect_refused(response.status, response.headers)
@@ -460,6 +587,11 @@ class Transport:
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
+            if self._held is not None:             # down on request until `release`
+                self._wake.wait(1.0)
+                self._wake.clear()
+                attempt = 0
+                continue
             self._wake.clear()
             retry_after = None
             try:
@@ -467,10 +599,12 @@ class Transport:
             except LinkError as exc:
                 self._note_error(str(exc))
                 retry_after = exc.retry_after
+                self._trial_failed(str(exc))
             except Exception as exc:  # anything else: keep trying, never die
                 self._note_error(f"unexpected error while connecting: {exc!r}")
             else:
                 self._failures.connected()
+                self._trial_failures = 0
                 self.connections += 1
                 self.last_error = ""
                 started = time.monotonic()
@@ -478,7 +612,7 @@ class Transport:
                 self._serve(ws)
                 if time.monotonic() - started > 30:
                     attempt = 0
-                if self._reconnect_reason:
+                if self._reconnect_reason or self._held is not None:
                     self._reconnect_reason = None
                     attempt = 0
                     continue
@@ -495,6 +629,18 @@ class Transport:
             attempt += 1
             self._wake.wait(delay)
 
+    def _trial_failed(self, why: str) -> None:
+        """One more failed attempt with a profile on trial; FALLBACK_AFTER in a row are
+        reported, once."""
+        security = self.security
+        if not security.trial:
+            return
+        self._trial_failures += 1
+        if self._trial_failures == FALLBACK_AFTER:
+            log.error("security profile %d failed %d connection attempts in a row",
+                      security.profile, FALLBACK_AFTER)
+            self._emit(ev.SecurityProfileFailed(security.profile, why))
+
     def _note_error(self, text: str) -> None:
         self._failures.failed(text)
         self.last_error = text
@@ -504,9 +650,12 @@ class Transport:
         link = _Link(ws)
         writer = threading.Thread(target=self._write_loop, args=(link,),
                                   name="csms-link-writer", daemon=True)
+        self._serving = True
         self._link = link
         writer.start()
         self._emit(ev.Connected())
+        if self._held is not None:            # held while this connection was being made
+            link.finish(self._held, CLOSE_NORMAL)
         reason = self._read_loop(link)
         if link.closing is not None:          # let our close frame go out after the queue
             link.ended.wait(max(0.0, link.closing_since + CLOSE_GRACE_S - time.monotonic()))
@@ -518,6 +667,7 @@ class Transport:
         except Exception:
             pass
         self._emit(ev.Disconnected(link.reason or reason))
+        self._serving = False
 
     # -- the link thread: read
     def _read_loop(self, link: _Link) -> str:

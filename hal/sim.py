@@ -331,6 +331,13 @@ class SimCharger:
     def clear_fault(self, what: str, connector_id: int) -> dict:
         return self._fault_command(what, connector_id, False)
 
+    def connector_status(self, connector_id: int) -> dict:
+        """One connector as `status` shows it, now."""
+        with self._mutex:
+            conn, now = self._prepare(connector_id)
+            self._flush()
+            return self._conn_status(conn, now)
+
     def status(self) -> dict:
         """Everything a person wants to see, as plain JSON-able values."""
         with self._mutex:
@@ -549,6 +556,10 @@ class SimCharger:
                     self._flush()
                 return {"faults": sorted(self._charger_faults)}
             conn, _ = self._prepare(cid)
+            if what == "lock" and not conn.lock_fitted:
+                raise SimError(f"connector {cid} has no connector lock (a fixed cable has "
+                               f"none), so its lock cannot fail; fault lock needs a socket "
+                               f'outlet: fixed_cable = false and [connectors.lock] type = "sim"')
             self._set_fault(conn, what, active)
             self._flush()
             return self._conn_status(conn, self._clock())

@@ -9,6 +9,12 @@ per line and prints the JSON reply:
 
 A Unix socket rather than TCP: no port to pick or to expose, and file
 permissions decide who may plug cars in.
+
+Besides the simulated hardware, the socket drives the firmware's link to the
+CSMS (`disconnect` holds it down, `reconnect` lets it connect again), so the
+charger can be taken offline without touching the CSMS. A command that changes
+a connector is answered once the firmware has reacted to it (`on_command`), so
+`unplug` shows the contactor the firmware opened, not the one it was about to.
 """
 from __future__ import annotations
 
@@ -45,7 +51,12 @@ COMMANDS = {
     "status": "                 show every connector",
     "clock-step": "SECONDS          step the charger's system clock (NTP, an operator); "
                   "monotonic time goes on",
+    "disconnect": "                 drop the link to the CSMS and keep it down (offline)",
+    "reconnect": "                 let the link to the CSMS connect again",
 }
+
+#: Commands for the firmware's link rather than the simulated hardware.
+LINK_COMMANDS = ("disconnect", "reconnect")
 
 
 SERVICE_RUNTIME_DIR = "/run/chargepoint"
@@ -107,8 +118,9 @@ def _check_count(cmd: str, args: list, least: int, most: int) -> None:
         raise SimError(f"usage: {cmd} {COMMANDS[cmd].split('  ')[0].strip()}")
 
 
-def execute(sim: SimCharger, cmd: Any, args: Any) -> Any:
-    """Carry out one command; SimError for anything the user got wrong."""
+def execute(sim: SimCharger, cmd: Any, args: Any, link: Any = None) -> Any:
+    """Carry out one command; SimError for anything the user got wrong. `link` is the
+    firmware's link to the CSMS (`hold`, `release`, `status`), if it lets itself be driven."""
     if not isinstance(cmd, str):
         raise SimError("'cmd' must be a string")
     if not isinstance(args, list):
@@ -150,11 +162,20 @@ def execute(sim: SimCharger, cmd: Any, args: Any) -> Any:
         sim.step_system_clock(seconds)
         return {"stepped_s": seconds}
     _check_count(cmd, args, 0, 0)
+    if cmd in LINK_COMMANDS:
+        if link is None:
+            raise SimError("this simulated charger has no link to the CSMS to drive")
+        if cmd == "disconnect":
+            link.hold("disconnected on request (chargepoint sim disconnect)")
+        else:
+            link.release()
+        return {"link": link.status()}
     return sim.status()
 
 
 def handle_line(sim: SimCharger, line: bytes,
-                status_extra: Optional[Callable[[], dict]] = None) -> tuple[dict, bool]:
+                status_extra: Optional[Callable[[], dict]] = None,
+                link: Any = None) -> tuple[dict, bool]:
     """The reply to one request line, and whether the command succeeded; `status_extra()`
     is merged into the result of `status`."""
     try:
@@ -164,7 +185,7 @@ def handle_line(sim: SimCharger, line: bytes,
     if not isinstance(request, dict) or "cmd" not in request:
         return {"ok": False, "error": 'bad request: expected {"cmd": ..., "args": [...]}'}, False
     try:
-        result = execute(sim, request["cmd"], request.get("args", []))
+        result = execute(sim, request["cmd"], request.get("args", []), link)
         if request["cmd"] == "status" and status_extra is not None:
             result = {**result, **status_extra()}
     except SimError as exc:
@@ -182,18 +203,22 @@ class SimControlServer:
 
     `start()` binds (removing a stale socket file left by a crash) and returns;
     `close()` stops and removes the socket. `on_command()` runs after each
-    successful command and before its reply, in the server's thread, to wake the
-    firmware's loop. `status_extra()` adds the firmware's own figures (its loop's
-    turn accounting) to the reply to `status`, so what the simulator shows and what
-    the firmware measured are read together.
+    successful command and before its reply, in the server's thread: it wakes the
+    firmware's loop and returns once the loop has handled what the command caused,
+    and a connector's state in the reply is read after it. `status_extra()` adds
+    the firmware's own figures (its loop's turn accounting, its link) to the reply
+    to `status`, so what the simulator shows and what the firmware measured are
+    read together. `link` is the firmware's link to the CSMS, for `disconnect` and
+    `reconnect`.
     """
 
     def __init__(self, sim: SimCharger, path: str, on_command: Optional[Callable[[], None]] = None,
-                 status_extra: Optional[Callable[[], dict]] = None):
+                 status_extra: Optional[Callable[[], dict]] = None, link: Any = None):
         self.sim = sim
         self.path = os.fspath(path)
         self.on_command = on_command
         self.status_extra = status_extra
+        self.link = link
         self._listener: Optional[socket.socket] = None
         self._wake_r: Optional[socket.socket] = None
         self._wake_w: Optional[socket.socket] = None
@@ -297,14 +322,20 @@ class SimControlServer:
                 return
 
     def _answer(self, conn: socket.socket, line: bytes) -> None:
-        reply, ok = handle_line(self.sim, line, self.status_extra)
-        # Wake the firmware before replying: once a client has its answer, the
-        # firmware is already on its way to react.
+        reply, ok = handle_line(self.sim, line, self.status_extra, self.link)
+        # Let the firmware react before replying: once a client has its answer, the
+        # firmware has seen the change, and the connector shown is as it left it.
         if ok and self.on_command is not None:
             try:
                 self.on_command()
             except Exception:
                 log.exception("simulator control socket: on_command failed")
+        result = reply.get("result")
+        if ok and isinstance(result, dict) and "connector_id" in result:
+            try:
+                reply["result"] = self.sim.connector_status(result["connector_id"])
+            except SimError:
+                pass
         self._reply(conn, reply)
 
     @staticmethod
@@ -378,9 +409,10 @@ def send_command(path: str, cmd: str, args: list, timeout: float = 5) -> dict:
 
 
 def _usage() -> str:
-    lines = ["usage: chargepoint sim COMMAND [ARGS]", "", "commands:"]
+    lines = ["usage: chargepoint sim COMMAND [ARGS] [--json]", "", "commands:"]
     lines += [f"  {name:<12} {text}" for name, text in COMMANDS.items()]
-    lines += ["", "N is the connector id; it may be left out when there is one connector."]
+    lines += ["", "N is the connector id; it may be left out when there is one connector.",
+              "--json prints the firmware's answer as JSON instead of text."]
     return "\n".join(lines)
 
 
@@ -428,6 +460,9 @@ def format_status(status: dict) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if status.get("faults"):
         lines.append("charger faults: " + ", ".join(status["faults"]))
+    link = status.get("link")
+    if link:
+        lines.append(format_link(link))
     loop = status.get("loop")
     if loop:
         lines.append(f"firmware loop: {loop['turns']} turns, worst {loop['worst_turn_ms']:.1f} ms; "
@@ -436,9 +471,24 @@ def format_status(status: dict) -> str:
     return "\n".join(lines)
 
 
+def format_link(link: dict) -> str:
+    """One line about the firmware's link to the CSMS."""
+    if link.get("held"):
+        state = ("held down by `chargepoint sim disconnect` (the charger is offline; "
+                 "`chargepoint sim reconnect` ends it)")
+    elif link.get("connected"):
+        state = "connected"
+    else:
+        state = "connecting" + (f" (last attempt: {link['last_error']})"
+                                if link.get("last_error") else "")
+    return f"link to {link.get('url', 'the CSMS')}: {state}"
+
+
 def _format_result(cmd: str, result: Any) -> str:
     if cmd == "status":
         return format_status(result)
+    if cmd in LINK_COMMANDS:
+        return format_link(result["link"])
     if cmd == "tap":
         return f"card {result['id_tag']} presented"
     if isinstance(result, dict) and "connector_id" in result:
@@ -448,8 +498,11 @@ def _format_result(cmd: str, result: Any) -> str:
     return json.dumps(result)
 
 
-def client_main(argv: list[str], path: str) -> int:
-    """`chargepoint sim <cmd> [args]`: 0 on success, 1 on any failure."""
+def client_main(argv: list[str], path: str, as_json: bool = False) -> int:
+    """`chargepoint sim <cmd> [args] [--json]`: 0 on success, 1 on any failure. With
+    `--json` (anywhere among the words, or `as_json`) the result is printed as JSON."""
+    if "--json" in argv:
+        as_json, argv = True, [word for word in argv if word != "--json"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 1
@@ -469,5 +522,6 @@ def client_main(argv: list[str], path: str) -> int:
     if not reply.get("ok"):
         print(f"chargepoint sim {cmd}: {reply.get('error', 'failed')}", file=sys.stderr)
         return 1
-    print(_format_result(cmd, reply.get("result")))
+    result = reply.get("result")
+    print(json.dumps(result, indent=1) if as_json else _format_result(cmd, result))
     return 0

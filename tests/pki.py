@@ -37,3 +37,47 @@ def write_crl(path: Path, *crls: x509.CertificateRevocationList,
               encoding: serialization.Encoding = serialization.Encoding.PEM) -> Path:
     path.write_bytes(b"".join(c.public_bytes(encoding) for c in crls))
     return path
+
+
+def certificate(issuer: trustme.CA | None = None, *, ca: bool = False,
+                not_before: dt.timedelta = -DAY, not_after: dt.timedelta = 365 * DAY,
+                common_name: str = "test", public_key=None):
+    """A certificate made with cryptography: signed by `issuer` (None: by its own new key),
+    valid from `not_before` to `not_after` from now. Returns (certificate, its private key;
+    None when `public_key` was given)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    key = None
+    if public_key is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        public_key = key.public_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    if issuer is None:
+        issuer_name, signer = subject, key
+    else:
+        issuer_name = x509.load_pem_x509_certificate(issuer.cert_pem.bytes()).subject
+        signer = serialization.load_pem_private_key(issuer.private_key_pem.bytes(), None)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
+            .public_key(public_key).serial_number(x509.random_serial_number())
+            .not_valid_before(now + not_before).not_valid_after(now + not_after)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(signer, hashes.SHA256()))
+    return cert, key
+
+
+def sign_csr(ca: trustme.CA, csr_pem: str, **changes) -> str:
+    """The PEM chain (leaf, then `ca`) of a certificate `ca` issues for the CSR's key and
+    subject's CN (`changes` as for `certificate`)."""
+    from cryptography.x509.oid import NameOID
+
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    cn = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    changes.setdefault("common_name", cn)
+    leaf, _ = certificate(ca, public_key=csr.public_key(), **changes)
+    return pem(leaf) + ca.cert_pem.bytes().decode()
+
+
+def pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()

@@ -495,8 +495,6 @@ def test_cache_bound_counts_a_reconfirmed_entry_as_refreshed(station, monkeypatc
 
 
 def test_cache_disabled_remember_writes_nothing(station):
-    from chargepoint.model import authorization as authorize
-
     station.services.keys.change("AuthorizationCacheEnabled", "false")
     station.services.authorization.remember("TAG1", {"status": "Accepted"})
     assert cached_tags(station) == set()

@@ -102,7 +102,6 @@ def test_clock_offset_from_boot_current_time(csms, firmware):
 def test_timestamps_are_never_1970_before_the_clock_is_known(tmp_path, csms):
     """A controller without RTC boots at the epoch: statuses carry no timestamp until the
     CSMS tells the time, and never a 1970 one."""
-    from chargepoint.clock import VirtualClock
     from chargepoint.station import Station, StationConfig
     from chargepoint.model.connector import ConnectorInfo
     from chargepoint.ocpp_keys import OcppKeys

@@ -76,7 +76,7 @@ def test_kills_lose_nothing_repeat_only_in_flight_messages_and_bill_all_energy(t
             kills.append(charger.kill(number, result.phase + (note if sniped else "")))
 
         # The final clean runs: a session stopped by SIGTERM (Reboot), then a run that
-        # only delivers what is queued and stops cleanly with nothing left on disk.
+        # only delivers what is still queued and stops cleanly with nothing left on disk.
         charger.spawn()
         result = drive(charger, rng, time.monotonic() + 30, hold=1.5)
         episodes += len(result.episodes)
@@ -86,7 +86,11 @@ def test_kills_lose_nothing_repeat_only_in_flight_messages_and_bill_all_energy(t
         stops.append(stop)
         assert code == 0, f"SIGTERM while charging: exit code {code}\n{charger.tail()}"
 
+        mark = len(csms.received)
         charger.spawn()
+        # Up before it is judged (and stopped): the clean stop above may have delivered
+        # everything already, leaving this run nothing to do.
+        csms.wait_for("BootNotification", timeout=30, after=mark)
         empty = {"outbox": 0, "transactions": 0, "outbox_dead": 0}
         drained = wait_until(lambda: charger.db_counts() == empty, 30)
         code, stop = charger.terminate()

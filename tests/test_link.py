@@ -6,7 +6,6 @@ import ssl
 import pytest
 
 from chargepoint.csms.server import LocalCsms
-from chargepoint.clock import SystemClock
 from tests.harness import Firmware, wait_until
 
 

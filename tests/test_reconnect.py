@@ -149,3 +149,34 @@ def test_a_refusal_with_a_huge_body_is_not_read_whole(tmp_path):
     server.join(timeout=30)
     listener.close()
     assert streamed and streamed[0] < 10 ** 9       # it stopped long before the end
+
+
+def test_failures_not_yet_summed_up_are_logged_when_the_link_closes(caplog):
+    """A charger stopped in the middle of an outage: the attempts since the last line are
+    not lost, the link's close sums them up with their reasons (real sockets: nothing
+    listens on the port)."""
+    import socket
+
+    from chargepoint.config import CsmsSettings
+    from chargepoint.transport import Transport
+    from tests.harness import wait_until
+
+    with socket.socket() as probe:                     # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = CsmsSettings(url=f"ws://127.0.0.1:{port}/ocpp", charge_point_id="CP-1",
+                            reconnect_min_s=0.01, reconnect_max_s=0.02)
+    link = Transport(settings, lambda event: None, password=lambda: "",
+                     failure_log_interval_s=3600)
+    with caplog.at_level(logging.INFO, "chargepoint.transport"):
+        link.start()
+        try:
+            assert wait_until(lambda: link._failures.failed_attempts >= 3, 10)
+        finally:
+            link.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors[0].startswith(f"cannot reach ws://127.0.0.1:{port}/ocpp/CP-1")
+    assert len(errors) == 2, errors
+    count = link._failures.failed_attempts - 1
+    assert errors[1].startswith(f"{count} more connection attempt")
+    assert f"{count} x cannot reach ws://127.0.0.1:{port}/ocpp/CP-1" in errors[1]

@@ -43,6 +43,15 @@ SAMPLES = {
                                                                   "limit": 10}]}}},
     "TriggerMessage": {"requestedMessage": "StatusNotification", "connectorId": 1},
     "UnlockConnector": {"connectorId": 1},
+    # Security whitepaper
+    "CertificateSigned": {"certificateChain": "not a chain"},
+    "DeleteCertificate": {"certificateHashData": {
+        "hashAlgorithm": "SHA256", "issuerNameHash": "00", "issuerKeyHash": "00",
+        "serialNumber": "1"}},
+    "ExtendedTriggerMessage": {"requestedMessage": "Heartbeat"},
+    "GetInstalledCertificateIds": {"certificateType": "CentralSystemRootCertificate"},
+    "InstallCertificate": {"certificateType": "ManufacturerRootCertificate",
+                           "certificate": "not a certificate"},
 }
 
 

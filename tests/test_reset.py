@@ -1,9 +1,10 @@
 """Reset (TC_013-016) with the real `chargepoint run` process against the loopback CSMS.
 
 A reset ends the process (soft: `os.execv` of itself; hard: the configured reboot
-command, then the same re-exec in these tests because the "reboot" only records
-that it ran), so only a real subprocess shows that the charger comes back and
-registers again, and that nothing of a stopped transaction is lost on the way.
+command, after which the firmware waits for the system's stop, SIGTERM, as a real
+reboot sends it; these tests send it and start the charger again, as the boot would),
+so only a real subprocess shows that the charger comes back and registers again, and
+that nothing of a stopped transaction is lost on the way.
 """
 import os
 import signal
@@ -31,11 +32,12 @@ def _toml_list(items):
 class Charger:
     """`chargepoint run` in its own process group, its output collected line by line."""
 
-    def __init__(self, tmp_path: Path, csms_url: str, reboot_command, ocpp=None):
+    def __init__(self, tmp_path: Path, csms_url: str, reboot_command, ocpp=None, system=None):
         self.tmp = tmp_path
         self.sim_socket = str(tmp_path / "sim.sock")
         ocpp_lines = "\n".join(f"{key} = {value}" for key, value in
                                {"WebSocketPingInterval": 0, **(ocpp or {})}.items())
+        system_lines = "\n".join(f"{key} = {value}" for key, value in (system or {}).items())
         self.config = tmp_path / "config.toml"
         self.config.write_text(f"""
 [csms]
@@ -54,6 +56,7 @@ level = "info"
 [system]
 reboot_command = {_toml_list(reboot_command)}
 sim_socket = "{self.sim_socket}"
+{system_lines}
 
 [ocpp]
 {ocpp_lines}
@@ -110,6 +113,11 @@ type = "sim"
         assert reply["ok"], reply
         return reply["result"]
 
+    def stopped_by_the_system(self) -> int:
+        """SIGTERM, as systemd sends it when the reboot stops the service; the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=WAIT_S)
+
     def kill(self) -> None:
         """Teardown: end the process group this test started (the charger and any child)."""
         if self.proc is None:
@@ -129,11 +137,12 @@ type = "sim"
 
 @pytest.fixture
 def charger(tmp_path, csms):
-    """Factory: `charger(reboot_command, ocpp=None)` -> a running, registered Charger."""
+    """Factory: `charger(reboot_command, ocpp=None, system=None)` -> a running, registered
+    Charger."""
     started = []
 
-    def make(reboot_command, ocpp=None):
-        cp = Charger(tmp_path, csms.url, reboot_command, ocpp)
+    def make(reboot_command, ocpp=None, system=None):
+        cp = Charger(tmp_path, csms.url, reboot_command, ocpp, system)
         started.append(cp)
         cp.start()
         csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1, timeout=WAIT_S)
@@ -175,6 +184,19 @@ def _start_transaction(csms, cp: Charger) -> int:
     return start.reply["transactionId"]
 
 
+def _rebooted(csms, cp: Charger, mark: int) -> None:
+    """After a Hard Reset's reboot command succeeded: the firmware waits for the system's
+    stop instead of starting again; the stop ends it at once (exit 0); then the charger
+    starts as it would after the reboot."""
+    cp.wait_output("waiting up to 300 s for the system to stop this service")
+    assert cp.proc.poll() is None
+    assert not csms.records("BootNotification", after=mark), "it must not boot before the stop"
+    assert cp.stopped_by_the_system() == 0
+    assert cp.count("stopped for the reboot") == 1
+    assert cp.count("restarting the firmware") == 0
+    cp.start()
+
+
 def _reset_without_transaction(csms, cp: Charger, kind: str) -> None:
     """The official steps: Inoperative first, reset, the connector is still Unavailable
     after the boot (the availability is persistent), then Operative again."""
@@ -185,15 +207,18 @@ def _reset_without_transaction(csms, cp: Charger, kind: str) -> None:
                   lambda r: r["connectorId"] == 1 and r["status"] == "Unavailable", timeout=WAIT_S)
     mark = len(csms.received)
     assert csms.call(CP_ID, "Reset", {"type": kind}) == {"status": "Accepted"}
+    if kind == "Hard":
+        _rebooted(csms, cp, mark)
     boot = _wait_second_registration(csms, mark, status="Unavailable")
     assert csms.call(CP_ID, "ChangeAvailability",
                      {"connectorId": 1, "type": "Operative"}) == {"status": "Accepted"}
     csms.wait_for("StatusNotification",
                   lambda r: r["connectorId"] == 1 and r["status"] == "Available", timeout=WAIT_S,
                   after=boot.index)
-    # os.execv keeps the process: same pid, and it is still running.
-    assert cp.proc.poll() is None and cp.proc.pid == pid
-    assert cp.count(f"restarting the firmware ({kind.lower()} reset)") == 1
+    if kind == "Soft":
+        # os.execv keeps the process: same pid, and it is still running.
+        assert cp.proc.poll() is None and cp.proc.pid == pid
+        assert cp.count("restarting the firmware (soft reset)") == 1
     assert not csms.records("StopTransaction")
     csms.assert_no_violations()
 
@@ -231,6 +256,8 @@ def _reset_during_transaction(tmp_path, csms, charger, kind: str):
     stop = csms.wait_for("StopTransaction", timeout=WAIT_S, after=mark)
     assert stop["transactionId"] == tx_id
     assert stop["reason"] == f"{kind}Reset"
+    if kind == "Hard":
+        _rebooted(csms, cp, mark)
     boot = _wait_second_registration(csms, mark)
     assert stop.index < boot.index, "StopTransaction must reach the CSMS before the restart"
     assert rebooted_at_stop == [False], "the reboot ran before StopTransaction was delivered"
@@ -283,6 +310,41 @@ def test_soft_reset_with_unconfirmed_stop_delivers_it_after_the_restart(tmp_path
     assert [r.index for r in csms.records("StopTransaction", after=boot.index)] == \
         [delivered.index]
     csms.assert_no_violations()
+
+
+def test_a_stop_that_arrives_while_the_reboot_command_runs_ends_the_process(
+        tmp_path, csms, charger):
+    """`systemctl reboot` returns after systemd has begun stopping services: the SIGTERM
+    may reach the firmware while the command still runs. It is kept, and the firmware
+    exits once the command returns, without starting again."""
+    marker = tmp_path / "rebooted"
+    cp = charger(["sh", "-c", f"echo reboot >> '{marker}'; kill -TERM $PPID; sleep 0.3"])
+    mark = len(csms.received)
+    assert csms.call(CP_ID, "Reset", {"type": "Hard"}) == {"status": "Accepted"}
+    assert cp.proc.wait(timeout=WAIT_S) == 0
+    assert marker.read_text() == "reboot\n"
+    assert cp.count("received SIGTERM; stopping") == 1
+    assert cp.count("stopped for the reboot") == 1
+    assert cp.count("restarting the firmware") == 0
+    assert not csms.records("BootNotification", after=mark)
+
+
+def test_without_the_systems_stop_after_the_reboot_command_it_restarts_in_place(
+        tmp_path, csms, charger):
+    """A reboot command that succeeded but brought no stop within `reboot_wait_s` (a
+    reboot held up, a command that only pretends): the charger does not stay down, it
+    restarts itself and registers again."""
+    marker = tmp_path / "rebooted"
+    cp = charger(_recorder(marker), system={"reboot_wait_s": 1})
+    pid = cp.proc.pid
+    mark = len(csms.received)
+    assert csms.call(CP_ID, "Reset", {"type": "Hard"}) == {"status": "Accepted"}
+    _wait_second_registration(csms, mark)
+    assert cp.proc.poll() is None and cp.proc.pid == pid
+    assert marker.read_text() == "reboot\n"
+    assert cp.count("the system did not stop this service within 1 s of the reboot "
+                    "command ([system] reboot_wait_s); restarting the process instead") == 1
+    assert cp.count("restarting the firmware (hard reset)") == 1
 
 
 def test_failing_reboot_command_is_tried_reset_retries_more_times_then_restarts(

@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives import serialization
 from chargepoint import preflight
 from chargepoint.config import DEFAULT_STATE_DIR, ConfigError, load_settings
 from chargepoint.instance_lock import EXIT_IN_USE, InstanceLock
-from tests.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = (ROOT / "config.toml").read_text()
@@ -472,29 +471,37 @@ def test_a_gpio_chip_the_user_cannot_open_names_the_udev_rule_and_the_group(shar
 
 
 # --------------------------------------------------------------------------- how it ends
-def test_an_unforeseen_error_is_logged_with_its_priority_on_every_line():
+def under_journal(script: str, tmp_path) -> tuple[int, str]:
+    """Run `script` with its standard error on a stream that $JOURNAL_STREAM names, as
+    systemd gives one to a service (device and inode); (exit status, what it wrote)."""
+    journal = tmp_path / "journal"
+    with open(journal, "w") as stream:
+        st = os.fstat(stream.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=stream, timeout=60)
+    return proc.returncode, journal.read_text()
+
+
+def test_an_unforeseen_error_is_logged_with_its_priority_on_every_line(tmp_path):
     script = ("import sys\nfrom chargepoint import cli\n"
               "sys.exit(cli.guarded(lambda: {}['missing']))\n")
-    env = dict(os.environ, JOURNAL_STREAM="8:1234")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == preflight.EXIT_SOFTWARE == 70
-    lines = proc.stderr.splitlines()
+    returncode, stderr = under_journal(script, tmp_path)
+    assert returncode == preflight.EXIT_SOFTWARE == 70
+    lines = stderr.splitlines()
     assert lines[0] == "<2>chargepoint: unexpected error; exiting"
     assert any("KeyError: 'missing'" in line for line in lines)
-    assert all(line.startswith("<2>") for line in lines), proc.stderr
+    assert all(line.startswith("<2>") for line in lines), stderr
 
 
-def test_an_error_escaping_a_thread_goes_through_logging():
+def test_an_error_escaping_a_thread_goes_through_logging(tmp_path):
     script = ("import threading\nfrom chargepoint import cli\ncli.setup_logging('info')\n"
               "t = threading.Thread(target=lambda: 1 / 0, name='meter-poller')\n"
               "t.start(); t.join()\n")
-    env = dict(os.environ, JOURNAL_STREAM="8:1234")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-    lines = proc.stderr.splitlines()
+    _, stderr = under_journal(script, tmp_path)
+    lines = stderr.splitlines()
     assert lines[0] == "<2>chargepoint: unexpected error in meter-poller"
-    assert all(line.startswith("<2>") for line in lines) and "ZeroDivisionError" in proc.stderr
+    assert all(line.startswith("<2>") for line in lines) and "ZeroDivisionError" in stderr
 
 
 def test_the_service_does_not_restart_on_a_configuration_error():

@@ -209,6 +209,16 @@ def test_service_contract():
     assert int(values("TimeoutStopSec")[0]) >= 30
 
 
+def test_the_wait_for_the_csms_at_a_stop_fits_in_timeout_stop_sec():
+    """systemd kills whatever is left at TimeoutStopSec: the firmware's own wait for the CSMS
+    (config.toml's, and the default) ends at least 10 s before, for the rest of the stop."""
+    from chargepoint.config import SystemSettings, load_settings
+
+    timeout = int(values("TimeoutStopSec")[0])
+    shipped = load_settings(ROOT / "config.toml").system.stop_wait_s
+    assert max(shipped, SystemSettings().stop_wait_s) + 10 <= timeout
+
+
 def test_no_hardening_that_breaks_the_hardware():
     """Settings that raise the score but would break the charger on the Pi."""
     keys = {k for _, k, _ in unit_entries(UNIT.read_text())}

@@ -505,7 +505,12 @@ def ext4_volume(tmp_path):
         pytest.skip(f"cannot mount an ext4 image here: {made.stderr}{mounted.stderr}".strip())
 
     def remount() -> None:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
+        # Unmounted for real (not lazily) before the image is mounted again: a lazy unmount
+        # still held by the killed process's last references let a loaded machine mount the
+        # shut-down filesystem a second time.
+        assert wait_until(lambda: subprocess.run(["umount", str(mnt)],
+                                                 capture_output=True).returncode == 0,
+                          timeout=20), f"{mnt} stays busy"
         subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
 
     try:

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from ocpp.exceptions import GenericError, InternalError, OCPPError
-from ocpp.messages import Call, CallError, CallResult, MessageType, unpack, validate_payload
+from ocpp.messages import Call, CallResult, MessageType, unpack, validate_payload
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as _OcppChargePoint
 from ocpp.v16.enums import Action

@@ -11,7 +11,7 @@ from typing import Callable, Union
 
 from chargepoint.handlers import (authorization, availability, configuration,
                                   data_transfer, local_list, remote, reservation, reset,
-                                  smart_charging, trigger, unlock)
+                                  security, smart_charging, trigger, unlock)
 from chargepoint.handlers.deferred import Deferred
 from chargepoint.model.services import Services
 
@@ -41,6 +41,12 @@ HANDLERS: dict[str, Handler] = {
     "SetChargingProfile": smart_charging.set_charging_profile,
     # Remote Trigger
     "TriggerMessage": trigger.trigger_message,
+    # Security Whitepaper (edition 3)
+    "CertificateSigned": security.certificate_signed,
+    "DeleteCertificate": security.delete_certificate,
+    "ExtendedTriggerMessage": security.extended_trigger_message,
+    "GetInstalledCertificateIds": security.get_installed_certificate_ids,
+    "InstallCertificate": security.install_certificate,
 }
 
 #: Feature profiles beyond Core whose every operation is answered (SupportedFeatureProfiles

@@ -49,8 +49,10 @@ def get_configuration(services: Services, payload: dict) -> dict:
 def change_configuration(services: Services, payload: dict) -> dict:
     keys = services.keys
     key, value = payload["key"], payload["value"]
-    status = keys.change(key, value)
     spec = keys.spec(key)
+    if spec is not None and spec.name == "SecurityProfile":
+        return _security_profile(services, value)
+    status = keys.change(key, value)
     shown = "***" if spec is not None and spec.write_only else repr(value)
     key = key if spec is None else spec.name
     if status in ("Accepted", "RebootRequired"):
@@ -58,4 +60,14 @@ def change_configuration(services: Services, payload: dict) -> dict:
     else:
         log.warning("configuration %s = %s %s: %s", key, shown, status,
                     keys.why_rejected(key, value) or "not supported")
+    return {"status": status}
+
+
+def _security_profile(services: Services, value: str) -> dict:
+    """Upgrades only, once their prerequisites are there (chargepoint/model/security_profile.py)."""
+    status, why = services.security_profile.change(value)
+    if status == "Accepted":
+        log.info("configuration SecurityProfile set to %r (Accepted)", value)
+    else:
+        log.warning("configuration SecurityProfile = %r %s: %s", value, status, why)
     return {"status": status}

@@ -24,6 +24,8 @@ _POLL_S = 0.5
 def reset(services: Services, payload: dict) -> dict:
     kind = payload["type"]
     log.warning("%s reset requested by the CSMS", kind)
+    # Queued ahead of the StopTransactions, so it reaches the CSMS before the reset.
+    services.security_events.record("ResetOrReboot", f"{kind} reset requested by the CSMS")
     services.sessions.stop_all("HardReset" if kind == "Hard" else "SoftReset")
     _wait(services, kind.lower(), services.clock.now + DRAIN_WAIT_S)
     return {"status": "Accepted"}

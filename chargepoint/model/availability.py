@@ -37,6 +37,8 @@ class Availability:
             conn.operative = store.get_state(_stored_key(conn.id), "Operative") == "Operative"
         #: Connector 0 is scheduled Inoperative.
         self.charger_going_out = False
+        #: A clean stop is under way (the station's `shutdown`): no new transaction starts.
+        self.closing = False
         self._remember()
 
     # -- what the rest of the model asks
@@ -50,7 +52,8 @@ class Availability:
         """Could a new transaction start on `conn`, plug and reservations aside?"""
         return (conn.id != 0 and conn.tx is None and not conn.starting
                 and self.available(conn) and not conn.faulted
-                and not self._connectors[0].faulted and not self._write_faults.failing)
+                and not self._connectors[0].faulted and not self._write_faults.failing
+                and not self.closing)
 
     def busy(self, cid: int) -> bool:
         """A transaction runs or starts on `cid` (any connector, for 0)."""

@@ -9,12 +9,14 @@ name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Optional
 
 from chargepoint.actions import Effects
 from chargepoint.model.authorization import Authorization
 from chargepoint.model.availability import Availability
 from chargepoint.model.boot import Boot
+from chargepoint.model.certificates import Certificates
+from chargepoint.model.charger_certificate import ChargerCertificate
 from chargepoint.model.clock import StationClock
 from chargepoint.model.connector import ConnectorInfo, Connectors
 from chargepoint.model.delivery import Delivery
@@ -27,6 +29,8 @@ from chargepoint.model.metering import Metering
 from chargepoint.model.outbox import Outbox
 from chargepoint.model.plug_wait import PlugWait
 from chargepoint.model.reservations import Reservations
+from chargepoint.model.security_events import SecurityEvents
+from chargepoint.model.security_profile import SecurityProfile
 from chargepoint.model.sessions import Sessions
 from chargepoint.model.smart_charging import SmartCharging
 from chargepoint.model.status import ConnectorView
@@ -68,6 +72,10 @@ class Services:
     authorization: Authorization
     outbox: Outbox
     transactions: Transactions
+    security_events: SecurityEvents
+    certificates: Certificates
+    charger_certificate: ChargerCertificate
+    security_profile: SecurityProfile
     metering: Metering
     timekeeping: TimeKeeping
     sessions: Sessions
@@ -78,7 +86,9 @@ class Services:
 
 def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: CallSender,
                    connectors: Iterable[ConnectorInfo], boot_payload: dict,
-                   response_timeout_s: float) -> Services:
+                   response_timeout_s: float, charge_point_id: str = "CP-1",
+                   configured_profile: int = 0, configured_client_certificate: Optional[str] = None,
+                   ca_configured: bool = False, security_events_mode: str = "auto") -> Services:
     """Wire the services, each with what it uses, in dependency order."""
     timers = Timers()
     effects = Effects()
@@ -98,9 +108,18 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
     authorization = Authorization(keys, store, clock, link, local_list, write_faults)
     outbox = Outbox(store)
     transactions = Transactions(store, clock, outbox)
+    security_events = SecurityEvents(store, clock, outbox, transactions, keys,
+                                     security_events_mode)
+    certificates = Certificates(keys, store, clock, security_events)
+    certificates.configured_root = ca_configured
+    charger_certificate = ChargerCertificate(keys, store, clock, timers, effects, link,
+                                             security_events, charge_point_id,
+                                             configured_client_certificate)
+    security_profile = SecurityProfile(keys, store, effects, certificates, charger_certificate,
+                                       security_events, configured_profile)
     metering = Metering(keys, clock, timers, store, outlets, view, meter_reads, transactions,
                         outbox, link)
-    timekeeping = TimeKeeping(clock, metering, reservations, smart)
+    timekeeping = TimeKeeping(clock, metering, reservations, smart, security_events)
     sessions = Sessions(keys, clock, outlets, authorization, availability, reservations,
                         plug_wait, smart, metering, transactions, meter_reads, locks,
                         write_faults)
@@ -113,5 +132,7 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
                     availability=availability, reservations=reservations, smart=smart,
                     plug_wait=plug_wait, view=view, status_reports=status_reports,
                     local_list=local_list, authorization=authorization, outbox=outbox,
-                    transactions=transactions, metering=metering, timekeeping=timekeeping,
+                    transactions=transactions, security_events=security_events,
+                    certificates=certificates, charger_certificate=charger_certificate,
+                    security_profile=security_profile, metering=metering, timekeeping=timekeeping,
                     sessions=sessions, delivery=delivery, boot=boot, firmware=FirmwareState())

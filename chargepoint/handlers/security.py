@@ -1,0 +1,96 @@
+"""The Security Whitepaper's operations (OCPP 1.6 Security Whitepaper, edition 3): the
+root certificates (InstallCertificate, DeleteCertificate, GetInstalledCertificateIds), the
+charger's own certificate (CertificateSigned) and ExtendedTriggerMessage.
+
+What the link trusts changes with the certificates: each change is announced to it
+(`security_profile.announce`) and applies from the next connection.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from chargepoint import actions as act
+from chargepoint.handlers import trigger
+from chargepoint.model.services import Services
+
+log = logging.getLogger("chargepoint.security")
+
+
+def install_certificate(services: Services, payload: dict) -> dict:
+    services.security_events.csms_speaks_whitepaper()
+    status = services.certificates.install(payload["certificateType"], payload["certificate"])
+    if status == "Accepted":
+        services.security_profile.announce()
+    return {"status": status}
+
+
+def delete_certificate(services: Services, payload: dict) -> dict:
+    services.security_events.csms_speaks_whitepaper()
+    status = services.certificates.delete(payload["certificateHashData"],
+                                          services.security_profile.current)
+    if status == "Accepted":
+        services.security_profile.announce()
+    return {"status": status}
+
+
+def get_installed_certificate_ids(services: Services, payload: dict) -> dict:
+    services.security_events.csms_speaks_whitepaper()
+    ids = services.certificates.installed_ids(payload["certificateType"])
+    if not ids:
+        return {"status": "NotFound"}
+    return {"status": "Accepted", "certificateHashData": ids}
+
+
+def certificate_signed(services: Services, payload: dict) -> dict:
+    services.security_events.csms_speaks_whitepaper()
+    status = services.charger_certificate.signed(payload["certificateChain"])
+    if status == "Accepted":
+        services.security_profile.announce()
+        if services.security_profile.current == 3:
+            services.effects.emit(act.Reconnect("new charger certificate"))
+    return {"status": status}
+
+
+def _sign_certificate(services: Services, connector_id: Optional[int]) -> bool:
+    return services.charger_certificate.request("asked by the CSMS")
+
+
+def _log_status(services: Services, connector_id: Optional[int]) -> bool:
+    # No log upload runs in this firmware yet (GetLog): always Idle.
+    return services.link.send_call("LogStatusNotification", {"status": "Idle"},
+                                   before_accept=True)
+
+
+def _signed_firmware_status(services: Services, connector_id: Optional[int]) -> bool:
+    # No signed firmware update runs in this firmware yet (SignedUpdateFirmware): Idle.
+    return services.link.send_call("SignedFirmwareStatusNotification", {"status": "Idle"},
+                                   before_accept=True)
+
+
+#: requestedMessage of ExtendedTriggerMessage -> sender(services, connector_id or None).
+EXTENDED_TRIGGERS = {
+    "BootNotification": trigger.TRIGGERS["BootNotification"],
+    "Heartbeat": trigger.TRIGGERS["Heartbeat"],
+    "MeterValues": trigger.TRIGGERS["MeterValues"],
+    "StatusNotification": trigger.TRIGGERS["StatusNotification"],
+    "FirmwareStatusNotification": _signed_firmware_status,
+    "LogStatusNotification": _log_status,
+    "SignChargePointCertificate": _sign_certificate,
+}
+
+
+def extended_trigger_message(services: Services, payload: dict) -> dict:
+    services.security_events.csms_speaks_whitepaper()
+    name = payload["requestedMessage"]
+    connector_id = payload.get("connectorId")
+    sender = EXTENDED_TRIGGERS.get(name)
+    if sender is None:
+        return {"status": "NotImplemented"}
+    if connector_id is not None and connector_id not in services.connectors:
+        return {"status": "Rejected"}
+    if not sender(services, connector_id):
+        log.warning("ExtendedTriggerMessage(%s) rejected: the queue of outgoing CALLs is full",
+                    name)
+        return {"status": "Rejected"}
+    return {"status": "Accepted"}
