@@ -173,8 +173,6 @@ def wait_service(vm: Machine, predicate, timeout: float, *props: str) -> dict[st
         time.sleep(1)
 
 
-@pytest.mark.xfail(strict=True, reason="a clean stop queues the StopTransaction for the "
-                   "next start instead of sending it on the open link")
 @pytest.mark.parametrize("command", ["restart", "stop"])
 def test_a_clean_stop_delivers_stop_transaction_before_the_link_closes(machine, csms, meters,
                                                                         command):
@@ -234,8 +232,6 @@ def test_the_watchdog_restarts_a_stopped_main_loop(machine, csms, meters):
 
 # --------------------------------------------------------------------------- Hard Reset
 
-@pytest.mark.xfail(strict=True, reason="after a successful `systemctl reboot` the firmware "
-                   "restarts itself in place, and the reboot waits TimeoutStopSec for it")
 def test_a_hard_reset_reboots_the_machine_through_the_polkit_rule(machine, csms):
     """Reset Hard: the service's user runs `systemctl reboot`, which logind allows only
     through the guide's polkit rule; the machine reboots and the firmware comes back."""
