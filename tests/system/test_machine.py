@@ -232,9 +232,6 @@ def test_the_watchdog_restarts_a_stopped_main_loop(machine, csms, meters):
 
 # --------------------------------------------------------------------------- Hard Reset
 
-@pytest.mark.xfail(strict=True, reason="the firmware, waiting for the system's stop after a "
-                   "successful `systemctl reboot`, does not end on systemd's SIGTERM: the "
-                   "reboot waits TimeoutStopSec (60 s) until systemd kills it")
 def test_a_hard_reset_reboots_the_machine_through_the_polkit_rule(machine, csms):
     """Reset Hard: the service's user runs `systemctl reboot`, which logind allows only
     through the guide's polkit rule; the machine reboots and the firmware comes back."""
