@@ -162,7 +162,7 @@ def image():
     if reason:
         pytest.fail(f"the system tests cannot run here: {reason}")
     sys.path.insert(0, str(ROOT / "image"))
-    import build                                          # image/build.py
+    import build                  # image/build.py: a script beside the tests, not a package
     started = time.monotonic()
     path = build.build(ARCH)
     took = time.monotonic() - started

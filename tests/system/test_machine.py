@@ -16,7 +16,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.system.conftest import CP_ID, Machine, configure, vm_config
+from tests.system.conftest import CP_ID, Machine
 
 CLI = "/opt/chargepoint/venv/bin/chargepoint"
 #: Journal lines that mean the sandbox got in the firmware's way.
