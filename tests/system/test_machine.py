@@ -95,8 +95,13 @@ def start_session(vm: Machine, csms, connector: int = 1, tag: str = "VMTAG1"):
     mark = len(csms.received)
     sim(vm, "plug", str(connector))
     sim(vm, "tap", tag)
-    return csms.wait_for("StartTransaction", lambda r: r["connectorId"] == connector,
-                         timeout=60, after=mark, cp_id=CP_ID)
+    start = csms.wait_for("StartTransaction", lambda r: r["connectorId"] == connector,
+                          timeout=60, after=mark, cp_id=CP_ID)
+    deadline = time.monotonic() + 10
+    while start.reply is None:              # recorded as it arrives, answered just after
+        assert time.monotonic() < deadline, "the CSMS never answered the StartTransaction"
+        time.sleep(0.05)
+    return start
 
 
 def end_session(vm: Machine, csms, transaction_id: int, connector: int = 1):
