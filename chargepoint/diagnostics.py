@@ -106,6 +106,15 @@ def log_file_path(data_dir: str) -> Path:
     return Path(data_dir) / "log" / "chargepoint.log"
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """The bounded log file. A line it cannot write (a full or failing disk, which the
+    firmware reports and rides out on its own) is dropped without a word: logging's
+    default would print a traceback to standard error for every line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:   # noqa: N802 (logging's)
+        pass
+
+
 def keep_log_file(data_dir: str, size_kb: int) -> Optional[logging.Handler]:
     """Add the bounded log file (two files of half `size_kb` each, the older dropped) to
     the root logger; None when `size_kb` is 0 or the file cannot be opened (said once)."""
@@ -114,8 +123,9 @@ def keep_log_file(data_dir: str, size_kb: int) -> Optional[logging.Handler]:
     path = log_file_path(data_dir)
     try:
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=max(1, size_kb * 1024 // 2), backupCount=1, encoding="utf-8")
+        # A fuzzed frame may hold lone surrogates: escaped, as on standard error.
+        handler = _LogFile(path, maxBytes=max(1, size_kb * 1024 // 2), backupCount=1,
+                           encoding="utf-8", errors="backslashreplace")
     except OSError as exc:
         log.warning("no log file for diagnostics: cannot write %s (%s)", path,
                     exc.strerror or exc)
