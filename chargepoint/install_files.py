@@ -2,9 +2,9 @@
 
 A wheel installed into /opt/chargepoint has no checkout beside it, so the example
 configuration, the unit, the sysusers, polkit and udev files, the journald
-drop-in and the release guard travel in `chargepoint/data/` (identical to `config.toml`,
-`systemd/*` and `chargepoint/release_guard.py` of the repository; tests/test_packaging.py
-keeps them so). `chargepoint
+drop-in travel in `chargepoint/data/` (identical to `config.toml` and `systemd/*` of the
+repository; tests/test_packaging.py keeps them so); the release guard is the package's own
+`release_guard.py`, copied out under another name. `chargepoint
 install-files DEST` copies them out for the steps of systemd/README-install.md.
 """
 from __future__ import annotations
@@ -22,6 +22,8 @@ class ShippedFile:
     """Its name in chargepoint/data/ and in the directory it is copied to."""
     target: str
     """Where the install guide puts it."""
+    source: str = ""
+    """Its path in the package when not data/<name>."""
 
 
 SHIPPED = (
@@ -33,7 +35,7 @@ SHIPPED = (
     ShippedFile("chargepoint.journald.conf", "/etc/systemd/journald.conf.d/chargepoint.conf"),
     # chargepoint/release_guard.py: outside every release, so that it runs when a release
     # cannot (the unit's ExecStartPre=, an operator's rollback by hand).
-    ShippedFile("release-guard.py", "/opt/chargepoint/release-guard.py"),
+    ShippedFile("release-guard.py", "/opt/chargepoint/release-guard.py", "release_guard.py"),
 )
 
 
@@ -42,7 +44,9 @@ class InstallFilesError(Exception):
 
 
 def shipped_bytes(name: str) -> bytes:
-    return resources.files("chargepoint").joinpath("data", name).read_bytes()
+    item = next((i for i in SHIPPED if i.name == name), None)
+    path = item.source if item is not None and item.source else f"data/{name}"
+    return resources.files("chargepoint").joinpath(path).read_bytes()
 
 
 def install_files(dest: str | os.PathLike, force: bool = False) -> list[tuple[Path, str]]:
