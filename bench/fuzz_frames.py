@@ -757,10 +757,11 @@ class Fuzzer:
     # -- the process
     def _spawn(self) -> None:
         charger = Charger(self.workdir, self.csms.url, cp_id=CP_ID)
-        # A Hard Reset runs the reboot command: here a harmless one.
+        # A Hard Reset runs the reboot command: here a harmless one, after which no system
+        # stop comes, so the firmware restarts itself at once rather than waiting for one.
         text = charger.config.read_text()
-        charger.config.write_text(text.replace("[system]\n",
-                                               '[system]\nreboot_command = ["true"]\n', 1))
+        charger.config.write_text(text.replace(
+            "[system]\n", '[system]\nreboot_command = ["true"]\nreboot_wait_s = 0\n', 1))
         charger.spawn()
         self.charger = charger
 
