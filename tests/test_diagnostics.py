@@ -301,3 +301,22 @@ def test_under_systemd_the_log_comes_from_the_units_journal(tmp_path, monkeypatc
     monkeypatch.setenv("REFUSE", "1")
     text, note = diagnostics.read_log(str(tmp_path), None, None)
     assert text == b"" and "insufficient permissions" in note and "exited with 1" in note
+
+
+def test_the_log_file_takes_any_text_and_a_failing_disk_quietly(tmp_path, capfd):
+    import logging
+
+    handler = diagnostics.keep_log_file(str(tmp_path), 64)
+    logger = logging.getLogger("chargepoint.test-log-file-faults")
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("a fuzzed frame: %s", "[2,\"\udfff\"]")
+        handler.stream.close()                      # the card stops taking writes
+        logger.warning("lost to the file, nothing printed")
+        logger.warning("within the pause: not even tried")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    text = (tmp_path / "log" / "chargepoint.log").read_text()
+    assert "\\udfff" in text
+    assert "Logging error" not in capfd.readouterr().err
