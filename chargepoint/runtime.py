@@ -221,7 +221,12 @@ class Runtime:
         return self.exit_action
 
     def shutdown(self) -> None:
-        self.notifier.stopping()
+        # STOPPING=1 only when the process ends: systemd takes it for the service stopping
+        # by itself, sends no SIGTERM of its own after it (not even for a reboot) and kills
+        # the process TimeoutStopSec later. A Reset restarts in place or waits for the
+        # reboot's stop, so it does not say it.
+        if self.exit_action is None:
+            self.notifier.stopping()
         for closer in (getattr(self.sim_server, "close", None),
                        getattr(self.meter_poller, "close", None),
                        self.transport.close, self.hardware.close, self.storage.close):

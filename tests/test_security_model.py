@@ -22,7 +22,7 @@ from chargepoint.ocpp_keys import OcppKeys, authorization_password
 from chargepoint.protocol.rpc import RpcEndpoint
 from chargepoint.store import Store
 from tests import pki
-from tests.test_model import BOOT, NOW, WALL
+from tests.test_model import BOOT, NOW
 
 import time
 
