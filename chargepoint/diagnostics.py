@@ -102,38 +102,17 @@ class _UtcFormatter(logging.Formatter):
             f".{int(record.msecs):03d}Z"
 
 
-class _LogFile(logging.handlers.RotatingFileHandler):
-    """The bounded log file. It lives on the card the database lives on: a card that takes
-    no write (full, read-only, failing) costs the file its lines, never a traceback on the
-    console or a line lost elsewhere; it is tried again RETRY_S later. Text that is not
-    Unicode (a fuzzed frame's lone surrogate) is written escaped, as on standard error."""
-
-    RETRY_S = 60.0
-
-    def __init__(self, path: Path, max_bytes: int):
-        super().__init__(path, maxBytes=max_bytes, backupCount=1, encoding="utf-8",
-                         errors="backslashreplace")
-        self._failed_at: Optional[float] = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self._failed_at is not None:
-            if time.monotonic() - self._failed_at < self.RETRY_S:
-                return
-            self._failed_at = None
-        super().emit(record)
-
-    def handleError(self, record: logging.LogRecord) -> None:       # noqa: N802 (logging's)
-        self._failed_at = time.monotonic()
-        stream, self.stream = self.stream, None        # reopened at the next attempt
-        if stream is not None:
-            try:
-                stream.close()
-            except OSError:
-                pass
-
-
 def log_file_path(data_dir: str) -> Path:
     return Path(data_dir) / "log" / "chargepoint.log"
+
+
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """The bounded log file. A line it cannot write (a full or failing disk, which the
+    firmware reports and rides out on its own) is dropped without a word: logging's
+    default would print a traceback to standard error for every line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:   # noqa: N802 (logging's)
+        pass
 
 
 def keep_log_file(data_dir: str, size_kb: int) -> Optional[logging.Handler]:
@@ -144,7 +123,9 @@ def keep_log_file(data_dir: str, size_kb: int) -> Optional[logging.Handler]:
     path = log_file_path(data_dir)
     try:
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        handler = _LogFile(path, max(1, size_kb * 1024 // 2))
+        # A fuzzed frame may hold lone surrogates: escaped, as on standard error.
+        handler = _LogFile(path, maxBytes=max(1, size_kb * 1024 // 2), backupCount=1,
+                           encoding="utf-8", errors="backslashreplace")
     except OSError as exc:
         log.warning("no log file for diagnostics: cannot write %s (%s)", path,
                     exc.strerror or exc)
