@@ -80,15 +80,13 @@ def running_release(state_dir: str) -> RunningRelease:
 class Maintenance:
     """Runs the actions of ACTIONS; `put` takes their outcome events (thread-safe)."""
 
-    def __init__(self, settings, put: Callable[[Any], None], frames: diagnostics.FrameRing,
-                 wall: Callable[[], float]):
+    def __init__(self, settings, put: Callable[[Any], None], frames: diagnostics.FrameRing):
         self.settings = settings
         self.state_dir = state_dir_of(settings)
         self.data_dir = data_dir_of(settings)
         self.options = transfer_options(settings)
         self._put = put
         self._frames = frames
-        self._wall = wall
         self._threads: list[threading.Thread] = []
 
     @property

@@ -116,8 +116,7 @@ class Runtime:
         self.key_files = KeyFiles(Path(settings.storage.path).resolve().parent)
         #: The last OCPP frames, for a diagnostics archive.
         self.frames = FrameRing()
-        self.maintenance = maintenance.Maintenance(settings, self.events.put, self.frames,
-                                                   self.clock.wall)
+        self.maintenance = maintenance.Maintenance(settings, self.events.put, self.frames)
         self.station = Station(StationConfig(
             charge_point_id=settings.csms.charge_point_id,
             boot_payload=boot_payload(settings),

@@ -2,7 +2,9 @@
 holds (and never holds: a secret), the log of a period, and `chargepoint diagnostics`."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -169,8 +171,6 @@ def test_the_log_file_gives_the_period_asked_for(tmp_path):
 
 
 def test_the_log_file_is_bounded_and_written_with_utc_times(tmp_path):
-    import logging
-
     handler = diagnostics.keep_log_file(str(tmp_path), 8)
     logger = logging.getLogger("chargepoint.test-log-file")
     logger.setLevel(logging.INFO)
@@ -301,3 +301,24 @@ def test_under_systemd_the_log_comes_from_the_units_journal(tmp_path, monkeypatc
     monkeypatch.setenv("REFUSE", "1")
     text, note = diagnostics.read_log(str(tmp_path), None, None)
     assert text == b"" and "insufficient permissions" in note and "exited with 1" in note
+
+
+def test_the_log_file_takes_any_text_and_a_full_disk_quietly(tmp_path, capfd):
+    handler = diagnostics.keep_log_file(str(tmp_path), 64)
+    logger = logging.getLogger("chargepoint.test-log-file-faults")
+    logger.setLevel(logging.INFO)
+    kept = handler.stream
+    try:
+        logger.info("a fuzzed frame: %s", "[2,\"\udfff\"]")
+        # The card is full: /dev/full refuses every write with ENOSPC.
+        handler.stream = open("/dev/full", "w", encoding="utf-8", errors="backslashreplace")
+        logger.warning("lost to the full card, and nothing printed about it")
+        logger.warning("nor about this one")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        with contextlib.suppress(OSError):
+            handler.close()
+        kept.close()
+    text = (tmp_path / "log" / "chargepoint.log").read_text()
+    assert "\\udfff" in text
+    assert "Logging error" not in capfd.readouterr().err
