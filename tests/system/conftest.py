@@ -50,6 +50,16 @@ FIRST_INSTALL = ["release", "switch", "user", "config", "preflight", "polkit", "
 TEST_TIMEOUT_S = 1800
 
 PLATFORMS = {"amd64": "x86_64", "arm64": "aarch64"}
+#: The guest's UART the first meter is on: the PC's first 16550, the virt board's PL011.
+METER_UART = {"amd64": "/dev/ttyS0", "arm64": "/dev/ttyAMA0"}
+#: What the machine needs on the host, from Debian's packages: {command: package}.
+HOST_TOOLS = {
+    "amd64": {"qemu-system-x86_64": "qemu-system-x86"},
+    # The image's packages are configured, and gpio-sim compiled, by arm64 binaries run
+    # through qemu-user (binfmt_misc); mmdebstrap checks that with arch-test.
+    "arm64": {"qemu-system-aarch64": "qemu-system-arm", "qemu-aarch64-static": "qemu-user-static",
+              "update-binfmts": "binfmt-support", "arch-test": "arch-test"},
+}
 
 
 def vm_config(sample_interval: int = 5) -> str:
@@ -78,7 +88,7 @@ phases = 3
 [connectors.meter]
 type = "modbus"
 model = "sdm630"
-port = "/dev/ttyS0"
+port = "{METER_UART[ARCH]}"
 baudrate = 9600
 
 [connectors.contactor]
@@ -137,12 +147,13 @@ def pytest_collection_modifyitems(config, items):
 def _why_not_here() -> str | None:
     if os.geteuid() != 0:
         return "needs root (mmdebstrap, the image's file ownership)"
-    missing = [tool for tool in (f"qemu-system-{'x86_64' if ARCH == 'amd64' else 'aarch64'}",
-                                 "qemu-img", "mmdebstrap", "socat")
-               if shutil.which(tool) is None]
+    if ARCH not in HOST_TOOLS:
+        return f"CHARGEPOINT_VM_ARCH={ARCH!r}: one of {', '.join(HOST_TOOLS)}"
+    tools = dict(HOST_TOOLS[ARCH], **{"qemu-img": "qemu-utils", "mmdebstrap": "mmdebstrap",
+                                      "socat": "socat"})
+    missing = [package for tool, package in tools.items() if shutil.which(tool) is None]
     if missing:
-        return f"missing: {', '.join(missing)} (apt-get install qemu-system-x86 qemu-utils " \
-               "mmdebstrap socat)"
+        return f"missing: apt-get install {' '.join(missing)}"
     return None
 
 
