@@ -38,7 +38,7 @@ DISK_SIZE = "3G"                            # sparse; the image uses about 1 GB
 FS_UUID = "6b3c0a52-8f0e-4d7a-9a51-0c7e3e0b1a11"
 
 ARCHES = {
-    # Debian's name: (kernel package, the kernel's file name in /boot)
+    # Debian's name: its kernel package
     "amd64": "linux-image-amd64",
     "arm64": "linux-image-arm64",
 }
@@ -71,7 +71,10 @@ def image_dir(arch: str) -> Path:
 def _hooks(arch: str) -> list[str]:
     guest = HERE / "guest"
     gpio_sim = HERE / "gpio-sim"
-    return [
+    # Files in place before any package is installed (the initrd is made when the
+    # kernel is): image/<arch>/, where the arch has one.
+    before = [f"--setup-hook=sync-in {HERE / arch} /"] if (HERE / arch).is_dir() else []
+    return before + [
         f"--customize-hook=sync-in {guest} /",
         f"--customize-hook=mkdir -p \"$1/tmp/gpio-sim\"",
         f"--customize-hook=sync-in {gpio_sim} /tmp/gpio-sim",
@@ -102,10 +105,36 @@ def build(arch: str, log=sys.stderr) -> Path:
     return target
 
 
+#: Debian's arch: the kernel's name for it, and qemu-user's binfmt_misc entry.
+MACHINES = {"amd64": ("x86_64", "qemu-x86_64"), "arm64": ("aarch64", "qemu-aarch64")}
+
+
+def _foreign_arch_problem(arch: str) -> str | None:
+    """Why this host cannot run the arch's programs (the packages' scripts, the gpio-sim
+    compiler) when it is not its own arch, or None."""
+    machine, entry = MACHINES[arch]
+    if os.uname().machine == machine:
+        return None
+    state = Path("/proc/sys/fs/binfmt_misc") / entry
+    try:
+        enabled = state.read_text().splitlines()[0] == "enabled"
+    except OSError:
+        enabled = False
+    if enabled:
+        return None
+    return (f"{state} is not enabled, so this {os.uname().machine} host cannot run {arch} "
+            f"programs: apt-get install qemu-user-static binfmt-support arch-test; "
+            f"mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc (when it is not "
+            f"mounted); update-binfmts --enable {entry}")
+
+
 def _build(arch: str, target: Path, log) -> None:
     for tool in ("mmdebstrap", "mke2fs"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} is missing: apt-get install mmdebstrap e2fsprogs")
+    problem = _foreign_arch_problem(arch)
+    if problem:
+        raise SystemExit(problem)
     work = target.with_name(target.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
