@@ -8,9 +8,10 @@ finds the disk as the power cut left it.
 
 The guest reaches nothing but what is forwarded to it: qemu's user-mode network with
 `restrict=on`, and 10.0.2.100:9000 forwarded to a TCP port on the host (the CSMS). Its
-first UART (ttyS0) and an emulated FTDI USB serial adapter (ttyUSB0) are bridged to
-host pseudo-terminals; the console is the second UART (ttyS1), logged to
-`console.log` and reachable with `socat -,raw,echo=0 UNIX-CONNECT:console.sock`.
+first UART (ttyS0 on amd64's q35, the PL011 ttyAMA0 on arm64's virt) and an emulated
+FTDI USB serial adapter (ttyUSB0) are bridged to host pseudo-terminals; the console (the
+second UART ttyS1 on amd64, a virtio console hvc0 on arm64, whose board has one UART) is
+logged to `console.log` and reachable with `socat -,raw,echo=0 UNIX-CONNECT:console.sock`.
 
 Commands run through the QEMU guest agent (qemu-guest-agent in the image): no network
 and no keys needed. Its protocol is a few JSON lines over a socket, so it is spoken here
@@ -110,7 +111,9 @@ class Machine:
                     "-device", "virtio-serial-pci",
                     "-serial", "chardev:uart0", "-serial", "chardev:con0"]
         else:
-            cmd += ["-machine", "virt", "-cpu", "max",
+            # A Cortex-A72 as on a Raspberry Pi 4; qemu's "max" CPU would add pointer
+            # authentication, which TCG computes in software at every call and return.
+            cmd += ["-machine", "virt", "-cpu", "cortex-a72",
                     "-append", "root=/dev/vda rw console=hvc0 panic=-1",
                     "-device", "virtio-blk-device,drive=root",
                     "-device", "virtio-net-device,netdev=net0",
