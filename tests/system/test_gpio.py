@@ -17,9 +17,18 @@ from tests.system.test_machine import end_session, grow, service, start_session
 CONTACTOR, MIRROR = 17, 27
 RED, GREEN, BLUE = 5, 6, 13
 
-#: The chip: 28 lines like the Pi's header GPIO0-27 (configfs, gpio-sim.rst).
+#: The chip: 28 lines like the Pi's header GPIO0-27 (configfs, gpio-sim.rst), and
+#: gpiochip0, where a Pi 4 has its header and the firmware (gpiozero) looks. qemu's virt
+#: board (arm64) has a GPIO controller of its own there, the PL061 of its power button:
+#: the button and the controller are let go first, so that the number is free.
 MAKE_CHIP = """
 set -e
+for driver in /sys/bus/platform/drivers/gpio-keys /sys/bus/amba/drivers/pl061_gpio; do
+    [ -d $driver ] || continue
+    for device in $(find $driver -maxdepth 1 -type l ! -name module -printf '%f\\n'); do
+        echo $device > $driver/unbind
+    done
+done
 modprobe gpio-sim
 mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
 dir=/sys/kernel/config/gpio-sim/charger
@@ -29,6 +38,8 @@ if [ ! -d $dir ]; then
     echo 1 > $dir/live
 fi
 udevadm settle
+name=$(cat $dir/bank0/chip_name)
+[ $name = gpiochip0 ] || { echo "gpio-sim is $name, not gpiochip0:" /dev/gpiochip* >&2; exit 1; }
 echo /sys/devices/platform/$(cat $dir/dev_name)/$(cat $dir/bank0/chip_name)
 """
 
