@@ -15,18 +15,22 @@ import importlib.util
 import logging
 import os
 import pwd
+import sys
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Literal, Mapping, Optional
 
 from gpiozero import LED, RGBLED, DigitalInputDevice, DigitalOutputDevice, Device
-from gpiozero.exc import BadPinFactory, NativePinFactoryFallback, PinFactoryFallback
+from gpiozero.exc import (BadPinFactory, GPIOZeroError, NativePinFactoryFallback,
+                          PinFactoryFallback)
 
 from hal.debounce import Debouncer
 from hal.events import FaultCode, HardwareFault
 from hal.interfaces import (Clock, ConnectorLock, Contactor, Emit, Indicator, IndicatorColour)
+from hal.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +134,29 @@ def _describe(path: str) -> str:
     return f"{path} ({_user_name(st.st_uid)}:{group}, mode {st.st_mode & 0o7777:04o})"
 
 
+def _claim_errors() -> tuple[type[BaseException], ...]:
+    """What creating a device raises for a pin the pin factory cannot give: gpiozero's
+    errors (a pin another device has), lgpio's (a line the chip has not, or one a kernel
+    driver holds: "GPIO operation not permitted", "GPIO busy") and the system's."""
+    lgpio = sys.modules.get("lgpio")           # loaded by its pin factory, if that is in use
+    return (GPIOZeroError, OSError) + ((lgpio.error,) if lgpio is not None else ())
+
+
+@contextmanager
+def _claiming(key: str, *pins: int):
+    """Devices created on `pins` (the setting `key`): a pin that cannot be claimed is a
+    SettingsError naming it, the configuration's error (exit 78, no restart every few
+    seconds) rather than a traceback."""
+    try:
+        yield
+    except _claim_errors() as exc:
+        numbers = ", ".join(f"GPIO{pin}" for pin in pins)
+        raise SettingsError(key, f"{numbers} cannot be claimed: {exc} (a pin serves one "
+                                 "device only, and not one a kernel driver holds, as a "
+                                 "dtoverlay in config.txt makes it, nor one the board's GPIO "
+                                 "chip lacks)") from None
+
+
 def _check_pins(**pins: Optional[int]) -> None:
     seen: dict[int, str] = {}
     for name, pin in pins.items():
@@ -154,8 +181,9 @@ class _FeedbackInput:
         pull_up = {"none": None, "up": True, "down": False}[pull]
         # gpiozero wants active_state only for floating inputs; polarity is applied
         # here from the raw level, so the pull resistor and the polarity are independent.
-        self._dev = DigitalInputDevice(pin, pull_up=pull_up,
-                                       active_state=True if pull_up is None else None)
+        with _claiming("feedback_pin", pin):
+            self._dev = DigitalInputDevice(pin, pull_up=pull_up,
+                                           active_state=True if pull_up is None else None)
         self._active_high = active_high
         self._db: Debouncer[bool] = Debouncer(debounce_s)
 
@@ -226,8 +254,9 @@ class GpioContactor(Contactor):
         self._clock = clock
         self._lock = threading.RLock()
         ensure_pin_factory()
-        self._out = DigitalOutputDevice(settings.pin, active_high=settings.active_high,
-                                        initial_value=False)
+        with _claiming("pin", settings.pin):
+            self._out = DigitalOutputDevice(settings.pin, active_high=settings.active_high,
+                                            initial_value=False)
         self._commanded = False
         self._feedback: Optional[_FeedbackInput] = None
         if settings.feedback_pin is not None:
@@ -382,18 +411,23 @@ class GpioLock(ConnectorLock):
         ensure_pin_factory()
         try:
             if settings.pin is not None:
-                self._hold = DigitalOutputDevice(settings.pin, active_high=settings.active_high,
-                                                 initial_value=None)
+                with _claiming("pin", settings.pin):
+                    self._hold = DigitalOutputDevice(settings.pin,
+                                                     active_high=settings.active_high,
+                                                     initial_value=None)
                 self._outputs.append(self._hold)
                 self._motor = None
             else:
                 self._hold = None
-                lock = DigitalOutputDevice(settings.lock_pin, active_high=settings.active_high,
-                                           initial_value=False)
+                with _claiming("lock_pin", settings.lock_pin):
+                    lock = DigitalOutputDevice(settings.lock_pin,
+                                               active_high=settings.active_high,
+                                               initial_value=False)
                 self._outputs.append(lock)
-                unlock = DigitalOutputDevice(settings.unlock_pin,
-                                             active_high=settings.active_high,
-                                             initial_value=False)
+                with _claiming("unlock_pin", settings.unlock_pin):
+                    unlock = DigitalOutputDevice(settings.unlock_pin,
+                                                 active_high=settings.active_high,
+                                                 initial_value=False)
                 self._outputs.append(unlock)
                 self._motor = (lock, unlock)
             self._feedback = None
@@ -527,11 +561,16 @@ class GpioIndicator(Indicator):
                  patterns: Optional[Mapping[IndicatorColour, Pattern]] = None):
         ensure_pin_factory()
         if settings.pin is not None:
-            self._led = LED(settings.pin, active_high=settings.active_high, initial_value=False)
+            with _claiming("pin", settings.pin):
+                self._led = LED(settings.pin, active_high=settings.active_high,
+                                initial_value=False)
             self._rgb = False
         else:
-            self._led = RGBLED(settings.red_pin, settings.green_pin, settings.blue_pin,
-                               active_high=settings.active_high, pwm=False)
+            # One gpiozero device for the three: which pin failed, lgpio does not say.
+            with _claiming("red_pin/green_pin/blue_pin", settings.red_pin, settings.green_pin,
+                           settings.blue_pin):
+                self._led = RGBLED(settings.red_pin, settings.green_pin, settings.blue_pin,
+                                   active_high=settings.active_high, pwm=False)
             self._rgb = True
         defaults = RGB_PATTERNS if self._rgb else MONO_PATTERNS
         self._patterns = {**defaults, **(patterns or {})}

@@ -439,6 +439,18 @@ def test_gpio_without_its_package_says_which_and_how_to_install_it(tmp_path):
     assert chargepoint("check", "--config", str(config)).returncode == 0
 
 
+def test_a_gpio_pin_that_cannot_be_claimed_is_one_error_naming_it_and_exit_78(tmp_path):
+    """The contactor and the status light on one pin: the second cannot claim it (as lgpio
+    cannot claim a line a kernel driver holds, or one the board's chip has not). One line
+    naming the setting and the pin, exit 78 (systemd does not restart it), no traceback."""
+    config = write_config(tmp_path, tmp_path / "cp.db", lambda t: GPIO_CONTACTOR(t).replace(
+        '[connectors.indicator]\ntype = "sim"', '[connectors.indicator]\ntype = "gpio"\npin = 17'))
+    proc = chargepoint("run", "--config", str(config))
+    assert proc.returncode == 78, proc.stderr
+    [line] = lines_with(proc.stderr, "connectors[id=1].indicator.pin: GPIO17 cannot be claimed")
+    assert "already in use" in line and "Traceback" not in proc.stderr
+
+
 @pytest.mark.skipif(has_lgpio, reason="lgpio is installed here")
 def test_a_gpio_device_built_without_a_pin_factory_says_why_in_one_error(tmp_path):
     script = ("import time\nfrom hal.gpio import GpioContactor, GpioContactorSettings, "

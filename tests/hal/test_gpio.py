@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from gpiozero import Device
+from gpiozero import Device, DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory
 
 from hal.events import FaultCode, HardwareFault
@@ -478,3 +478,31 @@ def test_indicator_settings_validation():
     with pytest.raises(SettingsError, match="blue_pin"):
         parse_device("indicator", {"type": "gpio", "red_pin": 5, "green_pin": 6,
                                    "blue_pin": 6}, "i")
+
+
+# --------------------------------------------------------------------------- pins taken
+
+def test_a_pin_that_cannot_be_claimed_is_a_settings_error_naming_it(pins, clock, events):
+    """A pin another device holds (lgpio: a line a kernel driver holds, or one the chip has
+    not): the configuration's error, naming the setting and the pin, and the pins this
+    device had already claimed are free again."""
+    held = DigitalOutputDevice(MIRROR)
+    try:
+        with pytest.raises(SettingsError) as caught:
+            contactor(pins, clock, events, feedback_pin=MIRROR)
+        assert caught.value.key == "feedback_pin"
+        assert caught.value.reason.startswith(f"GPIO{MIRROR} cannot be claimed: ")
+        assert "in use" in caught.value.reason
+        contactor(pins, clock, events).close()              # its relay pin was let go
+        with pytest.raises(SettingsError, match=f"^red_pin/green_pin/blue_pin: GPIO{RED}, "
+                                                f"GPIO{GREEN}, GPIO{MIRROR} cannot"):
+            GpioIndicator(GpioIndicatorSettings(red_pin=RED, green_pin=GREEN, blue_pin=MIRROR))
+        GpioIndicator(GpioIndicatorSettings(red_pin=RED, green_pin=GREEN,
+                                            blue_pin=BLUE)).close()
+        with pytest.raises(SettingsError, match="^unlock_pin: "):
+            GpioLock(GpioLockSettings(lock_pin=RED, unlock_pin=MIRROR), 1, events.append,
+                     clock)
+        with pytest.raises(SettingsError, match="^pin: "):
+            GpioIndicator(GpioIndicatorSettings(pin=MIRROR))
+    finally:
+        held.close()
