@@ -28,7 +28,8 @@ from chargepoint.model.write_faults import is_storage_fault
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.protocol import ocppj
 from chargepoint.protocol.registration import REFUSE, SILENT, allows, refusal
-from chargepoint.protocol.rpc import CallReceived, ErrorReceived, ResultReceived, RpcEndpoint
+from chargepoint.protocol.rpc import (CallReceived, ErrorReceived, MalformedFrame,
+                                      ResultReceived, RpcEndpoint)
 from chargepoint.store import Store
 from hal import events as hal_events
 
@@ -258,6 +259,12 @@ class Station:
         if isinstance(event, CallReceived):
             self._on_call(event.call)
             return
+        if isinstance(event, MalformedFrame):
+            self.services.security_events.record("InvalidMessages", f"frame: {event.code}")
+            return
+        if isinstance(event, ErrorReceived) and event.invalid:
+            self.services.security_events.record(
+                "InvalidMessages", f"answer to {event.out.action}: {event.reason}")
         if isinstance(event, (ResultReceived, ErrorReceived)):
             self.services.timers.cancel("rpc-timeout")
         if isinstance(event, ResultReceived) and event.out.on_result:

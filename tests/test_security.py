@@ -118,6 +118,33 @@ def test_startup_and_reset_are_security_events_sent_before_the_reset(tmp_path):
     server.stop()
 
 
+def test_frames_that_are_not_ocpp_are_invalid_messages_once_an_hour(tmp_path):
+    """Answered inside the RPC endpoint (not JSON, a wrong MessageTypeId) or against the
+    schema: each kind is an InvalidMessages event, and a flood of one is one event."""
+    server = LocalCsms(port=0).start()
+    fw = booted(server, Firmware(tmp_path, server.url, {"csms": {"security_events": "on"}})
+                .start())
+    try:
+        for _ in range(20):
+            assert server.send_raw(CP, '[2, "m1", "Heartbeat", {')[2] == "FormationViolation"
+        assert server.send_raw(CP, '[7, "m2", "Heartbeat", {}]')[2] == "FormationViolation"
+        assert server.send_raw(CP, '[2, "m3", "ClearCache", {"x": 1}]')[2] == \
+            "FormationViolation"
+        server.wait_for("SecurityEventNotification",
+                        lambda r: r.get("techInfo") == "ClearCache: FormationViolation",
+                        timeout=10)
+        fw.settle()
+        infos = [r.get("techInfo") for r in events(server, "InvalidMessages")]
+        assert sorted(infos) == ["ClearCache: FormationViolation",
+                                 "frame: FormationViolation"], infos
+        logged = [e for e in fw.station.services.security_events.entries()
+                  if e["type"] == "InvalidMessages"]
+        assert len(logged) == 2                           # 21 alike: one row
+    finally:
+        fw.stop()
+        server.stop()
+
+
 def test_extended_trigger_message_answers_every_message_it_names(plain):
     server, fw = plain
     for name, action in (("BootNotification", "BootNotification"),

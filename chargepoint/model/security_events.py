@@ -6,7 +6,10 @@ keeps the newest LOG_ROWS. Every event of the whitepaper's list is also sent to 
 a SecurityEventNotification through the outbox, so it is durable from the moment it is
 recorded and delivered in order with the transaction messages, after a power cut too. The
 same event with the same detail recurring within REPEAT_WINDOW_S (a CSMS whose certificate
-fails at every back-off step) is logged each time but sent once.
+fails at every back-off step) is logged each time but sent once. Events a peer can repeat at
+will, as fast as it sends frames (FLOODABLE: invalid messages), are written once per window
+and detail and counted in memory meanwhile, so that a flood of bad frames neither wears
+the card nor pushes the rest out of the bounded log; the next row says how many it stands for.
 
 A CSMS without the whitepaper would answer SecurityEventNotification with a CALLERROR, and the
 outbox would retry it ahead of the transaction messages for TransactionMessageAttempts. So
@@ -53,6 +56,9 @@ EVENT_TYPES: dict[str, bool] = {
 LOG_ROWS = 5000
 #: An event repeated with the same detail within this many seconds is not sent again.
 REPEAT_WINDOW_S = 3600.0
+#: Events a peer can make at the rate it sends frames: repeats within the window are
+#: counted, not written.
+FLOODABLE = frozenset({"InvalidMessages"})
 #: techInfo is CiString255 in SecurityEventNotification.req.
 TECH_INFO_MAX = 255
 #: `state` row: the CSMS has sent a whitepaper operation.
@@ -74,6 +80,9 @@ class SecurityEvents:
         self._transactions = transactions
         #: (type, techInfo) -> local time it was last sent.
         self._sent: dict[tuple[str, str], float] = {}
+        #: FLOODABLE events: when each was last written, and repeats counted since.
+        self._written: dict[tuple[str, str], float] = {}
+        self._repeats: dict[tuple[str, str], int] = {}
 
     def record(self, kind: str, tech_info: str = "") -> bool:
         """Log `kind` (one of EVENT_TYPES) with `tech_info`; returns whether a
@@ -83,6 +92,17 @@ class SecurityEvents:
         info = tech_info[:TECH_INFO_MAX]
         now = self._clock.now
         last = self._sent.get((kind, info))
+        if kind in FLOODABLE:
+            written = self._written.get((kind, info))
+            if written is not None and now - written < REPEAT_WINDOW_S:
+                self._repeats[(kind, info)] = self._repeats.get((kind, info), 0) + 1
+                log.debug("security event %s%s (repeated within the hour; counted, "
+                            "not logged again)", kind, f": {info}" if info else "")
+                return False
+            self._written[(kind, info)] = now
+            repeats = self._repeats.pop((kind, info), 0)
+            if repeats:
+                info = f"{info} (and {repeats} more in the hour before)"[:TECH_INFO_MAX]
         notify = self.sending() and (last is None or now - last >= REPEAT_WINDOW_S)
         stamp = self._transactions.stamp(now)
         payload = {"type": kind, "timestamp": stamp}
@@ -98,7 +118,7 @@ class SecurityEvents:
             if notify:
                 self._outbox.produce("SecurityEventNotification", payload, None, now)
         if notify:
-            self._sent[(kind, info)] = now
+            self._sent[(kind, tech_info[:TECH_INFO_MAX])] = now
         level = logging.WARNING if EVENT_TYPES[kind] or kind.startswith("Invalid") \
             else logging.INFO
         log.log(level, "security event %s%s%s", kind, f": {info}" if info else "",
