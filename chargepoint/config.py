@@ -213,6 +213,9 @@ class SystemSettings:
         for name in ("stop_wait_s", "reboot_wait_s"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name}: must be a number of seconds, 0 or more")
+        if len(os.fsencode(self.sim_socket)) > 107:
+            raise ValueError(f"sim_socket: {len(os.fsencode(self.sim_socket))} bytes long; a "
+                             "Unix socket's path holds at most 107: choose a shorter one")
         if not self.reboot_command or not all(self.reboot_command):
             raise ValueError("reboot_command: must name a program, e.g. "
                              '["systemctl", "reboot"]')

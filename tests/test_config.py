@@ -55,6 +55,8 @@ GOOD = (ROOT / "config.toml").read_text()
      "releases.watchdog_s", "must be 1 to 3600 seconds"),
     (lambda t: t.replace("[releases]", "[releases]\nkeep_all = true"), "releases.keep_all",
      "unknown key"),
+    (lambda t: t.replace("[system]", f"[system]\nsim_socket = '/run/{'x' * 120}.sock'"),
+     "system.sim_socket", "holds at most 107"),
 ])
 def test_bad_config_names_the_key_and_the_reason(tmp_path, edit, key, reason):
     path = tmp_path / "config.toml"
