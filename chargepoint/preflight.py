@@ -29,7 +29,9 @@ from typing import Iterator, Literal, Optional
 #: The user and the extra groups of systemd/chargepoint.service (User=,
 #: SupplementaryGroups=): `chargepoint check` run as root checks as them.
 SERVICE_USER = "chargepoint"
-SERVICE_GROUPS = ("gpio", "dialout", "spi", "i2c")
+SERVICE_GROUPS = ("gpio", "dialout", "spi", "i2c", "systemd-journal")
+#: Those of them that own device nodes.
+DEVICE_GROUPS = SERVICE_GROUPS[:4]
 #: Exit status for a configuration the firmware does not start with (sysexits EX_CONFIG);
 #: the service does not restart on it (RestartPreventExitStatus=78).
 EXIT_CONFIG = 78
@@ -271,7 +273,7 @@ def _port_findings(where: str, path: str, group: str, missing_is_error: bool = F
         return [Finding("error", where, (
             f"user {_me()} cannot open {describe(path, st)}: run as a member of the group "
             f"{group_name(st.st_gid) if st.st_mode & 0o060 == 0o060 else group} (the "
-            f"service's SupplementaryGroups= has {', '.join(SERVICE_GROUPS)}), or give "
+            f"service's SupplementaryGroups= has {', '.join(DEVICE_GROUPS)}), or give "
             f"the device to that group with a udev rule"))]
     return []
 
