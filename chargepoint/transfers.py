@@ -1,5 +1,5 @@
 """Files between the charger and the servers the CSMS names: the release bundle of an
-UpdateFirmware (downloaded) and the archive of a GetDiagnostics (uploaded).
+UpdateFirmware (downloaded) and the files of a GetDiagnostics or a GetLog (uploaded).
 
 HTTP and HTTPS go through urllib.request, FTP and FTPS through ftplib (FTPS as explicit
 TLS: `AUTH TLS` on the FTP port, then a protected data channel): the standard library's
