@@ -125,14 +125,17 @@ class RollBackRelease:
 
 @dataclass(frozen=True)
 class UploadDiagnostics:
-    """Build the diagnostics archive `file_name` (logs between the UTC instants `start` and
-    `stop`, None: unbounded) and put it at `location`; `DiagnosticsUploaded` follows."""
+    """Build the file `file_name` and put it at `location`; `DiagnosticsUploaded` follows.
+    `kind`: "diagnostics", the diagnostics archive (logs between the UTC instants `start`
+    and `stop`, None: unbounded), or "security-log", the security log's entries of that
+    period (GetLog)."""
 
     request_id: str
     location: str
     file_name: str
     start: Optional[float]
     stop: Optional[float]
+    kind: str = "diagnostics"
 
 
 class Effects:

@@ -1,5 +1,6 @@
 """Command line: `chargepoint run`, `chargepoint check`, `chargepoint demo`,
 `chargepoint sim ...`, `chargepoint outbox list|resend`, `chargepoint diagnostics`,
+`chargepoint security-log clear`,
 `chargepoint release build|verify|install|status`, `chargepoint install-files`."""
 from __future__ import annotations
 
@@ -498,6 +499,48 @@ def cmd_outbox_resend(args) -> int:
     return 0
 
 
+def cmd_security_log_clear(args) -> int:
+    """Empty the security log; SecurityLogWasCleared goes to the CSMS (security_log.py)."""
+    from chargepoint.outbox_admin import AdminError  # lazy: security log only
+    from chargepoint.security_log import clear, firmware_runs  # lazy: security log only
+
+    settings = _load(args)
+    if isinstance(settings, list):
+        for finding in settings:
+            print(f"chargepoint: {finding.line()}", file=sys.stderr)
+        return EXIT_CONFIG
+    database = settings.storage.path
+    who = f"cleared by the operator ({_operator()}) with chargepoint security-log clear"
+    try:
+        running = firmware_runs(database)
+        sent = clear(database, who, settings.csms.security_events,
+                     settings.csms.security_profile)
+    except AdminError as exc:
+        print(f"chargepoint: {exc}", file=sys.stderr)
+        return 1
+    print(f"The security log of {database} is empty but for its SecurityLogWasCleared entry.")
+    if not sent:
+        print("No SecurityEventNotification is sent for it: the CSMS does not take security "
+              "events ([csms] security_events, docs/security.md).")
+    elif running:
+        print("The running firmware sends the SecurityEventNotification after what it has "
+              "queued.")
+    else:
+        print("The firmware sends the SecurityEventNotification when it starts.")
+    return 0
+
+
+def _operator() -> str:
+    """Who runs the command, as the log records it: the login behind sudo, else the user."""
+    name = os.environ.get("SUDO_USER")
+    if name:
+        return name
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
+
+
 def cmd_diagnostics(args) -> int:
     """The diagnostics archive of GetDiagnostics, made on site (without the OCPP frames,
     which only the running firmware holds)."""
@@ -711,6 +754,17 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     _state_dir_option(diag)
     diag.set_defaults(func=cmd_diagnostics)
+
+    security = sub.add_parser("security-log", help="the security log (docs/security.md): "
+                              "clear it", description="Works on the database of --config, "
+                              "whether the firmware runs or not.")
+    security_sub = security.add_subparsers(dest="security_command", required=True)
+    clearing = security_sub.add_parser(
+        "clear", help="empty the security log; its first entry is then SecurityLogWasCleared, "
+        "which the CSMS is sent as a SecurityEventNotification")
+    clearing.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    _state_dir_option(clearing)
+    clearing.set_defaults(func=cmd_security_log_clear)
 
     release = sub.add_parser("release", help="release bundles: build one from this checkout, "
                              "check one, install one; the releases of a state directory",

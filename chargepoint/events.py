@@ -72,10 +72,14 @@ class ReleaseTested:
 
 @dataclass(frozen=True)
 class DiagnosticsUploaded:
+    """An UploadDiagnostics ended: `ok`, or why not (`reason`, in words; `cause`, as
+    TransferError.cause says it; `final`: another attempt could not help)."""
+
     request_id: str
     ok: bool
     reason: str = ""
     final: bool = False
+    cause: str = ""
 
 
 @dataclass(frozen=True)

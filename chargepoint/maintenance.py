@@ -12,7 +12,8 @@ outcome goes back to the loop as an event:
 - `TestRelease`       → chargepoint/selftest.py, then commit → `ReleaseTested`
 - `RollBackRelease`   → chargepoint/releases.py rollback, then a restart (at once, on
                         the loop's thread), which starts the release now current
-- `UploadDiagnostics` → chargepoint/diagnostics.py archive, then transfers.py
+- `UploadDiagnostics` → chargepoint/diagnostics.py archive, or chargepoint/security_log.py
+                        file (GetLog's SecurityLog), then transfers.py
                       → `DiagnosticsUploaded`
 
 Every failure becomes an event with the cause in words (and a log line here): nothing
@@ -29,7 +30,7 @@ from typing import Any, Callable, Optional
 
 from chargepoint import __version__
 from chargepoint import actions as act
-from chargepoint import diagnostics, releases, selftest, transfers
+from chargepoint import diagnostics, releases, security_log, selftest, transfers
 from chargepoint import events as ev
 from chargepoint.model.firmware import RunningRelease
 
@@ -193,35 +194,51 @@ class Maintenance:
 
     # ------------------------------------------------------------------ diagnostics
     def _upload(self, action: act.UploadDiagnostics) -> None:
-        folder = Path(self.data_dir) / "diagnostics"
+        # A folder per request: a GetLog and a GetDiagnostics may be under way together.
+        folder = Path(self.data_dir) / "diagnostics" / action.request_id
         archive = folder / action.file_name
+        what = action.kind.replace("-", " ")
         try:
             transfers.check_location(action.location)
         except transfers.TransferError as exc:
-            log.error("diagnostics upload refused: %s", exc)
-            self._put(ev.DiagnosticsUploaded(action.request_id, False, str(exc), final=True))
+            log.error("%s upload refused: %s", what, exc)
+            self._put(ev.DiagnosticsUploaded(action.request_id, False, str(exc), final=True,
+                                             cause=exc.cause))
             return
         try:
-            diagnostics.build_archive(
-                archive, config_path=self.settings.source, database=self.settings.storage.path,
-                data_dir=self.data_dir, start=action.start, stop=action.stop,
-                frames=self._frames.lines(), settings=self.settings,
-                extra_facts={"charge_point_id": self.settings.csms.charge_point_id,
-                             "release": self.release_facts()})
+            self._build(action, archive)
             where = transfers.upload(action.location, archive, self.options)
         except transfers.TransferError as exc:
-            log.error("diagnostics upload failed: %s", exc)
-            self._put(ev.DiagnosticsUploaded(action.request_id, False, str(exc)))
+            log.error("%s upload failed: %s", what, exc)
+            self._put(ev.DiagnosticsUploaded(action.request_id, False, str(exc),
+                                             cause=exc.cause))
             return
         except Exception as exc:            # noqa: BLE001
-            log.exception("diagnostics upload failed")
+            log.exception("%s upload failed", what)
             self._put(ev.DiagnosticsUploaded(action.request_id, False,
                                              f"{type(exc).__name__}: {exc}"))
             return
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        log.info("diagnostics uploaded to %s", where)
+            try:
+                folder.parent.rmdir()       # the last one out leaves nothing behind
+            except OSError:
+                pass
+        log.info("%s uploaded to %s", what, where)
         self._put(ev.DiagnosticsUploaded(action.request_id, True))
+
+    def _build(self, action: act.UploadDiagnostics, out: Path) -> None:
+        if action.kind == "security-log":
+            security_log.write_file(out, self.settings.storage.path,
+                                    self.settings.csms.charge_point_id, action.start,
+                                    action.stop)
+            return
+        diagnostics.build_archive(
+            out, config_path=self.settings.source, database=self.settings.storage.path,
+            data_dir=self.data_dir, start=action.start, stop=action.stop,
+            frames=self._frames.lines(), settings=self.settings,
+            extra_facts={"charge_point_id": self.settings.csms.charge_point_id,
+                         "release": self.release_facts()})
 
     def release_facts(self) -> dict:
         release = running_release(self.state_dir)

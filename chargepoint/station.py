@@ -163,8 +163,10 @@ class Station:
         elif isinstance(event, ev.ReleaseTested):
             services.firmware.tested(event.ok, event.reason)
         elif isinstance(event, ev.DiagnosticsUploaded):
-            services.diagnostics.uploaded(event.request_id, event.ok, event.reason,
-                                          event.final)
+            # GetDiagnostics' or GetLog's: each knows its own request_id, ignores the other's.
+            for upload in (services.diagnostics, services.log_upload):
+                upload.uploaded(event.request_id, event.ok, event.reason, event.final,
+                                event.cause)
         elif isinstance(event, ev.Connected):
             self.rpc.connection_made()
             log.info("connected to the CSMS")

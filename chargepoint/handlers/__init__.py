@@ -49,6 +49,7 @@ HANDLERS: dict[str, Handler] = {
     "DeleteCertificate": security.delete_certificate,
     "ExtendedTriggerMessage": security.extended_trigger_message,
     "GetInstalledCertificateIds": security.get_installed_certificate_ids,
+    "GetLog": security.get_log,
     "InstallCertificate": security.install_certificate,
 }
 

@@ -16,7 +16,9 @@ from chargepoint.model.services import Services
 from chargepoint.protocol import ocppj
 
 
-def _time(payload: dict, name: str) -> Optional[float]:
+def date_time(payload: dict, name: str) -> Optional[float]:
+    """The dateTime `name` of `payload` as UTC seconds (None if absent); a CALLERROR if
+    it is no dateTime."""
     text = payload.get(name)
     if text is None:
         return None
@@ -28,13 +30,13 @@ def _time(payload: dict, name: str) -> Optional[float]:
 
 
 def update_firmware(services: Services, payload: dict) -> dict:
-    services.firmware.request(payload["location"], _time(payload, "retrieveDate"),
+    services.firmware.request(payload["location"], date_time(payload, "retrieveDate"),
                               payload.get("retries"), payload.get("retryInterval"))
     return {}
 
 
 def get_diagnostics(services: Services, payload: dict) -> dict:
-    name = services.diagnostics.request(payload["location"], _time(payload, "startTime"),
-                                        _time(payload, "stopTime"), payload.get("retries"),
+    name = services.diagnostics.request(payload["location"], date_time(payload, "startTime"),
+                                        date_time(payload, "stopTime"), payload.get("retries"),
                                         payload.get("retryInterval"))
     return {} if name is None else {"fileName": name}

@@ -62,8 +62,27 @@ FLOODABLE = frozenset({"InvalidMessages"})
 #: techInfo is CiString255 in SecurityEventNotification.req.
 TECH_INFO_MAX = 255
 #: `state` row: the CSMS has sent a whitepaper operation.
-_SPOKEN = "csms_speaks_security_whitepaper"
+SPOKEN = "csms_speaks_security_whitepaper"
 MODES = ("auto", "on", "off")
+
+
+def sends_events(mode: str, spoken: bool, security_profile: int) -> bool:
+    """Whether events go to the CSMS (see the module's docstring): the one rule, also for
+    the operator's clearing of the log from another process (chargepoint/security_log.py)."""
+    if mode != "auto":
+        return mode == "on"
+    return spoken or security_profile >= 2
+
+
+def log_entries(db, limit: Optional[int] = None) -> list[dict]:
+    """The security log, oldest first (the newest `limit` if given), read through `db`: the
+    Store, or a connection of its own (the upload's worker, chargepoint/security_log.py)."""
+    rows = db.execute(
+        "SELECT seq, type, timestamp, tech_info, notified FROM security_log "
+        "ORDER BY seq DESC LIMIT ?", (limit if limit is not None else LOG_ROWS,)).fetchall()
+    return [{"seq": seq, "type": kind, "timestamp": stamp, "techInfo": info,
+             "notified": bool(notified)} for seq, kind, stamp, info, notified
+            in reversed(rows)]
 
 
 class SecurityEvents:
@@ -74,7 +93,7 @@ class SecurityEvents:
         self._store = store
         self._keys = keys
         self.mode = mode
-        self._spoken = bool(store.get_state(_SPOKEN, False))
+        self._spoken = bool(store.get_state(SPOKEN, False))
         self._clock = clock
         self._outbox = outbox
         self._transactions = transactions
@@ -128,24 +147,17 @@ class SecurityEvents:
 
     def sending(self) -> bool:
         """Whether events go to the CSMS now (see the module's docstring)."""
-        if self.mode != "auto":
-            return self.mode == "on"
-        return self._spoken or self._keys.int("SecurityProfile") >= 2
+        return sends_events(self.mode, self._spoken, self._keys.int("SecurityProfile"))
 
     def csms_speaks_whitepaper(self) -> None:
         """The CSMS sent a whitepaper operation: with "auto", events go to it from now on."""
         if not self._spoken:
-            self._store.set_state(_SPOKEN, True)
+            self._store.set_state(SPOKEN, True)
             self._spoken = True
 
     def entries(self, limit: Optional[int] = None) -> list[dict]:
         """The security log, oldest first (the newest `limit` if given)."""
-        rows = self._store.execute(
-            "SELECT seq, type, timestamp, tech_info, notified FROM security_log "
-            "ORDER BY seq DESC LIMIT ?", (limit if limit is not None else LOG_ROWS,)).fetchall()
-        return [{"seq": seq, "type": kind, "timestamp": stamp, "techInfo": info,
-                 "notified": bool(notified)} for seq, kind, stamp, info, notified
-                in reversed(rows)]
+        return log_entries(self._store, limit)
 
     def clear(self, who: str) -> None:
         """Empty the security log; the clearing is itself the log's first entry."""
