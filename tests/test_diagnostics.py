@@ -13,36 +13,17 @@ import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 
 from chargepoint import diagnostics
 from chargepoint.csms.files import FileServer
-from tests.file_servers import FTP_PASSWORD, FtpServer
-from tests.harness import wait_until
+from tests.file_servers import FTP_PASSWORD
+from tests.harness import booted, wait_until
 
 CP = "CP-1"
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "Zq7-secret-key-0123456789"
 
 
-@pytest.fixture
-def served(tmp_path):
-    root = tmp_path / "served"
-    (root / "files").mkdir(parents=True)
-    return root
-
-
-@pytest.fixture
-def ftp(served):
-    with FtpServer(served) as server:
-        yield server
-
-
-def booted(csms, firmware, overrides=None):
-    fw = firmware(overrides)
-    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1)
-    fw.settle()
-    return fw
 
 
 def dsn(csms, after=0) -> list[str]:

@@ -14,26 +14,14 @@ from datetime import timedelta
 import pytest
 
 from chargepoint.csms.files import FileServer
-from tests.file_servers import FTP_PASSWORD, FTP_USER, FtpServer
-from tests.harness import wait_until
-from tests.test_diagnostics import booted, members, silent_port
+from tests.file_servers import FTP_PASSWORD, FTP_USER
+from tests.harness import booted, wait_until
+from tests.test_diagnostics import members, silent_port
 
 CP = "CP-1"
 SECRET = "Zq7-secret-key-0123456789"
 NEW_SECRET = "0123456789abcdef0123456789abcdef"
 
-
-@pytest.fixture
-def served(tmp_path):
-    root = tmp_path / "served"
-    (root / "files").mkdir(parents=True)
-    return root
-
-
-@pytest.fixture
-def ftp(served):
-    with FtpServer(served) as server:
-        yield server
 
 
 def lsn(csms, after=0) -> list[tuple[str, int | None]]:
