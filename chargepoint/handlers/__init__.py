@@ -50,6 +50,7 @@ HANDLERS: dict[str, Handler] = {
     "ExtendedTriggerMessage": security.extended_trigger_message,
     "GetInstalledCertificateIds": security.get_installed_certificate_ids,
     "InstallCertificate": security.install_certificate,
+    "SignedUpdateFirmware": firmware.signed_update_firmware,
 }
 
 #: Feature profiles beyond Core whose every operation is answered (SupportedFeatureProfiles

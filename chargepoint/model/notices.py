@@ -1,5 +1,5 @@
-"""FirmwareStatusNotification and DiagnosticsStatusNotification: one status at a time,
-told again once the CSMS can hear it.
+"""FirmwareStatusNotification, SignedFirmwareStatusNotification and
+DiagnosticsStatusNotification: one status at a time, told again once the CSMS can hear it.
 
 The CSMS learns how an update or an upload ends only from these notifications, so one
 that could not go is not dropped as a heartbeat would be: the latest status waits and goes
@@ -32,6 +32,8 @@ class StatusNotices:
         self.action = action
         #: The status that still has to reach the CSMS, if any.
         self.waiting: Optional[str] = None
+        #: What goes with it in the payload (SignedFirmwareStatusNotification's requestId).
+        self.details: dict = {}
         self._sending: Optional[str] = None
         self._on_delivered: Optional[Callable[[str], None]] = None
 
@@ -39,9 +41,11 @@ class StatusNotices:
         """`callback(status)` once the CSMS has answered the notification of `status`."""
         self._on_delivered = callback
 
-    def tell(self, status: str) -> None:
-        """Tell the CSMS `status` now, or as soon as it is online."""
+    def tell(self, status: str, details: Optional[dict] = None) -> None:
+        """Tell the CSMS `status` (with `details` in the payload) now, or as soon as it is
+        online."""
         self.waiting = status
+        self.details = dict(details or {})
         self._send()
 
     def online(self) -> None:
@@ -72,6 +76,7 @@ class StatusNotices:
                         reason, RETRY_S)
             self._timers.set(f"notice:{self.action}", self._clock.now + RETRY_S, self._send)
 
-        if not self._link.send_call(self.action, {"status": status}, on_result=delivered,
+        if not self._link.send_call(self.action, {"status": status, **self.details},
+                                    on_result=delivered,
                                     on_error=failed):
             self._sending = None
