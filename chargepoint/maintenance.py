@@ -39,8 +39,8 @@ from chargepoint.model.firmware import RunningRelease
 log = logging.getLogger("chargepoint.maintenance")
 
 
-ACTIONS = (act.DownloadFirmware, act.VerifyFirmware, act.InstallFirmware, act.TestRelease, act.RollBackRelease,
-           act.UploadDiagnostics)
+ACTIONS = (act.DownloadFirmware, act.VerifyFirmware, act.InstallFirmware, act.TestRelease,
+           act.RollBackRelease, act.UploadDiagnostics)
 
 
 def state_dir_of(settings) -> str:

@@ -191,6 +191,8 @@ def test_a_verified_signature_leads_to_the_installation_and_the_reboot(tmp_path,
     assert (verify.request_id, verify.certificate) == (request_id, signer[0])
     assert update.services.store.get_state(STATE_KEY)["phase"] == "verifying"
     assert not update.of(act.InstallFirmware)          # nothing before the signature holds
+    assert update.services.firmware.signed_status == ("Downloaded", 7)
+    assert update.services.firmware.status == "Downloaded"        # in OCPP 1.6's words
     update.services.firmware.verified(request_id, "verified", "")
     update.answer()
     (install,) = update.of(act.InstallFirmware)
@@ -328,6 +330,22 @@ def test_a_restart_while_verifying_verifies_again(tmp_path, root, signer):
     assert again.statuses() == [("Downloaded", 7)]          # told again once online
     again.services.firmware.verified(request_id, "verified", "")
     again.answer()
+    assert len(again.of(act.InstallFirmware)) == 1
+
+
+def test_a_restart_while_the_installation_is_scheduled_keeps_its_date(tmp_path, root,
+                                                                     signer):
+    update = Update(tmp_path, root)
+    update.request(signer, install_in_s=600)
+    update.advance(0)
+    update.services.firmware.verified(update.download(), "verified", "")
+    update.answer()
+    update.services.store.close()
+    again = Update(tmp_path, None, RunningRelease(__version__))
+    assert again.services.firmware.signed_status == ("InstallScheduled", 7)
+    again.advance(590)
+    assert not again.of(act.InstallFirmware)
+    again.advance(11)
     assert len(again.of(act.InstallFirmware)) == 1
 
 

@@ -37,8 +37,9 @@ SignedFirmwareStatusNotification with the request's requestId, with the whitepap
 statuses (DownloadScheduled, DownloadPaused, SignatureVerified, InvalidSignature,
 InstallVerificationFailed, InstallScheduled, InstallRebooting).
 
-    downloading ──▶ verifying ──signature and manifest hold──▶ [install-scheduled] ──▶ downloaded
-                   (Downloaded)  └─▶ InvalidSignature, InstallVerificationFailed   (SignatureVerified)
+    downloading ──▶ verifying ──signature, manifest hold──▶ [install-scheduled] ──▶ downloaded
+                   (Downloaded) │                  (InstallScheduled)   (SignatureVerified)
+                                └──▶ InvalidSignature, InstallVerificationFailed
 """
 from __future__ import annotations
 
