@@ -55,6 +55,9 @@ SAMPLES = {
     "GetInstalledCertificateIds": {"certificateType": "CentralSystemRootCertificate"},
     "InstallCertificate": {"certificateType": "ManufacturerRootCertificate",
                            "certificate": "not a certificate"},
+    "SignedUpdateFirmware": {"requestId": 1, "firmware": {
+        "location": "http://127.0.0.1/release.tar", "retrieveDateTime": "2026-01-01T00:00:00Z",
+        "signingCertificate": "not a certificate", "signature": "c2ln"}},
 }
 
 
