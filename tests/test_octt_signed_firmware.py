@@ -3,8 +3,9 @@ this checkout: a SignedUpdateFirmware whose bundle is signed by the manufacturer
 code-signing key (`chargepoint release sign`, a real process) under the
 ManufacturerRootCertificate the CSMS installed, which switches the running firmware to the
 new release; one whose signature is not the bundle's, which installs nothing; a signing
-certificate from another CA (InvalidCertificate); and an update scheduled for later
-cancelled by a new one (AcceptedCanceled). The test PKI is made here (tests/pki.py).
+certificate from another CA (InvalidCertificate); an update scheduled for later cancelled
+by a new one (AcceptedCanceled); a power cut while the installation waits for its
+installDateTime. The test PKI is made here (tests/pki.py).
 
 The steps without a process (the chain, the signature, each transition) are in
 tests/test_firmware_signing.py.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import trustme
@@ -218,6 +220,42 @@ def test_a_new_signed_update_cancels_one_not_yet_begun(bundle, maker, csms, runn
     assert nothing_installed(state)
     assert "SignedUpdateFirmware 2 of" in firmware.text() and "replaces the update" in \
         firmware.text()
+
+
+def test_a_power_cut_while_the_installation_waits_for_its_date_keeps_the_update(
+        bundle, maker, csms, running, tmp_path):
+    """Killed (SIGKILL, the whole process group) with the signed bundle verified and its
+    installDateTime ahead: started again, the old release tells InstallScheduled again and
+    installs at the date; the new release reports Installed."""
+    firmware, state, operator = running
+    signature = sign(tmp_path, bundle, maker[2])
+    mark = len(csms.received)
+    sent = datetime.now(timezone.utc)
+    assert operator.signed_update_firmware(CP, bundle, maker[1], signature, request_id=9,
+                                           install_in_s=45) == "Accepted"
+    csms.wait_for("SignedFirmwareStatusNotification",
+                  lambda r: r["status"] == "InstallScheduled", after=mark, timeout=30)
+    firmware.kill()
+    assert guard.current_version(state) is None
+    again = harness.HandRun(tmp_path, firmware.config, state).start()
+    try:
+        restart = len(csms.received)
+        boot = csms.wait_for("BootNotification", after=restart, timeout=60)
+        assert boot["firmwareVersion"] == __version__
+        assert boot.wall < sent + timedelta(seconds=40), "restarted after installDateTime"
+        csms.wait_for("SignedFirmwareStatusNotification",
+                      lambda r: r["status"] == "Installed", after=restart, timeout=240)
+        installing = csms.wait_for("SignedFirmwareStatusNotification",
+                                   lambda r: r["status"] == "Installing", after=restart)
+        # Not before its date (the request's installDateTime has whole seconds).
+        assert installing.wall >= sent + timedelta(seconds=44)
+        assert sfsn(csms, mark) == [(status, 9) for status in (
+            "Downloading", "Downloaded", "SignatureVerified", "InstallScheduled",
+            "InstallScheduled", "Installing", "InstallRebooting", "Installed")]
+        assert guard.current_version(state) == NEXT
+    finally:
+        again.stop()
+        again.kill()
 
 
 def test_release_sign_and_verify_round_trip_as_processes(bundle, maker, tmp_path):
