@@ -9,7 +9,6 @@ tests/test_octt_signed_firmware.py.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import json
 import time
@@ -360,9 +359,14 @@ def test_an_unsigned_update_keeps_its_own_notification(tmp_path, root):
     assert update.statuses() == []
 
 
-def test_the_manufacturer_root_must_be_valid_now(tmp_path):
-    old_root = trustme.CA()
-    leaf = pki.code_signing(old_root)
-    now = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3650 * 3)
-    with pytest.raises(signing.SigningProblem):
-        signing.signing_certificate(leaf[0], [cert_of(old_root)], now.timestamp())
+def test_the_manufacturer_root_must_be_valid_now():
+    """A root that expired (in the PKI's own terms, before its code-signing certificate):
+    nothing it issued is trusted."""
+    root, key = pki.certificate(ca=True, not_before=-30 * pki.DAY, not_after=-pki.DAY,
+                                common_name="Old Maker Root")
+    pem, _, _ = pki.code_signing((root, key))
+    with pytest.raises(signing.SigningProblem, match="Old Maker Root: expired"):
+        signing.signing_certificate(pem, [root], time.time())
+    fresh, fresh_key = pki.certificate(ca=True, common_name="Maker Root")
+    pem, _, _ = pki.code_signing((fresh, fresh_key))
+    assert signing.signing_certificate(pem, [fresh], time.time())
