@@ -178,10 +178,15 @@ def test_a_signing_certificate_not_under_the_manufacturer_root_is_refused(
     firmware, state, operator = running
     stranger = trustme.CA(organization_name="Someone Else")
     certificate, key, _ = pki.code_signing(stranger)
-    signature = sign(tmp_path, bundle, key)
+    sign(tmp_path, bundle, key)                          # into tmp_path/bundle.sig
+    (tmp_path / "stranger.pem").write_text(certificate)
     mark = len(csms.received)
-    assert operator.signed_update_firmware(CP, bundle, certificate, signature,
-                                           request_id=5) == "InvalidCertificate"
+    # As the demo's operator types it.
+    said: list[str] = []
+    operator.printer = said.append
+    operator.command(f"signed-update-firmware {bundle} --certificate {tmp_path}/stranger.pem "
+                     f"--signature {tmp_path}/bundle.sig", CP)
+    assert said == [f"SignedUpdateFirmware sent to {CP}: InvalidCertificate"]
     event = csms.wait_for("SecurityEventNotification",
                           lambda r: r["type"] == "InvalidFirmwareSigningCertificate",
                           after=mark, timeout=30)
