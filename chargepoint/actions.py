@@ -104,6 +104,17 @@ class DownloadFirmware:
 
 
 @dataclass(frozen=True)
+class VerifyFirmware:
+    """Check the downloaded bundle of `request_id` before anything is installed: its
+    `signature` (base64) with the key of `certificate` (PEM), then every file against its
+    manifest; the outcome comes back as `FirmwareVerified`."""
+
+    request_id: str
+    certificate: str
+    signature: str
+
+
+@dataclass(frozen=True)
 class InstallFirmware:
     """Install the bundle of `request_id` beside the running release and switch to it (on
     trial); the outcome comes back as `FirmwareInstalled`."""

@@ -1,7 +1,7 @@
 """Command line: `chargepoint run`, `chargepoint check`, `chargepoint demo`,
 `chargepoint sim ...`, `chargepoint outbox list|resend`, `chargepoint diagnostics`,
 `chargepoint security-log clear`,
-`chargepoint release build|verify|install|status`, `chargepoint install-files`."""
+`chargepoint release build|verify|sign|install|status`, `chargepoint install-files`."""
 from __future__ import annotations
 
 import argparse
@@ -605,9 +605,22 @@ def cmd_release_build(args) -> int:
 
 def cmd_release_verify(args) -> int:
     from chargepoint.releases import (  # lazy: this command's
-        ReleaseError, read_manifest, verify_bundle)
+        ReleaseError, read_manifest, verify_bundle, verify_bundle_signature)
 
+    if (args.signature is None) != (args.certificate is None) or \
+            (args.root is not None and args.signature is None):
+        print("chargepoint release verify: --signature and --certificate go together "
+              "(--root with them)", file=sys.stderr)
+        return 2
     try:
+        if args.signature is not None:
+            signature = _read_text_file(args.signature, "signature")
+            certificate = _read_text_file(args.certificate, "certificate")
+            root = _read_text_file(args.root, "root") if args.root else None
+            verify_bundle_signature(args.bundle, signature, certificate, root, time.time())
+            print(f"signature verified: {Path(args.bundle).name} is signed by the key of "
+                  f"{args.certificate}"
+                  f"{f', a certificate issued under {args.root}' if args.root else ''}")
         manifest = read_manifest(args.bundle)
         print(f"release {manifest.version} for {manifest.platform}, Python {manifest.python}"
               f"{f', glibc {manifest.glibc} or newer' if manifest.glibc else ''}: "
@@ -618,6 +631,39 @@ def cmd_release_verify(args) -> int:
         print(f"chargepoint release verify: {exc}", file=sys.stderr)
         return 1
     print("it installs on this machine")
+    return 0
+
+
+def _read_text_file(path: str, what: str) -> str:
+    from chargepoint.releases import ReleaseError  # lazy: the release commands'
+
+    try:
+        return Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReleaseError(f"cannot read the {what} {path}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def cmd_release_sign(args) -> int:
+    from chargepoint.releases import ReleaseError, sign_bundle  # lazy: this command's
+
+    try:
+        try:
+            key = Path(args.key).read_bytes()
+        except OSError as exc:
+            raise ReleaseError(f"cannot read the key {args.key}: {exc.strerror or exc}") \
+                from None
+        password = None
+        if args.password_env:
+            password = os.environ.get(args.password_env, "").encode() or None
+        signature = sign_bundle(args.bundle, key, password)
+        if args.out:
+            Path(args.out).write_text(signature + "\n", encoding="ascii")
+    except (ReleaseError, OSError) as exc:
+        print(f"chargepoint release sign: {exc}", file=sys.stderr)
+        return 1
+    print(f"signature of {Path(args.bundle).name} written to {args.out}" if args.out
+          else signature)
     return 0
 
 
@@ -782,7 +828,23 @@ def build_parser() -> argparse.ArgumentParser:
     verify = release_sub.add_parser("verify", help="check a bundle against its manifest and "
                                     "this machine")
     verify.add_argument("bundle")
+    verify.add_argument("--signature", help="a file with the bundle's base64 signature "
+                        "(`release sign --out`): checked as a charger checks a "
+                        "SignedUpdateFirmware")
+    verify.add_argument("--certificate", help="the signing certificate (PEM; intermediates "
+                        "after it)")
+    verify.add_argument("--root", help="the ManufacturerRootCertificate (PEM) the signing "
+                        "certificate must be issued under, valid now")
     verify.set_defaults(func=cmd_release_verify)
+    sign = release_sub.add_parser("sign", help="the base64 signature of a bundle (SHA-256, "
+                                  "RSA PKCS#1 v1.5 or ECDSA) that SignedUpdateFirmware "
+                                  "carries")
+    sign.add_argument("bundle")
+    sign.add_argument("--key", required=True, help="the code-signing private key (PEM)")
+    sign.add_argument("--out", help="write the signature to this file (default: print it)")
+    sign.add_argument("--password-env", help="the environment variable holding the key's "
+                      "password, if it has one")
+    sign.set_defaults(func=cmd_release_sign)
     install = release_sub.add_parser("install", help="install a bundle beside the running "
                                      "release (nothing switches)")
     install.add_argument("bundle")

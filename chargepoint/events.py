@@ -53,6 +53,17 @@ class FirmwareDownloaded:
 
 
 @dataclass(frozen=True)
+class FirmwareVerified:
+    """A VerifyFirmware ended: `outcome` is "verified", "invalid-signature" or
+    "invalid-bundle" (the signature holds but the bundle is damaged, or is for another
+    machine), with the `reason` in words."""
+
+    request_id: str
+    outcome: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class FirmwareInstalled:
     """An InstallFirmware ended: `version` installed and switched to, or `reason`."""
 

@@ -7,6 +7,9 @@ outcome goes back to the loop as an event:
 
 - `DownloadFirmware`  → chargepoint/transfers.py into `downloads/` beside the database
                       → `FirmwareDownloaded`
+- `VerifyFirmware`    → chargepoint/releases.py: the signature of the bundle (signed
+                        updates), then its manifest; a refused bundle is deleted
+                      → `FirmwareVerified`
 - `InstallFirmware`   → chargepoint/releases.py: verify, install beside the running
                         release, start its trial (switch `current`) → `FirmwareInstalled`
 - `TestRelease`       → chargepoint/selftest.py, then commit → `ReleaseTested`
@@ -37,8 +40,8 @@ from chargepoint.model.firmware import RunningRelease
 log = logging.getLogger("chargepoint.maintenance")
 
 
-ACTIONS = (act.DownloadFirmware, act.InstallFirmware, act.TestRelease, act.RollBackRelease,
-           act.UploadDiagnostics)
+ACTIONS = (act.DownloadFirmware, act.VerifyFirmware, act.InstallFirmware, act.TestRelease,
+           act.RollBackRelease, act.UploadDiagnostics)
 
 
 def state_dir_of(settings) -> str:
@@ -101,7 +104,8 @@ class Maintenance:
         """Start `action` on a worker; a rollback is done here and asks for the restart."""
         if isinstance(action, act.RollBackRelease):
             return self._roll_back(action.reason)
-        job = {act.DownloadFirmware: self._download, act.InstallFirmware: self._install,
+        job = {act.DownloadFirmware: self._download, act.VerifyFirmware: self._verify,
+               act.InstallFirmware: self._install,
                act.TestRelease: self._test, act.UploadDiagnostics: self._upload}[type(action)]
         thread = threading.Thread(target=job, args=(action,), daemon=True,
                                   name=f"maintenance-{type(action).__name__}")
@@ -148,6 +152,27 @@ class Maintenance:
                     path.unlink()
                 except OSError:
                     pass
+
+    def _verify(self, action: act.VerifyFirmware) -> None:
+        bundle = self.bundle_path(action.request_id)
+        outcome = "invalid-signature"
+        try:
+            releases.verify_bundle_signature(bundle, action.signature, action.certificate)
+            outcome = "invalid-bundle"
+            releases.verify_bundle(bundle)
+        except releases.ReleaseError as exc:
+            log.error("firmware bundle refused (%s): %s", outcome, exc)
+            shutil.rmtree(self.downloads, ignore_errors=True)
+            self._put(ev.FirmwareVerified(action.request_id, outcome, str(exc)))
+            return
+        except Exception as exc:            # noqa: BLE001 (reported, never lost)
+            log.exception("firmware bundle could not be verified")
+            shutil.rmtree(self.downloads, ignore_errors=True)
+            self._put(ev.FirmwareVerified(action.request_id, outcome,
+                                          f"{type(exc).__name__}: {exc}"))
+            return
+        log.info("firmware bundle signature verified: %s", bundle.name)
+        self._put(ev.FirmwareVerified(action.request_id, "verified"))
 
     def _install(self, action: act.InstallFirmware) -> None:
         bundle = self.bundle_path(action.request_id)

@@ -157,6 +157,8 @@ class Station:
             services.sessions.lock_answered(event.connector_id, event.locked, event.ok)
         elif isinstance(event, ev.FirmwareDownloaded):
             services.firmware.downloaded(event.request_id, event.ok, event.reason, event.final)
+        elif isinstance(event, ev.FirmwareVerified):
+            services.firmware.verified(event.request_id, event.outcome, event.reason)
         elif isinstance(event, ev.FirmwareInstalled):
             services.firmware.installed(event.request_id, event.ok, event.version,
                                         event.reason)

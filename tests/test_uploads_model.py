@@ -134,7 +134,7 @@ def test_a_status_told_offline_waits_with_its_request_id(tmp_path):
     (attempt,) = uploads(services)
     services.log_upload.uploaded(attempt.request_id, True, "", False)
     notices = services.log_upload.notices
-    assert (notices.waiting, notices.fields) == ("Uploaded", {"requestId": 4})
+    assert (notices.waiting, notices.details) == ("Uploaded", {"requestId": 4})
     online(services, rpc)
     services.log_upload.online()
     assert sent(services, rpc) == [{"status": "Uploaded", "requestId": 4}]

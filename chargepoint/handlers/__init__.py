@@ -51,6 +51,7 @@ HANDLERS: dict[str, Handler] = {
     "GetInstalledCertificateIds": security.get_installed_certificate_ids,
     "GetLog": security.get_log,
     "InstallCertificate": security.install_certificate,
+    "SignedUpdateFirmware": firmware.signed_update_firmware,
 }
 
 #: Feature profiles beyond Core whose every operation is answered (SupportedFeatureProfiles

@@ -74,8 +74,13 @@ def _log_status(services: Services, connector_id: Optional[int]) -> bool:
 
 
 def _signed_firmware_status(services: Services, connector_id: Optional[int]) -> bool:
-    # No signed firmware update runs in this firmware yet (SignedUpdateFirmware): Idle.
-    return services.link.send_call("SignedFirmwareStatusNotification", {"status": "Idle"},
+    # The whitepaper's FirmwareStatusNotification is the signed one: the step of the
+    # update under way and the requestId of a SignedUpdateFirmware, else Idle.
+    status, request_id = services.firmware.signed_status
+    payload = {"status": status}
+    if request_id is not None:
+        payload["requestId"] = request_id
+    return services.link.send_call("SignedFirmwareStatusNotification", payload,
                                    before_accept=True)
 
 

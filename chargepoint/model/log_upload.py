@@ -59,7 +59,7 @@ class LogUpload:
                         cancelled.file, self.request_id)
             status = "AcceptedCanceled"
         self.request_id = request_id
-        self.notices.tell("Uploading", requestId=request_id)
+        self.notices.tell("Uploading", {"requestId": request_id})
         job = self.upload.start(kind, location, file_name(self._clock, self._charge_point_id,
                                                           what),
                                 start_utc, stop_utc, retries, retry_interval_s)
@@ -72,7 +72,7 @@ class LogUpload:
         if ended is None:
             return
         status = "Uploaded" if ended.ok else FAILURES.get(ended.cause, "UploadFailure")
-        self.notices.tell(status, requestId=self.request_id)
+        self.notices.tell(status, {"requestId": self.request_id})
         self.request_id = None
 
     def status(self) -> dict:

@@ -1,5 +1,6 @@
-"""FirmwareStatusNotification, DiagnosticsStatusNotification and LogStatusNotification: one
-status at a time, told again once the CSMS can hear it.
+"""FirmwareStatusNotification, SignedFirmwareStatusNotification,
+DiagnosticsStatusNotification and LogStatusNotification: one status at a time, told again
+once the CSMS can hear it.
 
 The CSMS learns how an update or an upload ends only from these notifications, so one
 that could not go is not dropped as a heartbeat would be: the latest status waits and goes
@@ -33,8 +34,8 @@ class StatusNotices:
         self.action = action
         #: The status that still has to reach the CSMS, if any.
         self.waiting: Optional[str] = None
-        #: The fields sent with `waiting` besides the status (e.g. requestId).
-        self.fields: dict = {}
+        #: What goes with it in the payload (the requestId of a signed update or a GetLog).
+        self.details: dict = {}
         self._sending: Optional[tuple] = None
         self._on_delivered: Optional[Callable[[str], None]] = None
 
@@ -42,10 +43,11 @@ class StatusNotices:
         """`callback(status)` once the CSMS has answered the notification of `status`."""
         self._on_delivered = callback
 
-    def tell(self, status: str, **fields) -> None:
-        """Tell the CSMS `status` (with `fields`) now, or as soon as it is online."""
+    def tell(self, status: str, details: Optional[dict] = None) -> None:
+        """Tell the CSMS `status` (with `details` in the payload) now, or as soon as it is
+        online."""
         self.waiting = status
-        self.fields = fields
+        self.details = dict(details or {})
         self._send()
 
     def online(self) -> None:
@@ -54,17 +56,17 @@ class StatusNotices:
 
     def _send(self) -> None:
         status = self.waiting
-        fields = dict(self.fields)
-        told = (status, sorted(fields.items()))
+        details = dict(self.details)
+        told = (status, sorted(details.items()))
         if status is None or self._sending == told or not self._link.online:
             return
         self._sending = told
 
         def delivered(payload: dict) -> None:
             self._sending = None
-            if (self.waiting, sorted(self.fields.items())) == told:
+            if (self.waiting, sorted(self.details.items())) == told:
                 self.waiting = None
-                self.fields = {}
+                self.details = {}
             if self._on_delivered is not None:
                 self._on_delivered(status)
             self._send()                    # a newer status came meanwhile
@@ -79,6 +81,6 @@ class StatusNotices:
                         reason, RETRY_S)
             self._timers.set(f"notice:{self.action}", self._clock.now + RETRY_S, self._send)
 
-        if not self._link.send_call(self.action, {"status": status, **fields},
+        if not self._link.send_call(self.action, {"status": status, **details},
                                     on_result=delivered, on_error=failed):
             self._sending = None

@@ -108,8 +108,6 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
     availability = Availability(store, outlets, write_faults)
     reservations = Reservations(store, clock, timers, outlets, availability)
     outbox = Outbox(store)
-    firmware = Firmware(store, clock, timers, effects, link, outlets, availability, outbox,
-                        release or RunningRelease(__version__))
     diagnostics = Diagnostics(clock, timers, effects, link, charge_point_id)
     log_upload = LogUpload(clock, timers, effects, link, charge_point_id)
     smart = SmartCharging(keys, store, clock, timers, outlets, response_timeout_s)
@@ -126,6 +124,8 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
     charger_certificate = ChargerCertificate(keys, store, clock, timers, effects, link,
                                              security_events, charge_point_id,
                                              configured_client_certificate)
+    firmware = Firmware(store, clock, timers, effects, link, outlets, availability, outbox,
+                        security_events, certificates, release or RunningRelease(__version__))
     security_profile = SecurityProfile(keys, store, effects, certificates, charger_certificate,
                                        security_events, configured_profile)
     metering = Metering(keys, clock, timers, store, outlets, view, meter_reads, transactions,
