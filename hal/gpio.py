@@ -27,7 +27,8 @@ from gpiozero.exc import BadPinFactory, NativePinFactoryFallback, PinFactoryFall
 from hal.debounce import Debouncer
 from hal.events import FaultCode, HardwareFault
 from hal.gpio_reopen import open_or_stand_in
-from hal.gpio_settings import GpioChipUnavailable, GpioSettings, GpioUnavailable, max_pin
+from hal.gpio_settings import (FIX_MISSING, FIX_PERMISSION, GpioChipUnavailable, GpioSettings,
+                               GpioUnavailable, fix_for, max_pin)
 from hal.interfaces import (Clock, ConnectorLock, Contactor, Emit, Indicator, IndicatorColour)
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ GPIO_CHIPS = "/dev/gpiochip*"
 PI_EXTRA = "pip install 'chargepoint[pi]'"
 #: A udev rule giving the group gpio the GPIO chips (Raspberry Pi OS ships one like it).
 GPIO_UDEV_RULE = 'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"'
+#: gpiozero's default factories found the chips and lgpio, yet refused: no Pi's revision.
+NOT_A_PI = ("gpiozero's pin factories look for a Raspberry Pi's revision and found none: on "
+            "another board, drive a GPIO chip's lines with [gpio] pin_factory = "
+            "\"lgpio-chip\" and chip = \"/dev/gpiochipN\" (docs/hardware.md)")
 
 
 #: Loading a pin factory is not thread-safe in gpiozero; devices tried again share one.
@@ -78,8 +83,11 @@ def _chip_factory(chip: str):
     try:
         return ChipFactory(chip)
     except Exception as exc:          # lgpio.error: "can not open gpiochip"
-        raise GpioChipUnavailable("cannot open the GPIO chip: " + (
-            _chip_problem(chip) or f"{chip}: {exc}"), chip) from None
+        problem = _chip_problem(chip)
+        fix = (FIX_MISSING if not os.path.exists(chip) else FIX_PERMISSION if problem
+               else "GpioChipUnavailable")
+        raise GpioChipUnavailable("cannot open the GPIO chip: " + (problem or f"{chip}: {exc}"),
+                                  chip, fix) from None
 
 
 def _default_pin_factory() -> str:
@@ -93,12 +101,13 @@ def _default_pin_factory() -> str:
             if requested:
                 reasons = [f"GPIOZERO_PIN_FACTORY={requested}: {exc}"]
                 closed = exc.filename if isinstance(exc, OSError) and exc.filename else ""
+                fix = fix_for(exc) if closed else ""
             else:
-                reasons = pin_factory_problems() or _fallbacks(caught) or [str(exc)]
-                closed = _closed_chip_only(reasons)
+                reasons = pin_factory_problems() or [NOT_A_PI, *_fallbacks(caught)]
+                closed, fix = _closed_chip_only(reasons), FIX_PERMISSION
             message = "no GPIO pin factory can be loaded: " + "; ".join(reasons)
             if closed:
-                raise GpioChipUnavailable(message, closed) from None
+                raise GpioChipUnavailable(message, closed, fix) from None
             raise GpioUnavailable(message) from None
     if any(issubclass(w.category, NativePinFactoryFallback) for w in caught):
         return ("gpiozero fell back to its experimental native pin factory (no hardware PWM "

@@ -17,7 +17,7 @@ import threading
 from typing import Callable, Generic, Optional, TypeVar
 
 from hal.events import FaultCode, HardwareFault
-from hal.gpio_settings import GpioChipUnavailable
+from hal.gpio_settings import GpioChipUnavailable, fix_for
 from hal.interfaces import ConnectorLock, Contactor, Emit, Indicator, IndicatorColour
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,9 @@ def cannot_open(exc: BaseException) -> bool:
 def fault_texts(exc: BaseException) -> tuple[str, str]:
     """(info, vendorErrorCode), each within OCPP's 50 characters: the chip, and the fix."""
     if isinstance(exc, GpioChipUnavailable):
-        fix = ("udev rule: GROUP=gpio MODE=0660" if "udev rule" in str(exc)
-               else "GPIO chip not there" if "is not there" in str(exc)
-               else "GpioChipUnavailable")
-        return f"cannot open {exc.chip}"[:50], fix
+        return f"cannot open {exc.chip}"[:50], exc.fix[:50]
     if isinstance(exc, OSError) and exc.filename:
-        return f"cannot open {exc.filename}"[:50], (exc.strerror or "OSError")[:50]
+        return f"cannot open {exc.filename}"[:50], fix_for(exc)
     return f"GPIO: {exc}"[:50], "GpioBusy"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import re
 from dataclasses import dataclass
 from typing import Iterator, Literal
@@ -28,9 +29,25 @@ class GpioChipUnavailable(GpioUnavailable):
     plugged in yet): an operator or udev can fix it while the firmware runs, so the
     devices on it report a fault and are tried again (hal/gpio_reopen.py)."""
 
-    def __init__(self, message: str, chip: str):
+    def __init__(self, message: str, chip: str, fix: str):
         super().__init__(message)
         self.chip = chip
+        #: The fix in a few words (StatusNotification.vendorErrorCode, CiString50).
+        self.fix = fix
+
+
+#: What fixes a chip this user may not open, or one that is not there.
+FIX_PERMISSION = "udev rule: GROUP=gpio MODE=0660"
+FIX_MISSING = "GPIO chip not there"
+
+
+def fix_for(exc: OSError) -> str:
+    """The fix for a device that could not be opened, in a few words."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return FIX_PERMISSION
+    if exc.errno in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+        return FIX_MISSING
+    return (exc.strerror or type(exc).__name__)[:50]
 
 
 _lines: contextvars.ContextVar[int] = contextvars.ContextVar("gpio_lines", default=BCM_LINES)
