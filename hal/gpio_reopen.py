@@ -97,8 +97,10 @@ class _Reopening(Generic[Device]):
             log.error("connector %d %s: %s (the connector reports %s, Faulted%s)", self._cid,
                       self.kind, error, self.code.value, then)
         else:
-            log.error("connector %d %s: %s, as above (the connector reports %s, Faulted)",
-                      self._cid, self.kind, self.info, self.code.value)
+            log.error("connector %d %s: cannot open %s either, as above (the connector "
+                      "reports %s, Faulted)", self._cid, self.kind,
+                      getattr(error, "chip", None) or getattr(error, "filename", None) or error,
+                      self.code.value)
 
     def retry(self) -> bool:
         """Try to open the device once; True when it is open (now or before)."""
