@@ -22,7 +22,7 @@ from chargepoint.csms.server import LocalCsms
 from hal.gpio_reopen import ReopeningContactor
 from hal.gpio_settings import FIX_PERMISSION
 from tests.closed_chip import CHIP_ENV, install, make_chip
-from tests.harness import base_connector, statuses, wait_status, wait_until
+from tests.harness import base_connector, statuses, wait_status
 
 ROOT = Path(__file__).resolve().parents[1]
 CP = "CP-1"
