@@ -9,17 +9,21 @@ nothing here raises out of a supervision loop.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import grp
 import importlib.util
 import logging
 import os
 import pwd
+import shutil
+import sys
+import tempfile
 import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping, Optional
+from typing import Callable, Iterator, Literal, Mapping, Optional
 
 from gpiozero import LED, RGBLED, DigitalInputDevice, DigitalOutputDevice, Device
 from gpiozero.exc import BadPinFactory, NativePinFactoryFallback, PinFactoryFallback
@@ -67,10 +71,41 @@ def ensure_pin_factory(settings: Optional[GpioSettings] = None) -> str:
         if Device.pin_factory is not None:
             return ""
         settings = settings or GpioSettings()
-        if settings.pin_factory == "lgpio-chip" and "GPIOZERO_PIN_FACTORY" not in os.environ:
-            Device.pin_factory = _chip_factory(settings.chip)
-            return ""
-        return _default_pin_factory()
+        with _lgpio_can_start():
+            if settings.pin_factory == "lgpio-chip" \
+                    and "GPIOZERO_PIN_FACTORY" not in os.environ:
+                Device.pin_factory = _chip_factory(settings.chip)
+                return ""
+            return _default_pin_factory()
+
+
+@contextlib.contextmanager
+def _lgpio_can_start() -> Iterator[None]:
+    """lgpio, when first imported, makes its notification FIFO in $LG_WD (else the working
+    directory) and opens it from the working directory: `chargepoint check` run as the
+    service's user from / could do neither, and a run by hand would leave it behind. The
+    service has both in /run/chargepoint; any other first import happens in a private
+    directory, left (and removed: the FIFO stays open) at once."""
+    try:
+        here = os.getcwd()
+    except OSError:
+        here = ""
+    if "lgpio" in sys.modules or (here and os.environ.get("LG_WD") == here):
+        yield
+        return
+    workdir = tempfile.mkdtemp(prefix="chargepoint-lgpio-")
+    before = os.environ.get("LG_WD")
+    os.environ["LG_WD"] = workdir
+    os.chdir(workdir)
+    try:
+        yield
+    finally:
+        os.chdir(here or "/")
+        if before is None:
+            os.environ.pop("LG_WD", None)
+        else:
+            os.environ["LG_WD"] = before
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _chip_factory(chip: str):
