@@ -25,7 +25,8 @@ from chargepoint.instance_lock import EXIT_IN_USE, AlreadyRunning
 from chargepoint.log_setup import setup_logging
 from chargepoint.paths import DEFAULT_CONFIG, DEFAULT_STATE_DIR
 from chargepoint.preflight import (EXIT_CONFIG, EXIT_SOFTWARE, check_findings, config_findings,
-                                   default_check_user, errors, run_as, startup_findings)
+                                   default_check_user, errors, faults, run_as,
+                                   startup_findings)
 
 log = logging.getLogger("chargepoint")
 
@@ -111,7 +112,9 @@ def _run_runtime(settings, launch, reboot: bool = True,
         log.error("%s: %s: %s", settings.source, exc.key, exc.reason)
         return EXIT_CONFIG
     except Exception as exc:
-        # Only GPIO backends raise it, and gpiozero is not imported for nothing.
+        # Only GPIO backends raise it (a missing lgpio: no restart helps; a chip an S0
+        # meter or the pilot needs), and gpiozero is not imported for nothing. A contactor,
+        # lock or light reports a chip it cannot open as a fault instead (hal/gpio_reopen.py).
         gpio = sys.modules.get("hal.gpio")
         if gpio is None or not isinstance(exc, gpio.GpioUnavailable):
             raise
@@ -280,6 +283,11 @@ def cmd_check(args) -> int:
         print(finding.line(), flush=True)
     if errors(findings):
         print(f"the firmware would not start: {_count_errors(findings)}")
+        return EXIT_CONFIG
+    if faults(findings):
+        n = len(faults(findings))
+        print(f"the firmware would start, but not in a good state: {n} fault"
+              f"{'s' if n != 1 else ''} (connectors Faulted until it is fixed)")
         return EXIT_CONFIG
     warnings = len(findings)
     print(f"the firmware would start (database {settings.storage.path})"

@@ -101,7 +101,8 @@ class Runtime:
 
     def _build(self, settings: Settings, hardware: Optional[Hardware]) -> None:
         self.hardware = hardware or build_hardware(settings.connectors, settings.readers,
-                                                   emit=self.hardware_event, clock=self.clock.now)
+                                                   emit=self.hardware_event, clock=self.clock.now,
+                                                   gpio=settings.gpio)
         measurands = frozenset().union(*(c.meter.measurands
                                          for c in self.hardware.connectors.values()))
         initial = dict(settings.ocpp)
