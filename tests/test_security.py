@@ -21,6 +21,7 @@ from chargepoint.csms.server import LocalCsms
 from chargepoint.model.certificates import hash_data
 from tests import pki
 from tests.harness import Firmware, wait_until
+from tests.test_diagnostics import members
 from tests.test_tls import BareServer, server_context
 
 CP = "CP-1"
@@ -334,7 +335,7 @@ def _mutual_tls(ca, client_ca) -> ssl.SSLContext:
 
 
 def test_tc074_tc077_tc087_the_charger_certificate_renewed_by_request(tmp_path, ca, client_ca,
-                                                                        caplog):
+                                                                        caplog, ftp, served):
     caplog.set_level(logging.DEBUG)
     server = LocalCsms(port=0, ssl_context=_mutual_tls(ca, client_ca)).start()
     first = client_ca.issue_cert(CP, common_name=CP)
@@ -384,6 +385,14 @@ def test_tc074_tc077_tc087_the_charger_certificate_renewed_by_request(tmp_path, 
         assert not any(s in text for s in secrets)
         assert not any(s.encode() in (tmp_path / "chargepoint.db").read_bytes()
                        for s in secrets)
+        # Nor in a diagnostics archive the CSMS asks for.
+        mark = len(server.received)
+        name = server.call(CP, "GetDiagnostics", {"location": ftp.url("files/")})["fileName"]
+        server.wait_for("DiagnosticsStatusNotification", lambda r: r["status"] == "Uploaded",
+                        after=mark, timeout=30)
+        files = members(served / "files" / name)
+        assert "SignCertificate" in files["frames.jsonl"]      # the renewal's frames are in it
+        assert not any(s in text for s in secrets for text in files.values())
         # A power cut right after: the new certificate stays in use.
         fw.cut_power()
         fw.start()
