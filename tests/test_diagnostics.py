@@ -286,7 +286,12 @@ def test_under_systemd_the_log_comes_from_the_units_journal(tmp_path, monkeypatc
 
 def test_the_log_file_takes_any_text_and_a_full_disk_quietly(tmp_path, capfd):
     handler = diagnostics.keep_log_file(str(tmp_path), 64)
+    # The file's handler alone: the lone surrogate must not reach the test run's own log
+    # capture (which would have to carry it elsewhere).
+    logging.getLogger().removeHandler(handler)
     logger = logging.getLogger("chargepoint.test-log-file-faults")
+    logger.addHandler(handler)
+    logger.propagate = False
     logger.setLevel(logging.INFO)
     kept = handler.stream
     try:
@@ -296,7 +301,8 @@ def test_the_log_file_takes_any_text_and_a_full_disk_quietly(tmp_path, capfd):
         logger.warning("lost to the full card, and nothing printed about it")
         logger.warning("nor about this one")
     finally:
-        logging.getLogger().removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.propagate = True
         with contextlib.suppress(OSError):
             handler.close()
         kept.close()
