@@ -62,10 +62,14 @@ def station(tmp_path):
 
 @pytest.fixture(scope="session")
 def bundle_shelf(tmp_path_factory):
-    """Release bundles of this checkout as other versions, each built once per session
-    (tests/release_harness.py)."""
+    """Release bundles of this checkout as other versions, each built once per run
+    (tests/release_harness.py); with pytest-xdist, in the folder its workers share."""
     from tests.release_harness import BundleShelf  # only the release tests build bundles
 
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "release-bundles"
+        shared.mkdir(exist_ok=True)
+        return BundleShelf(shared)
     return BundleShelf(tmp_path_factory.mktemp("release-bundles"))
 
 
