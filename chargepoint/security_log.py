@@ -10,8 +10,9 @@ link. CSV because an operator reads it in anything, a spreadsheet too.
 Both read and write the database through a connection of their own, beside the running
 firmware as well as while it is stopped (WAL: readers never disturb it, a write waits for
 its commit of a few milliseconds), as chargepoint/outbox_admin.py does. The clearing is
-one SQLite transaction: the log emptied, its SecurityLogWasCleared entry, and the
-SecurityEventNotification in the outbox, which a running firmware notices (its outbox
+one SQLite transaction, written by the model's own `clear_log` on a Store of its own: the
+log emptied, its SecurityLogWasCleared entry, and the SecurityEventNotification in the
+outbox, which a running firmware notices (its outbox
 reads rows other processes add) and sends after what it has queued; a stopped one when it
 starts. The firmware has no control channel of its own to ask instead, and needs none:
 the security log keeps nothing in memory.
@@ -24,7 +25,6 @@ import json
 import os
 import sqlite3
 import time
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Optional, Union
@@ -32,8 +32,11 @@ from typing import Optional, Union
 from chargepoint.clock import try_parse_utc
 from chargepoint.instance_lock import AlreadyRunning, InstanceLock
 from chargepoint.model.clock import iso
-from chargepoint.model.security_events import LOG_ROWS, SPOKEN, log_entries, sends_events
+from chargepoint.model.outbox import Outbox
+from chargepoint.model.security_events import (LOG_ROWS, SPOKEN, clear_log, log_entries,
+                                               sends_events)
 from chargepoint.outbox_admin import AdminError, open_database
+from chargepoint.store import Store
 
 #: The columns of security-log.csv.
 COLUMNS = ("seq", "timestamp", "type", "techInfo", "notified")
@@ -112,45 +115,31 @@ def clear(database: Union[str, Path], who: str, mode: str, configured_profile: i
     security_events`; `configured_profile`, `[csms] security_profile`). Returns whether
     a SecurityEventNotification was queued. Raises AdminError if there is no database."""
     now = time.time() if now is None else now
-    con = open_database(database)
+    con = open_database(database)              # says what is wrong with the path, if anything
     try:
         if con.execute("SELECT 1 FROM sqlite_master WHERE name='security_log'").fetchone() \
                 is None:
             raise AdminError(f"{database} has no security log yet; start the firmware once")
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            notify = sends_events(mode, _spoken(con), _profile(con, configured_profile))
-            stamp = iso(now)
-            con.execute("DELETE FROM security_log")
-            con.execute("INSERT INTO security_log(type, timestamp, tech_info, notified, local) "
-                        "VALUES('SecurityLogWasCleared', ?, ?, ?, ?)",
-                        (stamp, who, int(notify), now))
-            if notify:
-                payload = {"type": "SecurityLogWasCleared", "timestamp": stamp}
-                if who:
-                    payload["techInfo"] = who
-                con.execute("INSERT INTO outbox(unique_id, action, payload, tx_local, created) "
-                            "VALUES(?, 'SecurityEventNotification', ?, NULL, ?)",
-                            (str(uuid.uuid4()), json.dumps(payload, separators=(",", ":")),
-                             now))
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     finally:
         con.close()
+    store = Store(database)
+    try:
+        notify = sends_events(mode, _spoken(store), _profile(store, configured_profile))
+        clear_log(store, Outbox(store), who, iso(now), now, notify)
+    finally:
+        store.close()
     return notify
 
 
-def _spoken(con: sqlite3.Connection) -> bool:
-    row = con.execute("SELECT value FROM state WHERE key=?", (SPOKEN,)).fetchone()
+def _spoken(store: Store) -> bool:
+    row = store.execute("SELECT value FROM state WHERE key=?", (SPOKEN,)).fetchone()
     return bool(json.loads(row[0])) if row is not None else False
 
 
-def _profile(con: sqlite3.Connection, configured: int) -> int:
+def _profile(store: Store, configured: int) -> int:
     """SecurityProfile as the firmware holds it: the CSMS's upgrade, the configured one a
     floor (chargepoint/model/security_profile.py)."""
-    row = con.execute("SELECT value FROM ocpp_config WHERE key='SecurityProfile'").fetchone()
+    row = store.execute("SELECT value FROM ocpp_config WHERE key='SecurityProfile'").fetchone()
     try:
         stored = int(row[0]) if row is not None else 0
     except ValueError:

@@ -161,6 +161,26 @@ class SecurityEvents:
 
     def clear(self, who: str) -> None:
         """Empty the security log; the clearing is itself the log's first entry."""
-        with self._store.transaction():
-            self._store.execute("DELETE FROM security_log")
-        self.record("SecurityLogWasCleared", who)
+        now = self._clock.now
+        notify = self.sending()
+        clear_log(self._store, self._outbox, who, self._transactions.stamp(now), now, notify)
+        log.warning("security event SecurityLogWasCleared: %s", who)
+
+
+def clear_log(store: Store, outbox: Outbox, who: str, stamp: str, local: float,
+              notify: bool) -> None:
+    """Empty the security log in one commit: its first entry is then SecurityLogWasCleared
+    (techInfo `who`), and with `notify` its SecurityEventNotification is queued in the same
+    commit. The running firmware's and the operator's way alike (chargepoint/security_log.py,
+    on a Store of its own beside the running firmware)."""
+    info = who[:TECH_INFO_MAX]
+    with store.transaction():
+        store.execute("DELETE FROM security_log")
+        store.execute("INSERT INTO security_log(type, timestamp, tech_info, notified, local) "
+                      "VALUES('SecurityLogWasCleared', ?, ?, ?, ?)",
+                      (stamp, info, int(notify), local))
+        if notify:
+            payload = {"type": "SecurityLogWasCleared", "timestamp": stamp}
+            if info:
+                payload["techInfo"] = info
+            outbox.produce("SecurityEventNotification", payload, None, local)
