@@ -124,6 +124,20 @@ def build_release(source: Path, dist: Path, python: str | Path = sys.executable)
     return release
 
 
+#: pytest-xdist's worker processes at most: most tests wait on sockets and child
+#: processes, so two workers halve the suite's time on two cores.
+MAX_WORKERS = 4
+
+
+def _workers(args: list[str]) -> list[str]:
+    """`-n N --dist loadgroup` (one worker per core, up to MAX_WORKERS) unless the
+    arguments choose (`-n`, `--dist`, `-p no:xdist`)."""
+    if any(a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in args):
+        return []
+    workers = min(MAX_WORKERS, os.cpu_count() or 1)
+    return ["-n", str(workers), "--dist", "loadgroup"] if workers > 1 else []
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "lock", "release"):
         print(__doc__.strip())
@@ -139,7 +153,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "demo":
         cmd = [str(python), "-m", "chargepoint", "demo", *argv[1:]]
     else:
-        cmd = [str(python), "-m", "pytest", *argv[1:]]
+        cmd = [str(python), "-m", "pytest", *_workers(argv[1:]), *argv[1:]]
     # Ctrl-C reaches the child too (same process group): let it stop cleanly, then return.
     child = subprocess.Popen(cmd, cwd=ROOT)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -183,14 +183,19 @@ class FirmwareProcess:
     """`python -m chargepoint run --config ...` in a work directory, output in a log file.
 
     `csms`, `log` and `system` add keys to those sections of CONFIG (not the ones it sets);
-    `args` go to `run` (e.g. `--state-dir DIR`)."""
+    `args` go to `run` (e.g. `--state-dir DIR`); `module` is what runs it (a test's driver
+    that kills it at a chosen step, tests/kill_step_driver.py); `env` adds to its
+    environment."""
 
     def __init__(self, workdir: Path, csms_url: str, ocpp: Optional[dict] = None,
                  log_level: str = "info", cp_id: str = CP_ID,
                  reconnect_min_s: float = 0.05, reconnect_max_s: float = 0.2,
                  csms: Optional[dict] = None, log: Optional[dict] = None,
-                 system: Optional[dict] = None, args: Sequence[str] = ()):
+                 system: Optional[dict] = None, args: Sequence[str] = (),
+                 module: str = "chargepoint", env: Optional[dict] = None):
         self.args = list(args)
+        self.module = module
+        self.env = dict(env or {})
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db = self.workdir / "cp.db"
@@ -209,13 +214,13 @@ class FirmwareProcess:
         self.started_at = 0.0
 
     def start(self) -> "FirmwareProcess":
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
             env.pop(name, None)
         with open(self.log, "ab") as out:
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chargepoint", "run", "--config", str(self.config),
+                [sys.executable, "-m", self.module, "run", "--config", str(self.config),
                  *self.args],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         return self

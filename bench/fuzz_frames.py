@@ -159,7 +159,7 @@ EXAMPLES: dict[str, list[dict]] = {
     "UnlockConnector": [{"connectorId": 1}],
     "UpdateFirmware": [{"location": "http://example.com/fw.bin", "retrieveDate": FUTURE,
                         "retries": 2}],
-    # The security whitepaper's requests (schemas in the ocpp package, not supported here)
+    # The security whitepaper's requests (schemas in the ocpp package)
     "CertificateSigned": [{"certificateChain": CERT}],
     "DeleteCertificate": [{"certificateHashData": HASH}],
     "ExtendedTriggerMessage": [{"requestedMessage": "Heartbeat"}],

@@ -104,6 +104,17 @@ class DownloadFirmware:
 
 
 @dataclass(frozen=True)
+class VerifyFirmware:
+    """Check the downloaded bundle of `request_id` before anything is installed: its
+    `signature` (base64) with the key of `certificate` (PEM), then every file against its
+    manifest; the outcome comes back as `FirmwareVerified`."""
+
+    request_id: str
+    certificate: str
+    signature: str
+
+
+@dataclass(frozen=True)
 class InstallFirmware:
     """Install the bundle of `request_id` beside the running release and switch to it (on
     trial); the outcome comes back as `FirmwareInstalled`."""
@@ -125,14 +136,17 @@ class RollBackRelease:
 
 @dataclass(frozen=True)
 class UploadDiagnostics:
-    """Build the diagnostics archive `file_name` (logs between the UTC instants `start` and
-    `stop`, None: unbounded) and put it at `location`; `DiagnosticsUploaded` follows."""
+    """Build the file `file_name` and put it at `location`; `DiagnosticsUploaded` follows.
+    `kind`: "diagnostics", the diagnostics archive (logs between the UTC instants `start`
+    and `stop`, None: unbounded), or "security-log", the security log's entries of that
+    period (GetLog)."""
 
     request_id: str
     location: str
     file_name: str
     start: Optional[float]
     stop: Optional[float]
+    kind: str = "diagnostics"
 
 
 class Effects:

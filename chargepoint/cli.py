@@ -1,6 +1,7 @@
 """Command line: `chargepoint run`, `chargepoint check`, `chargepoint demo`,
 `chargepoint sim ...`, `chargepoint outbox list|resend`, `chargepoint diagnostics`,
-`chargepoint release build|verify|install|status`, `chargepoint install-files`."""
+`chargepoint security-log clear`,
+`chargepoint release build|verify|sign|install|status`, `chargepoint install-files`."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,8 @@ from chargepoint.instance_lock import EXIT_IN_USE, AlreadyRunning
 from chargepoint.log_setup import setup_logging
 from chargepoint.paths import DEFAULT_CONFIG, DEFAULT_STATE_DIR
 from chargepoint.preflight import (EXIT_CONFIG, EXIT_SOFTWARE, check_findings, config_findings,
-                                   default_check_user, errors, run_as, startup_findings)
+                                   default_check_user, errors, faults, run_as,
+                                   startup_findings)
 
 log = logging.getLogger("chargepoint")
 
@@ -110,7 +112,9 @@ def _run_runtime(settings, launch, reboot: bool = True,
         log.error("%s: %s: %s", settings.source, exc.key, exc.reason)
         return EXIT_CONFIG
     except Exception as exc:
-        # Only GPIO backends raise it, and gpiozero is not imported for nothing.
+        # Only GPIO backends raise it (a missing lgpio: no restart helps; a chip an S0
+        # meter or the pilot needs), and gpiozero is not imported for nothing. A contactor,
+        # lock or light reports a chip it cannot open as a fault instead (hal/gpio_reopen.py).
         gpio = sys.modules.get("hal.gpio")
         if gpio is None or not isinstance(exc, gpio.GpioUnavailable):
             raise
@@ -279,6 +283,11 @@ def cmd_check(args) -> int:
         print(finding.line(), flush=True)
     if errors(findings):
         print(f"the firmware would not start: {_count_errors(findings)}")
+        return EXIT_CONFIG
+    if faults(findings):
+        n = len(faults(findings))
+        print(f"the firmware would start, but not in a good state: {n} fault"
+              f"{'s' if n != 1 else ''} (connectors Faulted until it is fixed)")
         return EXIT_CONFIG
     warnings = len(findings)
     print(f"the firmware would start (database {settings.storage.path})"
@@ -498,6 +507,48 @@ def cmd_outbox_resend(args) -> int:
     return 0
 
 
+def cmd_security_log_clear(args) -> int:
+    """Empty the security log; SecurityLogWasCleared goes to the CSMS (security_log.py)."""
+    from chargepoint.outbox_admin import AdminError  # lazy: security log only
+    from chargepoint.security_log import clear, firmware_runs  # lazy: security log only
+
+    settings = _load(args)
+    if isinstance(settings, list):
+        for finding in settings:
+            print(f"chargepoint: {finding.line()}", file=sys.stderr)
+        return EXIT_CONFIG
+    database = settings.storage.path
+    who = f"cleared by the operator ({_operator()}) with chargepoint security-log clear"
+    try:
+        running = firmware_runs(database)
+        sent = clear(database, who, settings.csms.security_events,
+                     settings.csms.security_profile)
+    except AdminError as exc:
+        print(f"chargepoint: {exc}", file=sys.stderr)
+        return 1
+    print(f"The security log of {database} is empty but for its SecurityLogWasCleared entry.")
+    if not sent:
+        print("No SecurityEventNotification is sent for it: the CSMS does not take security "
+              "events ([csms] security_events, docs/security.md).")
+    elif running:
+        print("The running firmware sends the SecurityEventNotification after what it has "
+              "queued.")
+    else:
+        print("The firmware sends the SecurityEventNotification when it starts.")
+    return 0
+
+
+def _operator() -> str:
+    """Who runs the command, as the log records it: the login behind sudo, else the user."""
+    name = os.environ.get("SUDO_USER")
+    if name:
+        return name
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
+
+
 def cmd_diagnostics(args) -> int:
     """The diagnostics archive of GetDiagnostics, made on site (without the OCPP frames,
     which only the running firmware holds)."""
@@ -562,9 +613,22 @@ def cmd_release_build(args) -> int:
 
 def cmd_release_verify(args) -> int:
     from chargepoint.releases import (  # lazy: this command's
-        ReleaseError, read_manifest, verify_bundle)
+        ReleaseError, read_manifest, verify_bundle, verify_bundle_signature)
 
+    if (args.signature is None) != (args.certificate is None) or \
+            (args.root is not None and args.signature is None):
+        print("chargepoint release verify: --signature and --certificate go together "
+              "(--root with them)", file=sys.stderr)
+        return 2
     try:
+        if args.signature is not None:
+            signature = _read_text_file(args.signature, "signature")
+            certificate = _read_text_file(args.certificate, "certificate")
+            root = _read_text_file(args.root, "root") if args.root else None
+            verify_bundle_signature(args.bundle, signature, certificate, root, time.time())
+            print(f"signature verified: {Path(args.bundle).name} is signed by the key of "
+                  f"{args.certificate}"
+                  f"{f', a certificate issued under {args.root}' if args.root else ''}")
         manifest = read_manifest(args.bundle)
         print(f"release {manifest.version} for {manifest.platform}, Python {manifest.python}"
               f"{f', glibc {manifest.glibc} or newer' if manifest.glibc else ''}: "
@@ -575,6 +639,39 @@ def cmd_release_verify(args) -> int:
         print(f"chargepoint release verify: {exc}", file=sys.stderr)
         return 1
     print("it installs on this machine")
+    return 0
+
+
+def _read_text_file(path: str, what: str) -> str:
+    from chargepoint.releases import ReleaseError  # lazy: the release commands'
+
+    try:
+        return Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReleaseError(f"cannot read the {what} {path}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def cmd_release_sign(args) -> int:
+    from chargepoint.releases import ReleaseError, sign_bundle  # lazy: this command's
+
+    try:
+        try:
+            key = Path(args.key).read_bytes()
+        except OSError as exc:
+            raise ReleaseError(f"cannot read the key {args.key}: {exc.strerror or exc}") \
+                from None
+        password = None
+        if args.password_env:
+            password = os.environ.get(args.password_env, "").encode() or None
+        signature = sign_bundle(args.bundle, key, password)
+        if args.out:
+            Path(args.out).write_text(signature + "\n", encoding="ascii")
+    except (ReleaseError, OSError) as exc:
+        print(f"chargepoint release sign: {exc}", file=sys.stderr)
+        return 1
+    print(f"signature of {Path(args.bundle).name} written to {args.out}" if args.out
+          else signature)
     return 0
 
 
@@ -712,6 +809,17 @@ def build_parser() -> argparse.ArgumentParser:
     _state_dir_option(diag)
     diag.set_defaults(func=cmd_diagnostics)
 
+    security = sub.add_parser("security-log", help="the security log (docs/security.md): "
+                              "clear it", description="Works on the database of --config, "
+                              "whether the firmware runs or not.")
+    security_sub = security.add_subparsers(dest="security_command", required=True)
+    clearing = security_sub.add_parser(
+        "clear", help="empty the security log; its first entry is then SecurityLogWasCleared, "
+        "which the CSMS is sent as a SecurityEventNotification")
+    clearing.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    _state_dir_option(clearing)
+    clearing.set_defaults(func=cmd_security_log_clear)
+
     release = sub.add_parser("release", help="release bundles: build one from this checkout, "
                              "check one, install one; the releases of a state directory",
                              description="See docs/firmware-update.md.")
@@ -728,7 +836,23 @@ def build_parser() -> argparse.ArgumentParser:
     verify = release_sub.add_parser("verify", help="check a bundle against its manifest and "
                                     "this machine")
     verify.add_argument("bundle")
+    verify.add_argument("--signature", help="a file with the bundle's base64 signature "
+                        "(`release sign --out`): checked as a charger checks a "
+                        "SignedUpdateFirmware")
+    verify.add_argument("--certificate", help="the signing certificate (PEM; intermediates "
+                        "after it)")
+    verify.add_argument("--root", help="the ManufacturerRootCertificate (PEM) the signing "
+                        "certificate must be issued under, valid now")
     verify.set_defaults(func=cmd_release_verify)
+    sign = release_sub.add_parser("sign", help="the base64 signature of a bundle (SHA-256, "
+                                  "RSA PKCS#1 v1.5 or ECDSA) that SignedUpdateFirmware "
+                                  "carries")
+    sign.add_argument("bundle")
+    sign.add_argument("--key", required=True, help="the code-signing private key (PEM)")
+    sign.add_argument("--out", help="write the signature to this file (default: print it)")
+    sign.add_argument("--password-env", help="the environment variable holding the key's "
+                      "password, if it has one")
+    sign.set_defaults(func=cmd_release_sign)
     install = release_sub.add_parser("install", help="install a bundle beside the running "
                                      "release (nothing switches)")
     install.add_argument("bundle")

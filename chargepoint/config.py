@@ -27,6 +27,8 @@ from chargepoint import tls_files
 from chargepoint.paths import DEFAULT_STATE_DIR
 from chargepoint.ocpp_keys import KEY_SPECS, KeyError_, find_spec, validate_value
 from hal.factory import parse_device
+from hal.gpio_settings import GpioSettings
+from hal.gpio_settings import numbering as gpio_numbering
 from hal.settings import SettingsError, parse_table
 
 
@@ -213,6 +215,9 @@ class SystemSettings:
         for name in ("stop_wait_s", "reboot_wait_s"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name}: must be a number of seconds, 0 or more")
+        if len(os.fsencode(self.sim_socket)) > 107:
+            raise ValueError(f"sim_socket: {len(os.fsencode(self.sim_socket))} bytes long; a "
+                             "Unix socket's path holds at most 107: choose a shorter one")
         if not self.reboot_command or not all(self.reboot_command):
             raise ValueError("reboot_command: must name a program, e.g. "
                              '["systemctl", "reboot"]')
@@ -290,10 +295,12 @@ class Settings:
     #: files were placed in ("" when parse_settings alone made these settings).
     state_dir: str = ""
     releases: ReleaseSettings = field(default_factory=ReleaseSettings)
+    #: The GPIO pin factory (docs/hardware.md, "GPIO on any Linux board").
+    gpio: GpioSettings = field(default_factory=GpioSettings)
 
 
 _DEVICES = {"meter": True, "contactor": True, "pilot": True, "lock": False, "indicator": False}
-_SECTIONS = ("csms", "identity", "storage", "log", "system", "transfers", "releases",
+_SECTIONS = ("csms", "identity", "storage", "log", "system", "transfers", "releases", "gpio",
              "connectors",
              "readers", "ocpp")
 
@@ -413,6 +420,7 @@ def parse_settings(data: dict, source: str = "<config>") -> Settings:
     system = section("system", SystemSettings)
     transfers = section("transfers", TransfersSettings)
     releases = section("releases", ReleaseSettings)
+    gpio = section("gpio", GpioSettings) or GpioSettings()
 
     connectors: list[ConnectorSettings] = []
     conns_raw = data.get("connectors")
@@ -420,7 +428,8 @@ def parse_settings(data: dict, source: str = "<config>") -> Settings:
         problems.add("connectors", "at least one [[connectors]] table is required")
     else:
         for position, table in enumerate(conns_raw, 1):
-            conn = _parse_connector(problems, table, _connector_name(table, position))
+            with gpio_numbering(gpio):      # BCM numbers on a Pi, a chip's lines elsewhere
+                conn = _parse_connector(problems, table, _connector_name(table, position))
             if conn is not None:
                 connectors.append(conn)
         ids = [t.get("id") if isinstance(t, dict) else None for t in conns_raw]
@@ -446,7 +455,7 @@ def parse_settings(data: dict, source: str = "<config>") -> Settings:
     return Settings(csms=csms, identity=identity, storage=storage, log=log_settings,
                     system=system, connectors=sorted(connectors, key=lambda c: c.id),
                     readers=readers, ocpp=ocpp, source=source, transfers=transfers,
-                    releases=releases)
+                    releases=releases, gpio=gpio)
 
 
 def state_directory(explicit: Optional[str] = None) -> str:

@@ -53,6 +53,17 @@ class FirmwareDownloaded:
 
 
 @dataclass(frozen=True)
+class FirmwareVerified:
+    """A VerifyFirmware ended: `outcome` is "verified", "invalid-signature" or
+    "invalid-bundle" (the signature holds but the bundle is damaged, or is for another
+    machine), with the `reason` in words."""
+
+    request_id: str
+    outcome: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class FirmwareInstalled:
     """An InstallFirmware ended: `version` installed and switched to, or `reason`."""
 
@@ -72,10 +83,14 @@ class ReleaseTested:
 
 @dataclass(frozen=True)
 class DiagnosticsUploaded:
+    """An UploadDiagnostics ended: `ok`, or why not (`reason`, in words; `cause`, as
+    TransferError.cause says it; `final`: another attempt could not help)."""
+
     request_id: str
     ok: bool
     reason: str = ""
     final: bool = False
+    cause: str = ""
 
 
 @dataclass(frozen=True)

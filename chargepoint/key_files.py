@@ -54,13 +54,14 @@ class KeyFiles:
         return str(cert), str(key)
 
     def prune(self, keep: Iterable[str]) -> None:
-        """Delete the key pairs other than `keep` (replaced certificates, abandoned CSRs)."""
+        """Delete the key pairs other than `keep` (replaced certificates, abandoned CSRs),
+        and what a power cut left half-renamed (`.tmp`)."""
         wanted = set(keep)
         if not self.directory.is_dir():
             return
         for path in self.directory.glob("charger-*.*"):
             key_id = path.stem[len("charger-"):]
-            if key_id not in wanted and path.suffix in (".key", ".crt"):
+            if path.suffix == ".tmp" or (key_id not in wanted and path.suffix in (".key", ".crt")):
                 try:
                     path.unlink()
                 except OSError as exc:

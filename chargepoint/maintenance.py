@@ -7,12 +7,16 @@ outcome goes back to the loop as an event:
 
 - `DownloadFirmware`  → chargepoint/transfers.py into `downloads/` beside the database
                       → `FirmwareDownloaded`
+- `VerifyFirmware`    → chargepoint/releases.py: the signature of the bundle (signed
+                        updates), then its manifest; a refused bundle is deleted
+                      → `FirmwareVerified`
 - `InstallFirmware`   → chargepoint/releases.py: verify, install beside the running
                         release, start its trial (switch `current`) → `FirmwareInstalled`
 - `TestRelease`       → chargepoint/selftest.py, then commit → `ReleaseTested`
 - `RollBackRelease`   → chargepoint/releases.py rollback, then a restart (at once, on
                         the loop's thread), which starts the release now current
-- `UploadDiagnostics` → chargepoint/diagnostics.py archive, then transfers.py
+- `UploadDiagnostics` → chargepoint/diagnostics.py archive, or chargepoint/security_log.py
+                        file (GetLog's SecurityLog), then transfers.py
                       → `DiagnosticsUploaded`
 
 Every failure becomes an event with the cause in words (and a log line here): nothing
@@ -29,15 +33,15 @@ from typing import Any, Callable, Optional
 
 from chargepoint import __version__
 from chargepoint import actions as act
-from chargepoint import diagnostics, releases, selftest, transfers
+from chargepoint import diagnostics, releases, security_log, selftest, transfers
 from chargepoint import events as ev
 from chargepoint.model.firmware import RunningRelease
 
 log = logging.getLogger("chargepoint.maintenance")
 
 
-ACTIONS = (act.DownloadFirmware, act.InstallFirmware, act.TestRelease, act.RollBackRelease,
-           act.UploadDiagnostics)
+ACTIONS = (act.DownloadFirmware, act.VerifyFirmware, act.InstallFirmware, act.TestRelease,
+           act.RollBackRelease, act.UploadDiagnostics)
 
 
 def state_dir_of(settings) -> str:
@@ -100,7 +104,8 @@ class Maintenance:
         """Start `action` on a worker; a rollback is done here and asks for the restart."""
         if isinstance(action, act.RollBackRelease):
             return self._roll_back(action.reason)
-        job = {act.DownloadFirmware: self._download, act.InstallFirmware: self._install,
+        job = {act.DownloadFirmware: self._download, act.VerifyFirmware: self._verify,
+               act.InstallFirmware: self._install,
                act.TestRelease: self._test, act.UploadDiagnostics: self._upload}[type(action)]
         thread = threading.Thread(target=job, args=(action,), daemon=True,
                                   name=f"maintenance-{type(action).__name__}")
@@ -148,6 +153,27 @@ class Maintenance:
                 except OSError:
                     pass
 
+    def _verify(self, action: act.VerifyFirmware) -> None:
+        bundle = self.bundle_path(action.request_id)
+        outcome = "invalid-signature"
+        try:
+            releases.verify_bundle_signature(bundle, action.signature, action.certificate)
+            outcome = "invalid-bundle"
+            releases.verify_bundle(bundle)
+        except releases.ReleaseError as exc:
+            log.error("firmware bundle refused (%s): %s", outcome, exc)
+            shutil.rmtree(self.downloads, ignore_errors=True)
+            self._put(ev.FirmwareVerified(action.request_id, outcome, str(exc)))
+            return
+        except Exception as exc:            # noqa: BLE001 (reported, never lost)
+            log.exception("firmware bundle could not be verified")
+            shutil.rmtree(self.downloads, ignore_errors=True)
+            self._put(ev.FirmwareVerified(action.request_id, outcome,
+                                          f"{type(exc).__name__}: {exc}"))
+            return
+        log.info("firmware bundle signature verified: %s", bundle.name)
+        self._put(ev.FirmwareVerified(action.request_id, "verified"))
+
     def _install(self, action: act.InstallFirmware) -> None:
         bundle = self.bundle_path(action.request_id)
         try:
@@ -193,35 +219,51 @@ class Maintenance:
 
     # ------------------------------------------------------------------ diagnostics
     def _upload(self, action: act.UploadDiagnostics) -> None:
-        folder = Path(self.data_dir) / "diagnostics"
+        # A folder per request: a GetLog and a GetDiagnostics may be under way together.
+        folder = Path(self.data_dir) / "diagnostics" / action.request_id
         archive = folder / action.file_name
+        what = action.kind.replace("-", " ")
         try:
             transfers.check_location(action.location)
         except transfers.TransferError as exc:
-            log.error("diagnostics upload refused: %s", exc)
-            self._put(ev.DiagnosticsUploaded(action.request_id, False, str(exc), final=True))
+            log.error("%s upload refused: %s", what, exc)
+            self._put(ev.DiagnosticsUploaded(action.request_id, False, str(exc), final=True,
+                                             cause=exc.cause))
             return
         try:
-            diagnostics.build_archive(
-                archive, config_path=self.settings.source, database=self.settings.storage.path,
-                data_dir=self.data_dir, start=action.start, stop=action.stop,
-                frames=self._frames.lines(), settings=self.settings,
-                extra_facts={"charge_point_id": self.settings.csms.charge_point_id,
-                             "release": self.release_facts()})
+            self._build(action, archive)
             where = transfers.upload(action.location, archive, self.options)
         except transfers.TransferError as exc:
-            log.error("diagnostics upload failed: %s", exc)
-            self._put(ev.DiagnosticsUploaded(action.request_id, False, str(exc)))
+            log.error("%s upload failed: %s", what, exc)
+            self._put(ev.DiagnosticsUploaded(action.request_id, False, str(exc),
+                                             cause=exc.cause))
             return
         except Exception as exc:            # noqa: BLE001
-            log.exception("diagnostics upload failed")
+            log.exception("%s upload failed", what)
             self._put(ev.DiagnosticsUploaded(action.request_id, False,
                                              f"{type(exc).__name__}: {exc}"))
             return
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        log.info("diagnostics uploaded to %s", where)
+            try:
+                folder.parent.rmdir()       # the last one out leaves nothing behind
+            except OSError:
+                pass
+        log.info("%s uploaded to %s", what, where)
         self._put(ev.DiagnosticsUploaded(action.request_id, True))
+
+    def _build(self, action: act.UploadDiagnostics, out: Path) -> None:
+        if action.kind == "security-log":
+            security_log.write_file(out, self.settings.storage.path,
+                                    self.settings.csms.charge_point_id, action.start,
+                                    action.stop)
+            return
+        diagnostics.build_archive(
+            out, config_path=self.settings.source, database=self.settings.storage.path,
+            data_dir=self.data_dir, start=action.start, stop=action.stop,
+            frames=self._frames.lines(), settings=self.settings,
+            extra_facts={"charge_point_id": self.settings.csms.charge_point_id,
+                         "release": self.release_facts()})
 
     def release_facts(self) -> dict:
         release = running_release(self.state_dir)

@@ -9,8 +9,9 @@ chargepoint/config.py, its TLS files by chargepoint/tls_files.py.
 Nothing here drives an output, opens a serial port (opening one raises DTR, which
 resets an Arduino-based board such as the OpenEVSE), creates a file or takes the
 database's lock. A finding is an *error* when the firmware would not start on it, or
-when nothing but an operator can fix it (a permission); a *warning* when the firmware
-starts and copes (a USB serial adapter not plugged in yet reports a fault until it
+when nothing but an operator can fix it (a permission); a *fault* when it starts but
+reports connectors Faulted until an operator fixes it (a GPIO chip it may not open); a
+*warning* when the firmware starts and copes (a USB serial adapter not plugged in yet reports a fault until it
 appears; a read-only filesystem runs the database in memory until it can be written).
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ from typing import Iterator, Literal, Optional
 #: The user and the extra groups of systemd/chargepoint.service (User=,
 #: SupplementaryGroups=): `chargepoint check` run as root checks as them.
 SERVICE_USER = "chargepoint"
-SERVICE_GROUPS = ("gpio", "dialout", "spi", "i2c")
+SERVICE_GROUPS = ("gpio", "dialout", "spi", "i2c", "systemd-journal")
+#: Those of them that own device nodes.
+DEVICE_GROUPS = SERVICE_GROUPS[:4]
 #: Exit status for a configuration the firmware does not start with (sysexits EX_CONFIG);
 #: the service does not restart on it (RestartPreventExitStatus=78).
 EXIT_CONFIG = 78
@@ -39,7 +42,9 @@ EXIT_SOFTWARE = 70
 
 @dataclass(frozen=True)
 class Finding:
-    level: Literal["error", "warning"]
+    #: error: the firmware would not start; fault: it starts, but reports connectors
+    #: Faulted until an operator fixes it; warning: it starts and copes.
+    level: Literal["error", "fault", "warning"]
     #: What it is about: `FILE: KEY` of the configuration, or a path.
     where: str
     text: str
@@ -50,6 +55,10 @@ class Finding:
 
 def errors(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.level == "error"]
+
+
+def faults(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.level == "fault"]
 
 
 def config_findings(exc) -> list[Finding]:
@@ -214,15 +223,23 @@ def _devices(settings) -> Iterator[tuple[str, object]]:
 
 #: Backends that drive pins or SPI through gpiozero's pin factory.
 _GPIO_MODULES = {"hal.gpio", "hal.meters.s0", "hal.pilot_pwm"}
+#: Those whose connector reports a fault while their chip cannot be opened, and which are
+#: tried again (hal/gpio_reopen.py): the others need the chip to start.
+_REOPENED = {"GpioContactorSettings", "GpioLockSettings", "GpioIndicatorSettings"}
 
 
 def hardware_findings(settings, keep_pin_factory: bool = False) -> list[Finding]:
     """Whether each backend can reach its hardware: a GPIO pin factory loads (kept loaded
     for the firmware with `keep_pin_factory`), serial ports and the pilot's SPI and PWM
-    devices exist and this user may open them. Opens none of them."""
+    devices exist and this user may open them. Opens none of them.
+
+    A GPIO chip this user cannot open, with only contactors, locks and lights on it, is a
+    *fault*: the firmware starts and reports their connectors Faulted until it can."""
     found: list[Finding] = []
     devices = list(_devices(settings))
     gpio_users = [where for where, d in devices if type(d).__module__ in _GPIO_MODULES]
+    reopened = all(type(d).__name__ in _REOPENED for _, d in devices
+                   if type(d).__module__ in _GPIO_MODULES)
     real_pins = True
     if gpio_users:
         from gpiozero import Device  # lazy: optional, only a charger with GPIO devices
@@ -234,7 +251,16 @@ def hardware_findings(settings, keep_pin_factory: bool = False) -> list[Finding]
         where = gpio_users[0] + (f" (and {len(gpio_users) - 1} more)" if len(gpio_users) > 1
                                  else "")
         try:
-            note = gpio.ensure_pin_factory()
+            note = gpio.ensure_pin_factory(settings.gpio)
+        except gpio.GpioChipUnavailable as exc:
+            if reopened:
+                found.append(Finding("fault", where, (
+                    f"{exc}; the firmware starts, reports the connectors of these devices "
+                    f"Faulted and opens {exc.chip} once it can (every "
+                    f"[gpio] retry_s = {settings.gpio.retry_s:g} s)")))
+            else:
+                found.append(Finding("error", where, str(exc)))
+            real_pins = False
         except gpio.GpioUnavailable as exc:
             found.append(Finding("error", where, str(exc)))
             real_pins = False
@@ -271,7 +297,7 @@ def _port_findings(where: str, path: str, group: str, missing_is_error: bool = F
         return [Finding("error", where, (
             f"user {_me()} cannot open {describe(path, st)}: run as a member of the group "
             f"{group_name(st.st_gid) if st.st_mode & 0o060 == 0o060 else group} (the "
-            f"service's SupplementaryGroups= has {', '.join(SERVICE_GROUPS)}), or give "
+            f"service's SupplementaryGroups= has {', '.join(DEVICE_GROUPS)}), or give "
             f"the device to that group with a udev rule"))]
     return []
 
@@ -305,8 +331,9 @@ def startup_findings(settings, config: str) -> list[Finding]:
     refused = root_findings(settings.storage.path, config)
     if refused:
         return refused
+    # A fault is the devices' to report, once, as they are built (hal/gpio_reopen.py).
     return storage_findings(settings.storage.path) + \
-        hardware_findings(settings, keep_pin_factory=True)
+        [f for f in hardware_findings(settings, keep_pin_factory=True) if f.level != "fault"]
 
 
 def check_findings(settings, config: str) -> list[Finding]:

@@ -36,6 +36,8 @@ from typing import Any, Callable, Optional
 
 from chargepoint import __version__
 from chargepoint import release_guard as guard
+from chargepoint.model import firmware_signing as signing
+from chargepoint.model.certificates import CertificateProblem, load_chain
 
 log = logging.getLogger("chargepoint.releases")
 
@@ -340,6 +342,46 @@ def verify_bundle(bundle: str | os.PathLike) -> Manifest:
         raise ReleaseError(f"release {manifest.version} needs glibc {manifest.glibc}, this "
                            f"machine has {glibc or 'none'}")
     return manifest
+
+
+# ------------------------------------------------------------------------------ signatures
+
+def bundle_digest(bundle: str | os.PathLike) -> bytes:
+    """The SHA-256 of the whole bundle file: what its signature signs."""
+    try:
+        with open(bundle, "rb") as f:
+            return signing.digest_of(iter(lambda: f.read(1 << 20), b""))
+    except OSError as exc:
+        raise ReleaseError(f"{Path(bundle).name}: cannot read it: "
+                           f"{exc.strerror or exc}") from None
+
+
+def sign_bundle(bundle: str | os.PathLike, private_key_pem: bytes,
+                password: Optional[bytes] = None) -> str:
+    """The manufacturer's side: the base64 signature of `bundle` with a code-signing key,
+    what a CSMS sends as SignedUpdateFirmware's `signature`."""
+    try:
+        return signing.sign(private_key_pem, bundle_digest(bundle), password)
+    except signing.SigningProblem as exc:
+        raise ReleaseError(str(exc)) from None
+
+
+def verify_bundle_signature(bundle: str | os.PathLike, signature: str, certificate_pem: str,
+                            roots_pem: Optional[str] = None,
+                            now_utc: Optional[float] = None) -> None:
+    """Does `signature` (base64) sign `bundle` with the key of the signing certificate
+    `certificate_pem`? With `roots_pem`, the certificate must also chain up to one of
+    those roots, valid at `now_utc`. ReleaseError saying why not."""
+    try:
+        raw = signing.decode_signature(signature)
+        if roots_pem is None:
+            certificate = load_chain(certificate_pem)[0]
+        else:
+            certificate = signing.signing_certificate(certificate_pem, load_chain(roots_pem),
+                                                      now_utc)
+        signing.verify(certificate, raw, bundle_digest(bundle))
+    except (signing.SigningProblem, CertificateProblem) as exc:
+        raise ReleaseError(f"{Path(bundle).name}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------ installing

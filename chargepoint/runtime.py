@@ -101,7 +101,8 @@ class Runtime:
 
     def _build(self, settings: Settings, hardware: Optional[Hardware]) -> None:
         self.hardware = hardware or build_hardware(settings.connectors, settings.readers,
-                                                   emit=self.hardware_event, clock=self.clock.now)
+                                                   emit=self.hardware_event, clock=self.clock.now,
+                                                   gpio=settings.gpio)
         measurands = frozenset().union(*(c.meter.measurands
                                          for c in self.hardware.connectors.values()))
         initial = dict(settings.ocpp)
@@ -331,7 +332,9 @@ class Runtime:
 
     def _use_link_security(self, security: act.LinkSecurity) -> None:
         """The link connects with `security` from its next connection; the charger's own
-        certificate, if the CSMS signed one, is written beside its key for the TLS client."""
+        certificate, if the CSMS signed one, is written beside its key for the TLS client,
+        and the key pairs no longer needed are deleted."""
+        self.key_files.prune(self.station.services.charger_certificate.key_ids())
         csms = self.settings.csms
         cert, key = csms.client_cert, csms.client_key
         if security.charger_key_id and security.charger_chain:

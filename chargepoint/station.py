@@ -28,7 +28,8 @@ from chargepoint.model.write_faults import is_storage_fault
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.protocol import ocppj
 from chargepoint.protocol.registration import REFUSE, SILENT, allows, refusal
-from chargepoint.protocol.rpc import CallReceived, ErrorReceived, ResultReceived, RpcEndpoint
+from chargepoint.protocol.rpc import (CallReceived, ErrorReceived, MalformedFrame,
+                                      ResultReceived, RpcEndpoint)
 from chargepoint.store import Store
 from hal import events as hal_events
 
@@ -156,14 +157,18 @@ class Station:
             services.sessions.lock_answered(event.connector_id, event.locked, event.ok)
         elif isinstance(event, ev.FirmwareDownloaded):
             services.firmware.downloaded(event.request_id, event.ok, event.reason, event.final)
+        elif isinstance(event, ev.FirmwareVerified):
+            services.firmware.verified(event.request_id, event.outcome, event.reason)
         elif isinstance(event, ev.FirmwareInstalled):
             services.firmware.installed(event.request_id, event.ok, event.version,
                                         event.reason)
         elif isinstance(event, ev.ReleaseTested):
             services.firmware.tested(event.ok, event.reason)
         elif isinstance(event, ev.DiagnosticsUploaded):
-            services.diagnostics.uploaded(event.request_id, event.ok, event.reason,
-                                          event.final)
+            # GetDiagnostics' or GetLog's: each knows its own request_id, ignores the other's.
+            for upload in (services.diagnostics, services.log_upload):
+                upload.uploaded(event.request_id, event.ok, event.reason, event.final,
+                                event.cause)
         elif isinstance(event, ev.Connected):
             self.rpc.connection_made()
             log.info("connected to the CSMS")
@@ -258,6 +263,12 @@ class Station:
         if isinstance(event, CallReceived):
             self._on_call(event.call)
             return
+        if isinstance(event, MalformedFrame):
+            self.services.security_events.record("InvalidMessages", f"frame: {event.code}")
+            return
+        if isinstance(event, ErrorReceived) and event.invalid:
+            self.services.security_events.record(
+                "InvalidMessages", f"answer to {event.out.action}: {event.reason}")
         if isinstance(event, (ResultReceived, ErrorReceived)):
             self.services.timers.cancel("rpc-timeout")
         if isinstance(event, ResultReceived) and event.out.on_result:

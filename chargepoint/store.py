@@ -6,6 +6,13 @@ page size is small because the workload is many tiny commits: each commit writes
 whole pages to the WAL, and smaller pages mean fewer bytes worn off an SD card.
 Schema changes are numbered migrations tracked in `PRAGMA user_version`.
 
+A release rolled back after its trial (docs/firmware-update.md) opens the database the newer
+release migrated. So a migration is additive where it can be (new tables; new columns
+nullable or with a default), and the database says which schema a firmware must know at
+least to use it (`schema_compat.readable_by`): the last migration in BREAKING up to its
+version. An older firmware that knows that schema uses the database as it is, ignoring
+what it does not know; one that does not refuses it, naming both versions.
+
 The file and its `-wal`/`-shm` are created 0600 whatever the umask: the database holds
 the AuthorizationKey. Opening a damaged file, a read-only or full filesystem, and files
 deleted under a running process are handled around this class, in chargepoint/storage.py.
@@ -159,7 +166,24 @@ MIGRATIONS: list[str] = [
         local REAL NOT NULL
     );
     """,
+    # 7: which firmware may still use this database after a rollback (BREAKING)
+    """
+    CREATE TABLE schema_compat (readable_by INTEGER NOT NULL);
+    INSERT INTO schema_compat VALUES (7);
+    """,
 ]
+
+#: Migrations a firmware that knows only the schema before them cannot live with (a column
+#: renamed or dropped, a NOT NULL column without a default, a meaning changed). 7 is the
+#: first schema that says so; every migration after it is additive unless listed here.
+BREAKING: frozenset[int] = frozenset({7})
+#: The migration that made `schema_compat`.
+COMPAT_SINCE = 7
+
+
+def readable_by(version: int) -> int:
+    """The oldest schema a firmware must know to use a database at `version`."""
+    return max((number for number in BREAKING if number <= version), default=0)
 
 
 @dataclass
@@ -243,8 +267,16 @@ class Store:
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise RuntimeError(f"{self.path} was written by a newer firmware "
-                               f"(schema {version}, this firmware knows {len(MIGRATIONS)})")
+            needed = self._readable_by()
+            if needed is None or needed > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"{self.path} was written by a newer firmware (schema {version}, which "
+                    f"needs a firmware that knows schema {needed or version}; this one "
+                    f"knows {len(MIGRATIONS)})")
+            log.warning("storage: %s was migrated by a newer firmware (schema %d); its "
+                        "changes are additive, so this firmware (schema %d) uses it as is",
+                        self.path, version, len(MIGRATIONS))
+            return
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -252,11 +284,21 @@ class Store:
                     for statement in script.split(";"):
                         if statement.strip():
                             self._db.execute(statement)
+                    if number >= COMPAT_SINCE:
+                        self._db.execute("UPDATE schema_compat SET readable_by=?",
+                                         (readable_by(number),))
                     self._db.execute(f"PRAGMA user_version={number}")
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+
+    def _readable_by(self) -> Optional[int]:
+        try:
+            row = self._db.execute("SELECT readable_by FROM schema_compat").fetchone()
+        except sqlite3.OperationalError:           # from before the table existed
+            return None
+        return row[0] if row else None
 
     def close(self) -> None:
         with self._lock:

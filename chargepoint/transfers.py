@@ -1,5 +1,5 @@
 """Files between the charger and the servers the CSMS names: the release bundle of an
-UpdateFirmware (downloaded) and the archive of a GetDiagnostics (uploaded).
+UpdateFirmware (downloaded) and the files of a GetDiagnostics or a GetLog (uploaded).
 
 HTTP and HTTPS go through urllib.request, FTP and FTPS through ftplib (FTPS as explicit
 TLS: `AUTH TLS` on the FTP port, then a protected data channel): the standard library's
@@ -53,7 +53,14 @@ _USER_AGENT = f"chargepoint/{__version__}"
 
 
 class TransferError(Exception):
-    """A transfer that did not complete; the message names the cause, never a password."""
+    """A transfer that did not complete; the message names the cause, never a password.
+    `cause` sorts it for a status that has words for it (GetLog's LogStatusNotification):
+    "unsupported" (a scheme this charger cannot use), "location" (not a URL, no host),
+    "permission" (HTTP 401 or 403, FTP 530: refused by the server), "" anything else."""
+
+    def __init__(self, message: str, cause: str = ""):
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -73,13 +80,13 @@ def check_location(url: str) -> str:
         parts = urlsplit(url)
         parts.port                      # raises ValueError for a port that is no number
     except ValueError as exc:
-        raise TransferError(f"{shown(url)} is not a URL: {exc}") from None
+        raise TransferError(f"{shown(url)} is not a URL: {exc}", "location") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise TransferError(f"{shown(url)}: the scheme {scheme or '(none)'!r} is not supported "
-                            f"(SupportedFileTransferProtocols: {PROTOCOLS})")
+                            f"(SupportedFileTransferProtocols: {PROTOCOLS})", "unsupported")
     if not parts.hostname:
-        raise TransferError(f"{shown(url)} names no host")
+        raise TransferError(f"{shown(url)} names no host", "location")
     return scheme
 
 
@@ -436,8 +443,8 @@ def upload(directory_url: str, file: Path, options: TransferOptions = TransferOp
     except (OSError, EOFError) as exc:
         raise TransferError(f"{shown(target)}: {_why(exc, options)}") from None
     except ftplib.Error as exc:
-        raise TransferError(f"{shown(target)}: the FTP server answered {_ftp_reply(exc)}") \
-            from None
+        raise TransferError(f"{shown(target)}: the FTP server answered {_ftp_reply(exc)}",
+                            _ftp_cause(exc)) from None
     return shown(target)
 
 
@@ -462,7 +469,8 @@ def _http_upload(base: str, target: str, file: Path, options: TransferOptions) -
         return target
     except urllib.error.HTTPError as exc:
         if exc.code not in (405, 501):
-            raise TransferError(f"{shown(target)}: HTTP {exc.code} {exc.reason}") from None
+            raise TransferError(f"{shown(target)}: HTTP {exc.code} {exc.reason}",
+                                _http_cause(exc.code)) from None
     except urllib.error.URLError as exc:
         raise TransferError(f"{shown(target)}: {_why(exc.reason, options)}") from None
     body, content_type = _multipart(file)
@@ -473,7 +481,7 @@ def _http_upload(base: str, target: str, file: Path, options: TransferOptions) -
             response.read()
     except urllib.error.HTTPError as exc:
         raise TransferError(f"{shown(base)}: HTTP {exc.code} {exc.reason} (PUT was not "
-                            "allowed either)") from None
+                            "allowed either)", _http_cause(exc.code)) from None
     except urllib.error.URLError as exc:
         raise TransferError(f"{shown(base)}: {_why(exc.reason, options)}") from None
     return base
@@ -512,6 +520,14 @@ def _why(exc: object, options: TransferOptions) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+def _http_cause(code: int) -> str:
+    return "permission" if code in (401, 403) else ""
+
+
+def _ftp_cause(exc: ftplib.Error) -> str:
+    return "permission" if str(exc).startswith("530") else ""
 
 
 def _ftp_reply(exc: ftplib.Error) -> str:

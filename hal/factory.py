@@ -98,6 +98,8 @@ class BuildContext:
     phases: int = 3
     nominal_voltage_v: float = 230.0
     max_current_a: float = 32.0
+    #: `[gpio]` (hal.gpio_settings.GpioSettings): the pin factory; None: the defaults.
+    gpio: Any = None
 
     def shared_object(self, key: str, factory):
         """One object per key across all devices (e.g. one serial bus per port)."""
@@ -163,7 +165,7 @@ class Hardware:
 
 
 def build_hardware(connectors: list, readers: list, emit: Emit,
-                   clock: Clock = monotonic_clock) -> Hardware:
+                   clock: Clock = monotonic_clock, gpio: Any = None) -> Hardware:
     """Build devices from parsed settings.
 
     `connectors` holds objects with `id`, `phases`, `nominal_voltage_v`,
@@ -176,7 +178,7 @@ def build_hardware(connectors: list, readers: list, emit: Emit,
     for c in connectors:
         ctx = BuildContext(connector_id=c.id, emit=emit, clock=clock, shared=shared, lock=lock,
                            phases=c.phases, nominal_voltage_v=c.nominal_voltage_v,
-                           max_current_a=c.max_current_a)
+                           max_current_a=c.max_current_a, gpio=gpio)
         devices = {}
         for kind in ("meter", "contactor", "pilot", "lock", "indicator"):
             device_settings = getattr(c, kind)
@@ -186,6 +188,7 @@ def build_hardware(connectors: list, readers: list, emit: Emit,
                 raise SettingsError(f"connectors[id={c.id}].{kind}.{exc.key}", exc.reason) \
                     from None
         built[c.id] = ConnectorHardware(connector_id=c.id, **devices)
-    ctx0 = BuildContext(connector_id=0, emit=emit, clock=clock, shared=shared, lock=lock)
+    ctx0 = BuildContext(connector_id=0, emit=emit, clock=clock, shared=shared, lock=lock,
+                        gpio=gpio)
     built_readers = [r.build(ctx0) for r in readers if r is not None]
     return Hardware(connectors=built, readers=built_readers, shared=shared)

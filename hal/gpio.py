@@ -9,19 +9,22 @@ nothing here raises out of a supervision loop.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import grp
 import importlib.util
 import logging
 import os
 import pwd
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping, Optional
+from typing import Callable, Iterator, Literal, Mapping, Optional
 
 from gpiozero import LED, RGBLED, DigitalInputDevice, DigitalOutputDevice, Device
 from gpiozero.exc import (BadPinFactory, GPIOZeroError, NativePinFactoryFallback,
@@ -29,6 +32,9 @@ from gpiozero.exc import (BadPinFactory, GPIOZeroError, NativePinFactoryFallback
 
 from hal.debounce import Debouncer
 from hal.events import FaultCode, HardwareFault
+from hal.gpio_reopen import open_or_stand_in
+from hal.gpio_settings import (FIX_MISSING, FIX_PERMISSION, GpioChipUnavailable, GpioSettings,
+                               GpioUnavailable, fix_for, max_pin)
 from hal.interfaces import (Clock, ConnectorLock, Contactor, Emit, Indicator, IndicatorColour)
 from hal.settings import SettingsError
 
@@ -45,21 +51,84 @@ GPIO_CHIPS = "/dev/gpiochip*"
 PI_EXTRA = "pip install 'chargepoint[pi]'"
 #: A udev rule giving the group gpio the GPIO chips (Raspberry Pi OS ships one like it).
 GPIO_UDEV_RULE = 'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"'
+#: gpiozero's default factories found the chips and lgpio, yet refused: no Pi's revision.
+NOT_A_PI = ("gpiozero's pin factories look for a Raspberry Pi's revision and found none: on "
+            "another board, drive a GPIO chip's lines with [gpio] pin_factory = "
+            "\"lgpio-chip\" and chip = \"/dev/gpiochipN\" (docs/hardware.md)")
 
 
-class GpioUnavailable(RuntimeError):
-    """No pin factory can drive the GPIO here: the message says why and what fixes it."""
+#: Loading a pin factory is not thread-safe in gpiozero; devices tried again share one.
+_factory_lock = threading.Lock()
 
 
-def ensure_pin_factory() -> str:
-    """Load gpiozero's pin factory unless one is set (GPIOZERO_PIN_FACTORY is obeyed).
+def ensure_pin_factory(settings: Optional[GpioSettings] = None) -> str:
+    """Load the pin factory `settings` choose unless one is set (GPIOZERO_PIN_FACTORY,
+    when set, wins, as in gpiozero).
 
     gpiozero alone tries four factories, warns about each failure and ends with
     BadPinFactory, which names no cause; here the failures become one GpioUnavailable
-    naming the missing package or the GPIO chip that cannot be opened. Returns a warning
-    when gpiozero fell back to its experimental native factory, else ""."""
-    if Device.pin_factory is not None:
-        return ""
+    naming the missing package or the GPIO chip that cannot be opened (a
+    GpioChipUnavailable). Returns a warning when gpiozero fell back to its experimental
+    native factory, else ""."""
+    with _factory_lock:
+        if Device.pin_factory is not None:
+            return ""
+        settings = settings or GpioSettings()
+        with _lgpio_can_start():
+            if settings.pin_factory == "lgpio-chip" \
+                    and "GPIOZERO_PIN_FACTORY" not in os.environ:
+                Device.pin_factory = _chip_factory(settings.chip)
+                return ""
+            return _default_pin_factory()
+
+
+@contextlib.contextmanager
+def _lgpio_can_start() -> Iterator[None]:
+    """lgpio, when first imported, makes its notification FIFO in $LG_WD (else the working
+    directory) and opens it from the working directory: `chargepoint check` run as the
+    service's user from / could do neither, and a run by hand would leave it behind. The
+    service has both in /run/chargepoint; any other first import happens in a private
+    directory, left (and removed: the FIFO stays open) at once."""
+    try:
+        here = os.getcwd()
+    except OSError:
+        here = ""
+    if "lgpio" in sys.modules or (here and os.environ.get("LG_WD") == here):
+        yield
+        return
+    workdir = tempfile.mkdtemp(prefix="chargepoint-lgpio-")
+    before = os.environ.get("LG_WD")
+    os.environ["LG_WD"] = workdir
+    os.chdir(workdir)
+    try:
+        yield
+    finally:
+        os.chdir(here or "/")
+        if before is None:
+            os.environ.pop("LG_WD", None)
+        else:
+            os.environ["LG_WD"] = before
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _chip_factory(chip: str):
+    """gpiozero's lgpio pins on `chip`, on any board (hal/gpio_chip.py)."""
+    try:
+        from hal.gpio_chip import ChipFactory  # lazy: lgpio, only where chosen
+    except ImportError:
+        raise GpioUnavailable(f"[gpio] pin_factory = \"lgpio-chip\" needs the lgpio "
+                              f"package: {PI_EXTRA}") from None
+    try:
+        return ChipFactory(chip)
+    except Exception as exc:          # lgpio.error: "can not open gpiochip"
+        problem = _chip_problem(chip)
+        fix = (FIX_MISSING if not os.path.exists(chip) else FIX_PERMISSION if problem
+               else "GpioChipUnavailable")
+        raise GpioChipUnavailable("cannot open the GPIO chip: " + (problem or f"{chip}: {exc}"),
+                                  chip, fix) from None
+
+
+def _default_pin_factory() -> str:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PinFactoryFallback)
         warnings.simplefilter("always", NativePinFactoryFallback)
@@ -69,10 +138,15 @@ def ensure_pin_factory() -> str:
             requested = os.environ.get("GPIOZERO_PIN_FACTORY")
             if requested:
                 reasons = [f"GPIOZERO_PIN_FACTORY={requested}: {exc}"]
+                closed = exc.filename if isinstance(exc, OSError) and exc.filename else ""
+                fix = fix_for(exc) if closed else ""
             else:
-                reasons = pin_factory_problems() or _fallbacks(caught) or [str(exc)]
-            raise GpioUnavailable("no GPIO pin factory can be loaded: "
-                                  + "; ".join(reasons)) from None
+                reasons = pin_factory_problems() or [NOT_A_PI, *_fallbacks(caught)]
+                closed, fix = _closed_chip_only(reasons), FIX_PERMISSION
+            message = "no GPIO pin factory can be loaded: " + "; ".join(reasons)
+            if closed:
+                raise GpioChipUnavailable(message, closed, fix) from None
+            raise GpioUnavailable(message) from None
     if any(issubclass(w.category, NativePinFactoryFallback) for w in caught):
         return ("gpiozero fell back to its experimental native pin factory (no hardware PWM "
                 "or SPI): " + "; ".join(pin_factory_problems() or _fallbacks(caught)))
@@ -105,13 +179,36 @@ def pin_factory_problems() -> list[str]:
                      "or its GPIO driver is not loaded")
     closed = [chip for chip in chips if not os.access(chip, os.R_OK | os.W_OK)]
     if closed:
-        found.append(f"user {_user_name(os.geteuid())} cannot open {_describe(closed[0])}"
-                     f"{f' (nor {len(closed) - 1} more)' if len(closed) > 1 else ''}: let "
-                     f"the group gpio open the chips with the udev rule '{GPIO_UDEV_RULE}' "
-                     "in /etc/udev/rules.d/60-gpiochip.rules (then sudo udevadm trigger), "
-                     "and run as a member of gpio (the service's SupplementaryGroups= "
-                     "has it)")
+        found.append(_closed_text(closed[0], len(closed) - 1))
     return found
+
+
+def _closed_text(chip: str, more: int = 0) -> str:
+    return (f"user {_user_name(os.geteuid())} cannot open {_describe(chip)}"
+            f"{f' (nor {more} more)' if more else ''}: let the group gpio open the chips "
+            f"with the udev rule '{GPIO_UDEV_RULE}' in /etc/udev/rules.d/60-gpiochip.rules "
+            "(then sudo udevadm trigger), and run as a member of gpio (the service's "
+            "SupplementaryGroups= has it)")
+
+
+def _closed_chip_only(problems: list[str]) -> str:
+    """The chip a user may not open, when that is all that keeps the factory from loading
+    (the package is there, the chips are): else ""."""
+    if len(problems) != 1 or " cannot open " not in problems[0]:
+        return ""
+    closed = [chip for chip in sorted(glob.glob(GPIO_CHIPS))
+              if not os.access(chip, os.R_OK | os.W_OK)]
+    return closed[0] if closed else ""
+
+
+def _chip_problem(chip: str) -> str:
+    """Why this user cannot open `chip`, with the fix; "" when it seems it could."""
+    if not os.path.exists(chip):
+        return (f"{chip} is not there: is its driver loaded, or its adapter plugged in? "
+                f"(ls /dev/gpiochip*)")
+    if not os.access(chip, os.R_OK | os.W_OK):
+        return _closed_text(chip)
+    return ""
 
 
 def _user_name(uid: int) -> str:
@@ -134,36 +231,31 @@ def _describe(path: str) -> str:
     return f"{path} ({_user_name(st.st_uid)}:{group}, mode {st.st_mode & 0o7777:04o})"
 
 
-def _claim_errors() -> tuple[type[BaseException], ...]:
-    """What creating a device raises for a pin the pin factory cannot give: gpiozero's
-    errors (a pin another device has), lgpio's (a line the chip has not, or one a kernel
-    driver holds: "GPIO operation not permitted", "GPIO busy") and the system's."""
-    lgpio = sys.modules.get("lgpio")           # loaded by its pin factory, if that is in use
-    return (GPIOZeroError, OSError) + ((lgpio.error,) if lgpio is not None else ())
-
-
 @contextmanager
-def _claiming(key: str, *pins: int):
-    """Devices created on `pins` (the setting `key`): a pin that cannot be claimed is a
-    SettingsError naming it, the configuration's error (exit 78, no restart every few
-    seconds) rather than a traceback."""
+def _claiming(key: str, *pins: int) -> Iterator[None]:
+    """Devices created on `pins` (the setting `key`): a pin gpiozero refuses (another
+    device of this configuration has it) is a SettingsError naming it, the
+    configuration's error (exit 78, not restarted), rather than a traceback and a restart
+    every 5 s. What the chip refuses (lgpio's errors, the system's: a line another
+    program holds) is left to the device's stand-in (hal/gpio_reopen.py)."""
     try:
         yield
-    except _claim_errors() as exc:
+    except GPIOZeroError as exc:
         numbers = ", ".join(f"GPIO{pin}" for pin in pins)
         raise SettingsError(key, f"{numbers} cannot be claimed: {exc} (a pin serves one "
-                                 "device only, and not one a kernel driver holds, as a "
-                                 "dtoverlay in config.txt makes it, nor one the board's GPIO "
-                                 "chip lacks)") from None
+                                 "device only)") from None
 
 
 def _check_pins(**pins: Optional[int]) -> None:
     seen: dict[int, str] = {}
+    top = max_pin()
     for name, pin in pins.items():
         if pin is None:
             continue
-        if not 0 <= pin <= 27:
-            raise ValueError(f"{name}: BCM GPIO numbers are 0..27, got {pin}")
+        if not 0 <= pin <= top:
+            if top == 27:
+                raise ValueError(f"{name}: BCM GPIO numbers are 0..27, got {pin}")
+            raise ValueError(f"{name}: a GPIO chip's line numbers are 0..{top}, got {pin}")
         if pin in seen:
             raise ValueError(f"{name}: GPIO{pin} is already used as {seen[pin]}")
         seen[pin] = name
@@ -232,9 +324,13 @@ class GpioContactorSettings:
         if self.debounce_ms > self.feedback_settle_ms:
             raise ValueError("debounce_ms: must not exceed feedback_settle_ms")
 
-    def build(self, ctx) -> "GpioContactor":
-        return GpioContactor(self, ctx.connector_id, ctx.emit, ctx.clock,
-                             supervise_every_s=self.check_interval_ms / 1000)
+    def build(self, ctx) -> Contactor:
+        gpio = ctx.gpio or GpioSettings()
+        return open_or_stand_in(
+            "contactor", lambda: GpioContactor(self, ctx.connector_id, ctx.emit, ctx.clock,
+                                               supervise_every_s=self.check_interval_ms / 1000,
+                                               gpio=gpio),
+            ctx.connector_id, ctx.emit, gpio.retry_s)
 
 
 class GpioContactor(Contactor):
@@ -248,12 +344,13 @@ class GpioContactor(Contactor):
     """
 
     def __init__(self, settings: GpioContactorSettings, connector_id: int, emit: Emit,
-                 clock: Clock, supervise_every_s: Optional[float] = None):
+                 clock: Clock, supervise_every_s: Optional[float] = None,
+                 gpio: Optional[GpioSettings] = None):
         self._cid = connector_id
         self._emit = emit
         self._clock = clock
         self._lock = threading.RLock()
-        ensure_pin_factory()
+        ensure_pin_factory(gpio)
         with _claiming("pin", settings.pin):
             self._out = DigitalOutputDevice(settings.pin, active_high=settings.active_high,
                                             initial_value=False)
@@ -385,8 +482,11 @@ class GpioLockSettings:
                 and self.timeout_ms < self.pulse_ms:
             raise ValueError("timeout_ms: must be at least pulse_ms")
 
-    def build(self, ctx) -> "GpioLock":
-        return GpioLock(self, ctx.connector_id, ctx.emit, ctx.clock)
+    def build(self, ctx) -> ConnectorLock:
+        gpio = ctx.gpio or GpioSettings()
+        return open_or_stand_in(
+            "lock", lambda: GpioLock(self, ctx.connector_id, ctx.emit, ctx.clock, gpio=gpio),
+            ctx.connector_id, ctx.emit, gpio.retry_s)
 
 
 class GpioLock(ConnectorLock):
@@ -399,7 +499,8 @@ class GpioLock(ConnectorLock):
     POLL_S = 0.01
 
     def __init__(self, settings: GpioLockSettings, connector_id: int, emit: Emit, clock: Clock,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 gpio: Optional[GpioSettings] = None):
         self._cid = connector_id
         self._emit = emit
         self._clock = clock
@@ -408,7 +509,7 @@ class GpioLock(ConnectorLock):
         self._timeout_s = settings.timeout_ms / 1000
         self._lock = threading.Lock()
         self._outputs: list = []
-        ensure_pin_factory()
+        ensure_pin_factory(gpio)
         try:
             if settings.pin is not None:
                 with _claiming("pin", settings.pin):
@@ -549,8 +650,10 @@ class GpioIndicatorSettings:
         _check_pins(pin=self.pin, red_pin=self.red_pin, green_pin=self.green_pin,
                     blue_pin=self.blue_pin)
 
-    def build(self, ctx) -> "GpioIndicator":
-        return GpioIndicator(self)
+    def build(self, ctx) -> Indicator:
+        gpio = ctx.gpio or GpioSettings()
+        return open_or_stand_in("indicator", lambda: GpioIndicator(self, gpio=gpio),
+                                ctx.connector_id, ctx.emit, gpio.retry_s)
 
 
 class GpioIndicator(Indicator):
@@ -558,8 +661,9 @@ class GpioIndicator(Indicator):
     gpiozero's background thread, so `show` returns at once."""
 
     def __init__(self, settings: GpioIndicatorSettings,
-                 patterns: Optional[Mapping[IndicatorColour, Pattern]] = None):
-        ensure_pin_factory()
+                 patterns: Optional[Mapping[IndicatorColour, Pattern]] = None,
+                 gpio: Optional[GpioSettings] = None):
+        ensure_pin_factory(gpio)
         if settings.pin is not None:
             with _claiming("pin", settings.pin):
                 self._led = LED(settings.pin, active_high=settings.active_high,

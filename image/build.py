@@ -102,7 +102,25 @@ def build(arch: str, log=sys.stderr) -> Path:
         if (target / "rootfs.img").exists():
             return target
         _build(arch, target, log)
+        prune(arch, keep=KEEP, log=log)
     return target
+
+
+#: Images kept per arch, the newest first: the one just built and the one before it (a
+#: checkout of the previous recipe still finds its own). About 1 GB each.
+KEEP = 2
+
+
+def prune(arch: str, keep: int = KEEP, log=sys.stderr) -> list[Path]:
+    """Delete the arch's images of older recipes beyond the newest `keep`; the deleted."""
+    images = sorted((p for p in cache_root().glob(f"debian12-{arch}-*")
+                     if p.is_dir() and (p / "rootfs.img").exists()),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    gone = images[keep:]
+    for old in gone:
+        shutil.rmtree(old, ignore_errors=True)
+        print(f"removed the older image {old}", file=log, flush=True)
+    return gone
 
 
 #: Debian's arch: the kernel's name for it, and qemu-user's binfmt_misc entry.

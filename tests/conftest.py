@@ -62,8 +62,37 @@ def station(tmp_path):
 
 @pytest.fixture(scope="session")
 def bundle_shelf(tmp_path_factory):
-    """Release bundles of this checkout as other versions, each built once per session
-    (tests/release_harness.py)."""
+    """Release bundles of this checkout as other versions, each built once per run
+    (tests/release_harness.py); with pytest-xdist, in the folder its workers share."""
     from tests.release_harness import BundleShelf  # only the release tests build bundles
 
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "release-bundles"
+        shared.mkdir(exist_ok=True)
+        return BundleShelf(shared)
     return BundleShelf(tmp_path_factory.mktemp("release-bundles"))
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The folder the loopback file servers serve, with an empty `files/` to upload into
+    (a test module adds what it downloads by overriding this fixture with its own)."""
+    root = tmp_path / "served"
+    (root / "files").mkdir(parents=True)
+    return root
+
+
+@pytest.fixture
+def http(served):
+    """An HTTP server on loopback serving `served` (tests/file_servers.py)."""
+    from chargepoint.csms.files import FileServer  # only the file transfer tests serve files
+    with FileServer(served) as server:
+        yield server
+
+
+@pytest.fixture
+def ftp(served):
+    """An FTP server on loopback serving `served` (tests/file_servers.py)."""
+    from tests.file_servers import FtpServer  # only the file transfer tests serve files
+    with FtpServer(served) as server:
+        yield server

@@ -160,3 +160,12 @@ def wait_status(csms, status: str, cid: int = 1, after: int = 0):
     return csms.wait_for("StatusNotification", lambda r: r["connectorId"] == cid
                          and r["status"] == status, after=after)
 
+
+
+def booted(csms, firmware, overrides: Optional[dict] = None) -> "Firmware":
+    """`firmware(overrides)` (the conftest factory) once `csms` has its connector's status
+    and the loop has settled: ready to be asked something."""
+    fw = firmware(overrides)
+    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1)
+    fw.settle()
+    return fw

@@ -81,3 +81,39 @@ def sign_csr(ca: trustme.CA, csr_pem: str, **changes) -> str:
 
 def pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def code_signing(issuer, *, rsa_key: bool = False, usage=None,
+                 not_before: dt.timedelta = -DAY, not_after: dt.timedelta = 365 * DAY,
+                 common_name: str = "Firmware signing"):
+    """A manufacturer's code-signing certificate issued by `issuer` (a trustme CA, or a
+    (certificate, private key) of `certificate(ca=True)`: the ManufacturerRootCertificate
+    or an intermediate), with an EC P-256 or RSA-2048 key and
+    the extended key usage `usage` (default codeSigning). Returns (its PEM, its key's
+    PEM, the certificate)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if rsa_key
+           else ec.generate_private_key(ec.SECP256R1()))
+    now = dt.datetime.now(dt.timezone.utc)
+    if isinstance(issuer, tuple):
+        ca_cert, signer = issuer
+    else:
+        ca_cert = x509.load_pem_x509_certificate(issuer.cert_pem.bytes())
+        signer = serialization.load_pem_private_key(issuer.private_key_pem.bytes(), None)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + not_before).not_valid_after(now + not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
+                                         False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CODE_SIGNING] if usage is None else usage),
+                critical=False)
+            .sign(signer, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return pem(cert), key_pem, cert

@@ -16,6 +16,8 @@ directory's `current`, the configuration by the test's.
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import importlib.util
 import os
 import shlex
@@ -74,19 +76,23 @@ def build_variant(workdir: Path, version: str, *patches: tuple[str, str, str]) -
 
 
 class BundleShelf:
-    """Bundles built once per test session and shared: building one takes seconds."""
+    """Bundles built once per test run and shared, by the run's worker processes too
+    (pytest-xdist): building one takes seconds. A lock file makes the one that builds a
+    bundle the only one; the others wait for it and take the same file."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self._built: dict[tuple, Path] = {}
         self._lock = threading.Lock()
 
     def get(self, version: str, *patches: tuple[str, str, str]) -> Path:
-        with self._lock:
-            key = (version, patches)
-            if key not in self._built:
-                self._built[key] = build_variant(self.workdir, version, *patches)
-            return self._built[key]
+        key = hashlib.sha256(repr((version, patches)).encode()).hexdigest()[:16]
+        done = self.workdir / f"{key}.built"
+        with self._lock, open(self.workdir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                built = build_variant(self.workdir / key, version, *patches)
+                done.write_text(str(built))
+            return Path(done.read_text())
 
 
 CONFIG = """\

@@ -55,6 +55,8 @@ GOOD = (ROOT / "config.toml").read_text()
      "releases.watchdog_s", "must be 1 to 3600 seconds"),
     (lambda t: t.replace("[releases]", "[releases]\nkeep_all = true"), "releases.keep_all",
      "unknown key"),
+    (lambda t: t.replace("[system]", f"[system]\nsim_socket = '/run/{'x' * 120}.sock'"),
+     "system.sim_socket", "holds at most 107"),
 ])
 def test_bad_config_names_the_key_and_the_reason(tmp_path, edit, key, reason):
     path = tmp_path / "config.toml"
@@ -158,3 +160,31 @@ def test_a_bad_crl_file_stops_the_start_naming_the_key(tmp_path, ca, content, pr
         load_settings(path)
     assert info.value.key == "csms.crl_file"
     assert reason in info.value.reason
+
+
+@pytest.mark.parametrize("edit,key,reason", [
+    (lambda t: t.replace('pin_factory = "auto"', 'pin_factory = "chip"'), "gpio.pin_factory",
+     "expected one of 'auto', 'lgpio-chip'"),
+    (lambda t: t.replace('# chip = "/dev/gpiochip0"', 'chip = "/dev/gpio0"'), "gpio.chip",
+     "expected a GPIO character device such as /dev/gpiochip0, got '/dev/gpio0'"),
+    (lambda t: t.replace("retry_s = 10", "retry_s = 0"), "gpio.retry_s",
+     "must be 1 to 3600 seconds"),
+    (lambda t: t.replace('[connectors.contactor]\ntype = "sim"',
+                         '[connectors.contactor]\ntype = "gpio"\npin = 28'),
+     "connectors[id=1].contactor.pin", "BCM GPIO numbers are 0..27, got 28"),
+    (lambda t: t.replace('pin_factory = "auto"', 'pin_factory = "lgpio-chip"').replace(
+        '[connectors.contactor]\ntype = "sim"', '[connectors.contactor]\ntype = "gpio"\npin = 1024'),
+     "connectors[id=1].contactor.pin", "a GPIO chip's line numbers are 0..1023, got 1024"),
+])
+def test_a_bad_gpio_setting_names_the_key_and_the_reason(tmp_path, edit, key, reason):
+    test_bad_config_names_the_key_and_the_reason(tmp_path, edit, key, reason)
+
+
+def test_a_gpio_chip_numbers_pins_by_its_lines_beyond_the_pi_header(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(GOOD.replace('pin_factory = "auto"', 'pin_factory = "lgpio-chip"').replace(
+        '# chip = "/dev/gpiochip0"', 'chip = "/dev/gpiochip2"').replace(
+        '[connectors.contactor]\ntype = "sim"', '[connectors.contactor]\ntype = "gpio"\npin = 203'))
+    settings = load_settings(path)
+    assert (settings.gpio.pin_factory, settings.gpio.chip) == ("lgpio-chip", "/dev/gpiochip2")
+    assert settings.connectors[0].contactor.pin == 203

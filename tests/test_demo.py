@@ -3,55 +3,29 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.demo_process import ROOT, Demo
 
 
 def test_demo_boots_heartbeats_obeys_sim_commands_and_stops_on_ctrl_c(tmp_path):
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "chargepoint", "demo", "--heartbeat", "1"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    lines: list[str] = []
-    seen = threading.Condition()
-
-    def reader():
-        for line in proc.stdout:
-            with seen:
-                lines.append(line)
-                seen.notify_all()
-
-    threading.Thread(target=reader, daemon=True).start()
-
-    def wait_for(text, timeout=20):
-        with seen:
-            assert seen.wait_for(lambda: any(text in line for line in lines), timeout), \
-                f"{text!r} not in demo output:\n{''.join(lines)}"
-
+    demo = Demo(["--heartbeat", "1"], cwd=ROOT, env=env)
     try:
-        wait_for("→ BootNotification")
-        wait_for("connector 1: Available")
-        wait_for("→ Heartbeat")
+        demo.wait_for("→ BootNotification")
+        demo.wait_for("connector 1: Available")
+        demo.wait_for("→ Heartbeat")
         sim = subprocess.run([sys.executable, "-m", "chargepoint", "sim", "plug", "1"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
         assert sim.returncode == 0, sim.stdout + sim.stderr
-        wait_for("connector 1: Preparing")
+        demo.wait_for("connector 1: Preparing")
         status = subprocess.run([sys.executable, "-m", "chargepoint", "sim", "status"],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
         assert status.returncode == 0 and "B" in status.stdout
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = demo.interrupt(timeout=20)
     assert code == 0
-    assert "Demo stopped." in "".join(lines)
-    assert "Traceback" not in "".join(lines)
+    assert "Demo stopped." in demo.text
+    assert "Traceback" not in demo.text
 
 
 def test_readme_demo_command_returns_only_after_the_demo_stopped(tmp_path):

@@ -13,36 +13,17 @@ import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 
 from chargepoint import diagnostics
 from chargepoint.csms.files import FileServer
-from tests.file_servers import FTP_PASSWORD, FtpServer
-from tests.harness import wait_until
+from tests.file_servers import FTP_PASSWORD
+from tests.harness import booted, wait_until
 
 CP = "CP-1"
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "Zq7-secret-key-0123456789"
 
 
-@pytest.fixture
-def served(tmp_path):
-    root = tmp_path / "served"
-    (root / "files").mkdir(parents=True)
-    return root
-
-
-@pytest.fixture
-def ftp(served):
-    with FtpServer(served) as server:
-        yield server
-
-
-def booted(csms, firmware, overrides=None):
-    fw = firmware(overrides)
-    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1)
-    fw.settle()
-    return fw
 
 
 def dsn(csms, after=0) -> list[str]:
@@ -305,7 +286,12 @@ def test_under_systemd_the_log_comes_from_the_units_journal(tmp_path, monkeypatc
 
 def test_the_log_file_takes_any_text_and_a_full_disk_quietly(tmp_path, capfd):
     handler = diagnostics.keep_log_file(str(tmp_path), 64)
+    # The file's handler alone: the lone surrogate must not reach the test run's own log
+    # capture (which would have to carry it elsewhere).
+    logging.getLogger().removeHandler(handler)
     logger = logging.getLogger("chargepoint.test-log-file-faults")
+    logger.addHandler(handler)
+    logger.propagate = False
     logger.setLevel(logging.INFO)
     kept = handler.stream
     try:
@@ -315,7 +301,8 @@ def test_the_log_file_takes_any_text_and_a_full_disk_quietly(tmp_path, capfd):
         logger.warning("lost to the full card, and nothing printed about it")
         logger.warning("nor about this one")
     finally:
-        logging.getLogger().removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.propagate = True
         with contextlib.suppress(OSError):
             handler.close()
         kept.close()

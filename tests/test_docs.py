@@ -16,7 +16,7 @@ def test_every_ocpp_key_is_documented():
 def test_every_config_key_is_documented():
     classes = [config.CsmsSettings, config.IdentitySettings, config.StorageSettings,
                config.LogSettings, config.SystemSettings, config.ReleaseSettings,
-               config.ConnectorSettings]
+               config.ConnectorSettings, config.GpioSettings]
     missing = [f.name for cls in classes for f in dataclasses.fields(cls) if f"`{f.name}`" not in DOC]
     assert not missing
 

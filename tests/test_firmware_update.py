@@ -18,10 +18,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from chargepoint.csms.files import FileServer
 from chargepoint.model.firmware import STATE_KEY
 from tests.file_servers import FtpServer
-from tests.harness import base_connector, statuses, wait_status, wait_until
+from tests.harness import base_connector, booted, statuses, wait_status, wait_until
 
 CP = "CP-1"
 BUNDLE = os.urandom(300_000)
@@ -29,24 +28,10 @@ TWO = {"connectors": [base_connector(id=1), base_connector(id=2)]}
 
 
 @pytest.fixture
-def served(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
-    (root / "release.cpr").write_bytes(BUNDLE)
-    return root
+def served(served):
+    (served / "release.cpr").write_bytes(BUNDLE)
+    return served
 
-
-@pytest.fixture
-def http(served):
-    with FileServer(served) as server:
-        yield server
-
-
-def booted(csms, firmware, overrides=None):
-    fw = firmware(overrides)
-    csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1)
-    fw.settle()
-    return fw
 
 
 def fsn(csms, after=0) -> list[str]:

@@ -24,8 +24,7 @@ MALFORMED = [
     ('[2,"m3","GetConfiguration",[]]', "FormationViolation"),
     ('[7,"m4","GetConfiguration",{}]', "FormationViolation"),
     ('[2,"m5","MakeCoffee",{}]', "NotImplemented"),
-    ('[2,"m6","GetLog",{"logType":"DiagnosticsLog","requestId":1,'
-     '"log":{"remoteLocation":"http://x"}}]', "NotSupported"),
+    ('[2,"m6","Heartbeat",{}]', "NotSupported"),
     ('[2,"m7","GetConfiguration",{"key":"HeartbeatInterval"}]', "TypeConstraintViolation"),
     ('[2,"m8","ChangeConfiguration",{"key":"HeartbeatInterval"}]',
      "OccurenceConstraintViolation"),

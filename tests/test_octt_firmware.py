@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import pytest
 from bench._common import FirmwareProcess
 from chargepoint.csms.files import FileServer
 from chargepoint.csms.operator import Operator
+from tests.demo_process import Demo
 from tests.file_servers import FtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,40 +141,15 @@ def test_the_operator_of_the_local_csms_gets_the_diagnostics(csms, process, tmp_
 
 def test_the_demo_takes_operator_commands_in_its_terminal(tmp_path):
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "chargepoint", "demo", "--heartbeat", "5"],
-                            cwd=tmp_path, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    seen = threading.Condition()
-
-    def reader():
-        for line in proc.stdout:
-            with seen:
-                lines.append(line)
-                seen.notify_all()
-
-    threading.Thread(target=reader, daemon=True).start()
-
-    def wait_for(text, timeout=30):
-        with seen:
-            assert seen.wait_for(lambda: any(text in line for line in lines), timeout), \
-                f"{text!r} not in demo output:\n{''.join(lines)}"
-
+    demo = Demo(["--heartbeat", "5"], cwd=tmp_path, env=env)
     try:
-        wait_for("connector 1: Available")
-        wait_for("update-firmware BUNDLE")
-        proc.stdin.write("get-diagnostics\n")
-        proc.stdin.flush()
-        wait_for("GetDiagnostics sent to CP-DEMO")
-        wait_for("Uploaded")
-        proc.stdin.write("update-firmware /nonexistent/bundle.cpr\n")
-        proc.stdin.flush()
-        wait_for("no bundle at /nonexistent/bundle.cpr")
+        demo.wait_for("connector 1: Available")
+        demo.wait_for("update-firmware BUNDLE")
+        demo.type("get-diagnostics")
+        demo.wait_for("GetDiagnostics sent to CP-DEMO")
+        demo.wait_for("Uploaded")
+        demo.type("update-firmware /nonexistent/bundle.cpr")
+        demo.wait_for("no bundle at /nonexistent/bundle.cpr")
     finally:
-        proc.send_signal(2)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert "Traceback" not in "".join(lines)
+        demo.interrupt()
+    assert "Traceback" not in demo.text

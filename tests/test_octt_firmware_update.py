@@ -4,12 +4,6 @@ same update refused by the new release's self-test, ending back on the old relea
 InstallationFailed; and the demo updated from its own Central System."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-
 import pytest
 
 from chargepoint import __version__
@@ -17,6 +11,7 @@ from chargepoint import release_guard as guard
 from chargepoint.csms.operator import Operator
 from chargepoint.csms.server import LocalCsms
 from tests import release_harness as harness
+from tests.demo_process import Demo
 
 NEXT = f"{__version__}.7"
 FAILS_SELF_TEST = f"{__version__}.8"
@@ -116,41 +111,16 @@ def test_the_demo_is_updated_from_its_own_central_system(bundles, tmp_path):
     fetches the bundle from the demo's own file server, switches, and the demo's Central
     System (which stays) hears the new release boot and Installed."""
     env = harness.clean_env(XDG_RUNTIME_DIR=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "chargepoint", "demo", "--heartbeat", "30",
-                             "--state-dir", str(tmp_path / "demo")],
-                            cwd=tmp_path, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    lines: list[str] = []
-    seen = threading.Condition()
-
-    def reader():
-        for line in proc.stdout:
-            with seen:
-                lines.append(line)
-                seen.notify_all()
-
-    threading.Thread(target=reader, daemon=True).start()
-
-    def wait_for(text, timeout=60):
-        with seen:
-            assert seen.wait_for(lambda: any(text in line for line in lines), timeout), \
-                f"{text!r} not in demo output:\n{''.join(lines)}"
-
+    demo = Demo(["--heartbeat", "30", "--state-dir", str(tmp_path / "demo")], cwd=tmp_path,
+                env=env)
     try:
-        wait_for("connector 1: Available")
-        proc.stdin.write(f"update-firmware {bundles[NEXT]}\n")
-        proc.stdin.flush()
-        wait_for("UpdateFirmware sent to CP-DEMO")
-        wait_for(f"firmware={NEXT}", timeout=240)
-        wait_for("Installed", timeout=60)
+        demo.wait_for("connector 1: Available", timeout=60)
+        demo.type(f"update-firmware {bundles[NEXT]}")
+        demo.wait_for("UpdateFirmware sent to CP-DEMO", timeout=60)
+        demo.wait_for(f"firmware={NEXT}", timeout=240)
+        demo.wait_for("Installed", timeout=60)
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-    text = "".join(lines)
+        demo.interrupt(timeout=40)
+    text = demo.text
     assert text.index("Installing") < text.index(f"firmware={NEXT}") < text.rindex("Installed")
     assert guard.current_version(tmp_path / "demo") == NEXT

@@ -53,8 +53,13 @@ SAMPLES = {
         "serialNumber": "1"}},
     "ExtendedTriggerMessage": {"requestedMessage": "Heartbeat"},
     "GetInstalledCertificateIds": {"certificateType": "CentralSystemRootCertificate"},
+    "GetLog": {"logType": "SecurityLog", "requestId": 1,
+               "log": {"remoteLocation": "http://127.0.0.1/upload"}},
     "InstallCertificate": {"certificateType": "ManufacturerRootCertificate",
                            "certificate": "not a certificate"},
+    "SignedUpdateFirmware": {"requestId": 1, "firmware": {
+        "location": "http://127.0.0.1/release.tar", "retrieveDateTime": "2026-01-01T00:00:00Z",
+        "signingCertificate": "not a certificate", "signature": "c2ln"}},
 }
 
 

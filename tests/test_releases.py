@@ -82,15 +82,22 @@ POLICY = guard.Policy(trial_s=120, trial_starts=2, keep=3, watchdog_s=3)
 
 # ------------------------------------------------------------------------------ by hand
 
+def reset_into_trial(csms, cp_id: str, state, version: str, policy=None) -> int:
+    """Put `version` on trial and Soft Reset the running firmware into it: how many frames
+    the CSMS had before the reset."""
+    releases.start_trial(version, state, policy or POLICY)
+    mark = len(csms.received)
+    assert csms.call(cp_id, "Reset", {"type": "Soft"})["status"] == "Accepted"
+    return mark
+
+
 def test_a_run_by_hand_switches_to_the_new_release_which_is_committed(installed, csms,
                                                                       tmp_path):
     state = state_with_releases(installed, tmp_path)
     firmware = HandRun(tmp_path, write_config(tmp_path, csms.url, "CP-R1"), state).start()
     try:
         boot_of(csms, __version__)
-        releases.start_trial(NEXT, state, POLICY)
-        mark = len(csms.received)
-        assert csms.call("CP-R1", "Reset", {"type": "Soft"})["status"] == "Accepted"
+        mark = reset_into_trial(csms, "CP-R1", state, NEXT)
         boot_of(csms, NEXT, after=mark)
         record = guard.read_trial(state)
         assert record.version == NEXT and record.previous == __version__
@@ -114,9 +121,7 @@ def test_under_the_unit_a_release_that_cannot_import_is_rolled_back(installed, c
     service = ServiceStandIn(tmp_path, config, state).start()
     try:
         boot_of(csms, __version__)
-        releases.start_trial(BROKEN, state, POLICY)
-        mark = len(csms.received)
-        csms.call("CP-R2", "Reset", {"type": "Soft"})
+        mark = reset_into_trial(csms, "CP-R2", state, BROKEN)
         boot_of(csms, __version__, after=mark, timeout=90)
         back = releases.trial(state)
         assert not back.on_trial and guard.current_version(state) == __version__
@@ -135,9 +140,7 @@ def test_under_the_unit_a_release_that_hangs_is_rolled_back(installed, csms, tmp
     service = ServiceStandIn(tmp_path, config, state, watchdog_s=3).start()
     try:
         boot_of(csms, __version__)
-        releases.start_trial(HANGS, state, POLICY)
-        mark = len(csms.received)
-        csms.call("CP-R3", "Reset", {"type": "Soft"})
+        mark = reset_into_trial(csms, "CP-R3", state, HANGS)
         boot_of(csms, __version__, after=mark, timeout=120)
         back = releases.trial(state)
         assert back.last_rollback.version == HANGS
@@ -152,9 +155,7 @@ def test_by_hand_a_release_that_cannot_import_is_rolled_back_by_the_supervisor(
     firmware = HandRun(tmp_path, write_config(tmp_path, csms.url, "CP-R4"), state).start()
     try:
         boot_of(csms, __version__)
-        releases.start_trial(BROKEN, state, POLICY)
-        mark = len(csms.received)
-        csms.call("CP-R4", "Reset", {"type": "Soft"})
+        mark = reset_into_trial(csms, "CP-R4", state, BROKEN)
         boot_of(csms, __version__, after=mark, timeout=90)
         assert releases.trial(state).last_rollback.version == BROKEN
         assert guard.current_version(state) == __version__
@@ -172,9 +173,7 @@ def test_by_hand_a_release_that_hangs_is_killed_and_rolled_back(installed, csms,
     firmware = HandRun(tmp_path, write_config(tmp_path, csms.url, "CP-R5"), state).start()
     try:
         boot_of(csms, __version__)
-        releases.start_trial(HANGS, state, POLICY)
-        mark = len(csms.received)
-        csms.call("CP-R5", "Reset", {"type": "Soft"})
+        mark = reset_into_trial(csms, "CP-R5", state, HANGS)
         boot_of(csms, __version__, after=mark, timeout=120)
         assert releases.trial(state).last_rollback.version == HANGS
     finally:
@@ -195,9 +194,7 @@ def test_a_release_that_never_passes_its_trial_is_rolled_back_at_the_deadline(
               else HandRun(tmp_path, config, state)).start()
     try:
         boot_of(csms, __version__)
-        releases.start_trial(NEXT, state, guard.Policy(trial_s=4, trial_starts=3))
-        mark = len(csms.received)
-        csms.call("CP-R6", "Reset", {"type": "Soft"})
+        mark = reset_into_trial(csms, "CP-R6", state, NEXT, guard.Policy(trial_s=4, trial_starts=3))
         boot_of(csms, NEXT, after=mark)
         back = boot_of(csms, __version__, after=mark, timeout=60)
         rolled = releases.trial(state).last_rollback
@@ -214,9 +211,7 @@ def test_a_release_the_firmware_rolls_back_itself_comes_back_to_the_previous(
     firmware = HandRun(tmp_path, write_config(tmp_path, csms.url, "CP-R7"), state).start()
     try:
         boot_of(csms, __version__)
-        releases.start_trial(NEXT, state, POLICY)
-        mark = len(csms.received)
-        csms.call("CP-R7", "Reset", {"type": "Soft"})
+        mark = reset_into_trial(csms, "CP-R7", state, NEXT)
         boot_of(csms, NEXT, after=mark)
         releases.rollback(state, "self-test failed: the database does not open")
         mark = len(csms.received)

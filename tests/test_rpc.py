@@ -11,8 +11,8 @@ from typing import Optional
 import pytest
 
 from chargepoint.model.link import CONNECTION, DRIVER, QueuedMessage
-from chargepoint.protocol.rpc import (CallReceived, ErrorReceived, ResultReceived,
-                                      RpcEndpoint)
+from chargepoint.protocol.rpc import (CallReceived, ErrorReceived, MalformedFrame,
+                                      ResultReceived, RpcEndpoint)
 
 NOW = 1000.0
 
@@ -70,10 +70,12 @@ def test_a_callerror_and_a_schema_violating_answer_are_errors(endpoint):
     out = endpoint.next_call(NOW, True, Queue())
     event = endpoint.receive(json.dumps([4, out.unique_id, "InternalError", "", {}]))
     assert isinstance(event, ErrorReceived) and event.reason == "InternalError"
+    assert not event.invalid                            # the CSMS's own CALLERROR
     endpoint.send_call("Heartbeat", {})
     out = endpoint.next_call(NOW, True, Queue())
     event = endpoint.receive(json.dumps([3, out.unique_id, {"currentTime": 5}]))
     assert isinstance(event, ErrorReceived) and event.out is out
+    assert event.invalid and event.reason == "TypeConstraintViolation"
 
 
 def test_an_answer_to_nothing_we_sent_is_dropped(endpoint):
@@ -112,14 +114,16 @@ def test_a_call_that_cannot_be_handled_says_which_callerror(endpoint, call, supp
     assert error is not None and error.code == code
 
 
-def test_a_malformed_frame_is_answered_here_and_makes_no_event(endpoint):
-    assert endpoint.receive('[2, "m1", "Heartbeat", {') is None
+def test_a_malformed_frame_is_answered_here_and_reported_as_malformed(endpoint):
+    event = endpoint.receive('[2, "m1", "Heartbeat", {')
     answer = frames(endpoint)
     assert answer[0][:2] == [4, "m1"] and answer[0][2] in ("FormationViolation",
                                                             "ProtocolError")
+    assert event == MalformedFrame(answer[0][2], answered=True)
     assert endpoint.stats["errors_answered"] == 1
-    assert endpoint.receive("not json at all") is None
+    event = endpoint.receive("not json at all")
     assert frames(endpoint) == []                       # no unique id: nothing to answer
+    assert isinstance(event, MalformedFrame) and not event.answered
 
 
 def test_the_reports_that_open_a_connection_go_before_the_transaction_queue(endpoint):

@@ -21,6 +21,7 @@ from chargepoint.csms.server import LocalCsms
 from chargepoint.model.certificates import hash_data
 from tests import pki
 from tests.harness import Firmware, wait_until
+from tests.test_diagnostics import members
 from tests.test_tls import BareServer, server_context
 
 CP = "CP-1"
@@ -116,6 +117,33 @@ def test_startup_and_reset_are_security_events_sent_before_the_reset(tmp_path):
     assert wait_until(lambda: fw.outcome is not None, timeout=10)
     fw.stop()
     server.stop()
+
+
+def test_frames_that_are_not_ocpp_are_invalid_messages_once_an_hour(tmp_path):
+    """Answered inside the RPC endpoint (not JSON, a wrong MessageTypeId) or against the
+    schema: each kind is an InvalidMessages event, and a flood of one is one event."""
+    server = LocalCsms(port=0).start()
+    fw = booted(server, Firmware(tmp_path, server.url, {"csms": {"security_events": "on"}})
+                .start())
+    try:
+        for _ in range(20):
+            assert server.send_raw(CP, '[2, "m1", "Heartbeat", {')[2] == "FormationViolation"
+        assert server.send_raw(CP, '[7, "m2", "Heartbeat", {}]')[2] == "FormationViolation"
+        assert server.send_raw(CP, '[2, "m3", "ClearCache", {"x": 1}]')[2] == \
+            "FormationViolation"
+        server.wait_for("SecurityEventNotification",
+                        lambda r: r.get("techInfo") == "ClearCache: FormationViolation",
+                        timeout=10)
+        fw.settle()
+        infos = [r.get("techInfo") for r in events(server, "InvalidMessages")]
+        assert sorted(infos) == ["ClearCache: FormationViolation",
+                                 "frame: FormationViolation"], infos
+        logged = [e for e in fw.station.services.security_events.entries()
+                  if e["type"] == "InvalidMessages"]
+        assert len(logged) == 2                           # 21 alike: one row
+    finally:
+        fw.stop()
+        server.stop()
 
 
 def test_extended_trigger_message_answers_every_message_it_names(plain):
@@ -307,7 +335,7 @@ def _mutual_tls(ca, client_ca) -> ssl.SSLContext:
 
 
 def test_tc074_tc077_tc087_the_charger_certificate_renewed_by_request(tmp_path, ca, client_ca,
-                                                                        caplog):
+                                                                        caplog, ftp, served):
     caplog.set_level(logging.DEBUG)
     server = LocalCsms(port=0, ssl_context=_mutual_tls(ca, client_ca)).start()
     first = client_ca.issue_cert(CP, common_name=CP)
@@ -349,13 +377,22 @@ def test_tc074_tc077_tc087_the_charger_certificate_renewed_by_request(tmp_path, 
         assert int(server.peer_certificate(CP)["serialNumber"], 16) == serial
         # The private keys: 0600 files in a 0700 directory, never in a log or a frame.
         keys = sorted((tmp_path / "charger-keys").glob("*.key"))
-        assert keys and all(stat.S_IMODE(os.stat(k).st_mode) == 0o600 for k in keys)
+        assert len(keys) == 1                  # the abandoned first CSR's key is deleted
+        assert all(stat.S_IMODE(os.stat(k).st_mode) == 0o600 for k in keys)
         assert stat.S_IMODE(os.stat(tmp_path / "charger-keys").st_mode) == 0o700
         secrets = [k.read_text().splitlines()[1] for k in keys]
         text = caplog.text + "".join(str(r) for r in server.log)
         assert not any(s in text for s in secrets)
         assert not any(s.encode() in (tmp_path / "chargepoint.db").read_bytes()
                        for s in secrets)
+        # Nor in a diagnostics archive the CSMS asks for.
+        mark = len(server.received)
+        name = server.call(CP, "GetDiagnostics", {"location": ftp.url("files/")})["fileName"]
+        server.wait_for("DiagnosticsStatusNotification", lambda r: r["status"] == "Uploaded",
+                        after=mark, timeout=30)
+        files = members(served / "files" / name)
+        assert "SignCertificate" in files["frames.jsonl"]      # the renewal's frames are in it
+        assert not any(s in text for s in secrets for text in files.values())
         # A power cut right after: the new certificate stays in use.
         fw.cut_power()
         fw.start()

@@ -181,6 +181,23 @@ def test_the_security_log_is_bounded_and_survives_a_restart(tmp_path, monkeypatc
     assert [e["techInfo"] for e in kept] == [f"frame {i}" for i in range(4, 9)]
 
 
+def test_a_flood_of_invalid_messages_is_one_row_an_hour_counted_not_written(tmp_path):
+    services, _ = build(tmp_path)
+    events = services.security_events
+    for _ in range(500):
+        events.record("InvalidMessages", "frame: FormationViolation")
+    events.record("ResetOrReboot", "Soft")
+    events.record("ResetOrReboot", "Soft")                # not floodable: each is written
+    assert [e["type"] for e in events.entries()] == ["InvalidMessages", "ResetOrReboot",
+                                                      "ResetOrReboot"]
+    assert len(queued(services)) == 2                    # one InvalidMessages, one reset
+    services.clock.observe(NOW + security_events.REPEAT_WINDOW_S + 1)
+    assert events.record("InvalidMessages", "frame: FormationViolation") is True
+    last = events.entries()[-1]
+    assert last["techInfo"] == "frame: FormationViolation (and 499 more in the hour before)"
+    assert queued(services)[-1]["techInfo"] == last["techInfo"]
+
+
 def test_auto_sends_events_once_the_csms_speaks_the_whitepaper(tmp_path):
     services, _ = build(tmp_path, events="auto")
     assert services.security_events.record("InvalidMessages", "a") is False

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from chargepoint import salvage
+from chargepoint import store as store_module
 from chargepoint.model import storage_fault
 from chargepoint.instance_lock import AlreadyRunning, InstanceLock
 from chargepoint.ocpp_keys import OcppKeys
@@ -677,3 +678,45 @@ def test_whatever_the_damage_the_store_opens_sound_and_keeps_only_real_rows(tmp_
 
     check()
     assert len(tried) >= 60
+
+
+# --------------------------------------------------------------------------- after a rollback
+
+def _newer_release(monkeypatch, script: str, breaking: bool):
+    """This firmware as a newer release with one more migration."""
+    number = len(store_module.MIGRATIONS) + 1
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, script])
+    if breaking:
+        monkeypatch.setattr(store_module, "BREAKING", store_module.BREAKING | {number})
+    return number
+
+
+def test_a_database_a_newer_release_changed_additively_is_used_after_a_rollback(
+        tmp_path, monkeypatch, caplog):
+    path = tmp_path / "cp.db"
+    with monkeypatch.context() as newer:
+        number = _newer_release(newer, "ALTER TABLE state ADD COLUMN note TEXT; "
+                                       "CREATE TABLE things (x INTEGER)", breaking=False)
+        store = Store(path)
+        store.set_state("kept", 1)
+        store.close()
+    storage = Storage.open(str(path))           # the older release again: no repair
+    try:
+        assert storage.health.state == "ok", storage.health
+        storage.store.set_state("written", 2)
+        assert storage.store.get_state("kept") == 1
+        assert storage.store.execute("PRAGMA user_version").fetchone()[0] == number
+    finally:
+        storage.close()
+    assert f"migrated by a newer firmware (schema {number})" in caplog.text
+
+
+def test_a_database_a_newer_release_changed_incompatibly_is_refused_naming_both(
+        tmp_path, monkeypatch):
+    path = tmp_path / "cp.db"
+    with monkeypatch.context() as newer:
+        number = _newer_release(newer, "ALTER TABLE state RENAME COLUMN value TO v",
+                                breaking=True)
+        Store(path).close()
+    with pytest.raises(RuntimeError, match=f"schema {number}.*this one knows {number - 1}"):
+        Store(path)

@@ -21,17 +21,9 @@ BLOB = os.urandom(700_000)
 
 
 @pytest.fixture
-def served(tmp_path) -> Path:
-    root = tmp_path / "served"
-    root.mkdir()
-    (root / "bundle.cpr").write_bytes(BLOB)
-    return root
-
-
-@pytest.fixture
-def http(served):
-    with FileServer(served) as server:
-        yield server
+def served(served) -> Path:
+    (served / "bundle.cpr").write_bytes(BLOB)
+    return served
 
 
 @pytest.fixture
@@ -44,12 +36,6 @@ def ca_file(ca, tmp_path) -> str:
     path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
-
-
-@pytest.fixture
-def ftp(served):
-    with FtpServer(served) as server:
-        yield server
 
 
 @pytest.fixture
@@ -276,7 +262,6 @@ def archive(tmp_path) -> Path:
 
 
 def test_ftp_upload_stores_the_file_in_the_directory(ftp, served, archive):
-    (served / "files").mkdir()
     where = transfers.upload(ftp.url("files"), archive, FAST)
     assert (served / "files" / archive.name).read_bytes() == archive.read_bytes()
     assert where.endswith(f"/files/{archive.name}") and FTP_PASSWORD not in where

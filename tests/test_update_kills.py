@@ -18,7 +18,6 @@ import pytest
 
 from bench._common import FirmwareProcess
 from chargepoint import __version__
-from chargepoint.csms.files import FileServer
 from chargepoint.csms.server import NO_RESPONSE
 from chargepoint.model.firmware import STATE_KEY
 from tests.harness import wait_until
@@ -28,17 +27,9 @@ BUNDLE = b"not a release, but bytes to fetch " * 20_000          # 680 kB
 
 
 @pytest.fixture
-def served(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
-    (root / "release.cpr").write_bytes(BUNDLE)
-    return root
-
-
-@pytest.fixture
-def http(served):
-    with FileServer(served) as server:
-        yield server
+def served(served):
+    (served / "release.cpr").write_bytes(BUNDLE)
+    return served
 
 
 @pytest.fixture

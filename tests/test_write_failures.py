@@ -440,6 +440,22 @@ def fill(directory: Path) -> Path:
     return filler
 
 
+def stop_while_nothing_can_be_written(proc, csms) -> tuple[int, float]:
+    """The driver taps out while the card takes no write: the contactor opens at once, and
+    no StopTransaction goes out that the disk does not hold. (How many frames the CSMS had
+    before the tap, the meter's energy at the stop.)"""
+    mark = len(csms.received)
+    proc.sim("tap", "TAG1")
+    assert wait_until(lambda: proc.sim("status")["connectors"]["1"]["contactor"] == "open",
+                      timeout=10), proc.tail()
+    time.sleep(0.5)                                # the stop's reading has been taken
+    energy_at_stop = proc.sim("status")["connectors"]["1"]["energy_wh"]
+    time.sleep(2)                                  # still failing: nothing may go out
+    assert csms.records("StopTransaction") == []
+    assert proc.proc.poll() is None, proc.tail()
+    return mark, energy_at_stop
+
+
 def test_the_real_process_on_a_full_filesystem_bills_the_stop_once_space_is_freed(
         csms, tmp_path, small_tmpfs):
     """ENOSPC under the real firmware mid-session (its database on a 2 MiB tmpfs filled to
@@ -459,15 +475,7 @@ def test_the_real_process_on_a_full_filesystem_bills_the_stop_once_space_is_free
         filler = fill(small_tmpfs)
         assert wait_until(lambda: "database or disk is full" in proc.log.read_text(),
                           timeout=10), proc.tail()
-        mark = len(csms.received)
-        proc.sim("tap", "TAG1")
-        assert wait_until(lambda: proc.sim("status")["connectors"]["1"]["contactor"] == "open",
-                          timeout=10), proc.tail()
-        time.sleep(0.5)                            # the stop's reading has been taken
-        energy_at_stop = proc.sim("status")["connectors"]["1"]["energy_wh"]
-        time.sleep(2)                              # still full: nothing may go out
-        assert csms.records("StopTransaction") == []
-        assert proc.proc.poll() is None, proc.tail()
+        mark, energy_at_stop = stop_while_nothing_can_be_written(proc, csms)
         filler.unlink()
         stop = csms.wait_for("StopTransaction", timeout=30, after=mark)
         assert stop["transactionId"] == start.reply["transactionId"]
@@ -554,13 +562,7 @@ def test_the_real_process_on_a_card_that_dies_mid_session_bills_the_session_once
             os.close(fd)
         assert wait_until(lambda: "disk I/O error" in proc.log.read_text(), timeout=10), \
             proc.tail()
-        proc.sim("tap", "TAG1")
-        assert wait_until(lambda: proc.sim("status")["connectors"]["1"]["contactor"] == "open",
-                          timeout=10), proc.tail()
-        time.sleep(2)                               # failing: nothing may go out
-        assert csms.records("StopTransaction") == []
-        assert proc.proc.poll() is None, proc.tail()
-        energy_at_stop = proc.sim("status")["connectors"]["1"]["energy_wh"]
+        _, energy_at_stop = stop_while_nothing_can_be_written(proc, csms)
         assert wait_until(lambda: [r for r in csms.records("StatusNotification")
                                    if r["connectorId"] == 0
                                    and r.get("vendorErrorCode") == "StorageWriteFailed"])
@@ -615,15 +617,7 @@ def test_the_real_process_past_its_file_size_limit_bills_the_stop_once_it_is_lif
         unlimited = resource.RLIM_INFINITY          # the hard limit, to lift it again
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (limit, unlimited))
         assert wait_until(lambda: " ERROR " in proc.log.read_text(), timeout=10), proc.tail()
-        mark = len(csms.received)
-        proc.sim("tap", "TAG1")
-        assert wait_until(lambda: proc.sim("status")["connectors"]["1"]["contactor"] == "open",
-                          timeout=10), proc.tail()
-        time.sleep(0.5)                            # the stop's reading has been taken
-        energy_at_stop = proc.sim("status")["connectors"]["1"]["energy_wh"]
-        time.sleep(2)                              # still limited: nothing may go out
-        assert csms.records("StopTransaction") == []
-        assert proc.proc.poll() is None, proc.tail()
+        mark, energy_at_stop = stop_while_nothing_can_be_written(proc, csms)
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
         stop = csms.wait_for("StopTransaction", timeout=30, after=mark)
         assert stop["transactionId"] == start.reply["transactionId"]

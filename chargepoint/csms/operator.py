@@ -1,9 +1,11 @@
 """What an operator at the local Central System does about firmware and diagnostics: put
-a release bundle on the file server and send UpdateFirmware, send GetDiagnostics and take
-the archive it uploads. `chargepoint demo` reads these as commands typed in its terminal
+a release bundle on the file server and send UpdateFirmware (or SignedUpdateFirmware with
+the manufacturer's signing certificate and signature), send GetDiagnostics and take the
+archive it uploads. `chargepoint demo` reads these as commands typed in its terminal
 (`Operator.console`), so the demo can be updated from its own Central System:
 
     update-firmware dist/chargepoint-0.2.0-linux_x86_64.cpr
+    signed-update-firmware dist/chargepoint-0.2.0.tar --certificate cs.pem --signature b.sig
     get-diagnostics
 """
 from __future__ import annotations
@@ -20,6 +22,8 @@ from chargepoint.csms.files import FileServer, publish
 HELP = """\
 commands (then Enter):
   update-firmware BUNDLE [--in SECONDS] [--retries N]   serve BUNDLE, send UpdateFirmware
+  signed-update-firmware BUNDLE --certificate PEM --signature FILE [--in SECONDS]
+                                                        serve BUNDLE, send SignedUpdateFirmware
   get-diagnostics                                       send GetDiagnostics; the archive
                                                         arrives in the uploads directory
   help"""
@@ -36,6 +40,7 @@ class Operator:
         self.printer = printer or (lambda line: print(line, flush=True))
         self._files: Optional[FileServer] = None
         self._lock = threading.Lock()
+        self._request_ids = 0
 
     @property
     def files(self) -> FileServer:
@@ -70,11 +75,40 @@ class Operator:
         self.csms.call(cp_id, "UpdateFirmware", payload)
         return location
 
+    def signed_update_firmware(self, cp_id: str, bundle: Path, certificate: str,
+                               signature: str, request_id: int = 1, in_s: float = 0.0,
+                               install_in_s: Optional[float] = None,
+                               retries: Optional[int] = None,
+                               retry_interval_s: Optional[int] = None) -> str:
+        """Serve `bundle` and send SignedUpdateFirmware with the signing `certificate` (PEM)
+        and the bundle's base64 `signature` (`chargepoint release sign`); the charger's
+        answer (Accepted, AcceptedCanceled, InvalidCertificate, Rejected)."""
+        bundle = Path(bundle)
+        if not bundle.is_file():
+            raise FileNotFoundError(f"no bundle at {bundle}")
+        now = datetime.now(timezone.utc)
+        firmware = {"location": publish(self.files, bundle),
+                    "retrieveDateTime": _iso(now + timedelta(seconds=in_s)),
+                    "signingCertificate": certificate, "signature": signature.strip()}
+        if install_in_s is not None:
+            firmware["installDateTime"] = _iso(now + timedelta(seconds=install_in_s))
+        payload = {"requestId": request_id, "firmware": firmware}
+        if retries is not None:
+            payload["retries"] = retries
+        if retry_interval_s is not None:
+            payload["retryInterval"] = retry_interval_s
+        return self.csms.call(cp_id, "SignedUpdateFirmware", payload)["status"]
+
     def get_diagnostics(self, cp_id: str, **extra) -> Optional[str]:
         """Ask `cp_id` for its diagnostics, uploaded to the file server; the file name."""
         answer = self.csms.call(cp_id, "GetDiagnostics",
                                 {"location": self.files.base_url + "/uploads/", **extra})
         return answer.get("fileName")
+
+    def _next_request_id(self) -> int:
+        with self._lock:
+            self._request_ids += 1
+            return self._request_ids
 
     # -- typed commands
     def console(self, stream: TextIO, cp_id: str) -> threading.Thread:
@@ -103,9 +137,20 @@ class Operator:
                                             retries=int(options["--retries"])
                                             if "--retries" in options else None)
             self.printer(f"UpdateFirmware sent to {cp_id}: {location}")
+        elif name == "signed-update-firmware" and args:
+            options = dict(zip(args[1::2], args[2::2]))
+            status = self.signed_update_firmware(
+                cp_id, Path(args[0]), Path(options["--certificate"]).read_text(),
+                Path(options["--signature"]).read_text(), request_id=self._next_request_id(),
+                in_s=float(options.get("--in", 0)))
+            self.printer(f"SignedUpdateFirmware sent to {cp_id}: {status}")
         elif name == "get-diagnostics":
             found = self.get_diagnostics(cp_id)
             self.printer(f"GetDiagnostics sent to {cp_id}: {found or 'no file (busy)'} will "
                          f"arrive in {self.files.uploads}")
         else:
             self.printer(HELP)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -49,7 +49,9 @@ HANDLERS: dict[str, Handler] = {
     "DeleteCertificate": security.delete_certificate,
     "ExtendedTriggerMessage": security.extended_trigger_message,
     "GetInstalledCertificateIds": security.get_installed_certificate_ids,
+    "GetLog": security.get_log,
     "InstallCertificate": security.install_certificate,
+    "SignedUpdateFirmware": firmware.signed_update_firmware,
 }
 
 #: Feature profiles beyond Core whose every operation is answered (SupportedFeatureProfiles

@@ -1,6 +1,6 @@
 """The Security Whitepaper's operations (OCPP 1.6 Security Whitepaper, edition 3): the
 root certificates (InstallCertificate, DeleteCertificate, GetInstalledCertificateIds), the
-charger's own certificate (CertificateSigned) and ExtendedTriggerMessage.
+charger's own certificate (CertificateSigned), GetLog and ExtendedTriggerMessage.
 
 What the link trusts changes with the certificates: each change is announced to it
 (`security_profile.announce`) and applies from the next connection.
@@ -12,6 +12,7 @@ from typing import Optional
 
 from chargepoint import actions as act
 from chargepoint.handlers import trigger
+from chargepoint.handlers.firmware import date_time
 from chargepoint.model.services import Services
 
 log = logging.getLogger("chargepoint.security")
@@ -52,19 +53,34 @@ def certificate_signed(services: Services, payload: dict) -> dict:
     return {"status": status}
 
 
+def get_log(services: Services, payload: dict) -> dict:
+    """Accepted, or AcceptedCanceled when it replaces a GetLog still uploading; the upload
+    follows (chargepoint/model/log_upload.py)."""
+    services.security_events.csms_speaks_whitepaper()
+    where = payload["log"]
+    return services.log_upload.request(
+        payload["logType"], payload["requestId"], where["remoteLocation"],
+        date_time(where, "oldestTimestamp"), date_time(where, "latestTimestamp"),
+        payload.get("retries"), payload.get("retryInterval"))
+
+
 def _sign_certificate(services: Services, connector_id: Optional[int]) -> bool:
     return services.charger_certificate.request("asked by the CSMS")
 
 
 def _log_status(services: Services, connector_id: Optional[int]) -> bool:
-    # No log upload runs in this firmware yet (GetLog): always Idle.
-    return services.link.send_call("LogStatusNotification", {"status": "Idle"},
+    return services.link.send_call("LogStatusNotification", services.log_upload.status(),
                                    before_accept=True)
 
 
 def _signed_firmware_status(services: Services, connector_id: Optional[int]) -> bool:
-    # No signed firmware update runs in this firmware yet (SignedUpdateFirmware): Idle.
-    return services.link.send_call("SignedFirmwareStatusNotification", {"status": "Idle"},
+    # The whitepaper's FirmwareStatusNotification is the signed one: the step of the
+    # update under way and the requestId of a SignedUpdateFirmware, else Idle.
+    status, request_id = services.firmware.signed_status
+    payload = {"status": status}
+    if request_id is not None:
+        payload["requestId"] = request_id
+    return services.link.send_call("SignedFirmwareStatusNotification", payload,
                                    before_accept=True)
 
 

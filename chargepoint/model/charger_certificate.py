@@ -85,6 +85,12 @@ class ChargerCertificate:
         """A certificate for security profile 3 is there (signed or configured)."""
         return self.active() is not None or bool(self._configured_chain)
 
+    def key_ids(self) -> set[str]:
+        """The key pairs still needed: the active certificate's and a pending CSR's. The
+        others (a replaced certificate's, an abandoned CSR's) may go."""
+        return {key_id for (key_id,) in self._store.execute(
+            "SELECT key_id FROM charger_certificate").fetchall()}
+
     def _pending(self) -> Optional[tuple[str, str, float]]:
         return self._store.execute("SELECT key_id, public_key, requested FROM "
                                    "charger_certificate WHERE slot='pending'").fetchone()

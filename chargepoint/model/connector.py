@@ -105,8 +105,11 @@ class Connector:
         """(errorCode, info, vendorErrorCode) for StatusNotification."""
         if not self.faults:
             return "NoError", self.status_info(), ""
+        # A blocking fault first; OtherError says least, so any named code goes before it
+        # (a contactor and a light on one GPIO chip that cannot be opened: PowerSwitchFailure).
         fault = sorted(self.faults.values(),
-                       key=lambda f: (f.code not in BLOCKING_FAULTS, f.code.value))[0]
+                       key=lambda f: (f.code not in BLOCKING_FAULTS,
+                                      f.code == hal_events.FaultCode.OTHER_ERROR, f.code.value))[0]
         return fault.code.value, fault.info, fault.vendor_error_code
 
 

@@ -1,5 +1,5 @@
-"""UpdateFirmware: fetch a release bundle, install it beside the running release, switch,
-and keep the new release only once it has proved itself.
+"""UpdateFirmware and SignedUpdateFirmware: fetch a release bundle, install it beside the
+running release, switch, and keep the new release only once it has proved itself.
 
 The steps, each persisted (the `state` row `firmware-update`) before the action it
 leads to, so that a restart or a power cut at any point resumes the update or ends it
@@ -26,6 +26,20 @@ far is rolled back at the trial's deadline by chargepoint/releases.py. What the 
 before this process started (`RunningRelease`, read by the runtime from
 chargepoint/releases.py) tells a release that came back after a rollback to report
 InstallationFailed.
+
+SignedUpdateFirmware (the Security Whitepaper) is the same update with a "signed" record:
+its signing certificate was checked against the installed ManufacturerRootCertificates
+when it was asked for (chargepoint/model/firmware_signing.py), and between the download and
+the installation the bundle's signature is verified (`verifying`, the VerifyFirmware
+action) so that a bundle that is not the manufacturer's is never installed. An
+`installDateTime` still ahead waits in `install-scheduled`. Its steps are told by
+SignedFirmwareStatusNotification with the request's requestId, with the whitepaper's finer
+statuses (DownloadScheduled, DownloadPaused, SignatureVerified, InvalidSignature,
+InstallVerificationFailed, InstallScheduled, InstallRebooting).
+
+    downloading ──▶ verifying ──signature, manifest hold──▶ [install-scheduled] ──▶ downloaded
+                   (Downloaded) │                  (InstallScheduled)   (SignatureVerified)
+                                └──▶ InvalidSignature, InstallVerificationFailed
 """
 from __future__ import annotations
 
@@ -37,12 +51,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from chargepoint import actions as act
 from chargepoint.actions import Effects
+from chargepoint.model import firmware_signing as signing
 from chargepoint.model.availability import Availability
+from chargepoint.model.certificates import MANUFACTURER_ROOT, Certificates, load_chain
 from chargepoint.model.clock import StationClock, iso
 from chargepoint.model.connector import Connectors
 from chargepoint.model.link import Link
 from chargepoint.model.notices import StatusNotices
 from chargepoint.model.outbox import Outbox
+from chargepoint.model.security_events import SecurityEvents
 from chargepoint.store import Store
 from chargepoint.timers import Timers
 
@@ -56,6 +73,12 @@ DEFAULT_RETRY_INTERVAL_S = 60
 #: How long the Installing notification may take to reach the CSMS before the restart.
 DRAIN_WAIT_S = 10.0
 _POLL_S = 0.5
+#: The phases before anything is installed: a new request may still cancel them.
+CANCELLABLE = ("scheduled", "downloading", "retry", "verifying", "install-scheduled",
+               "downloaded")
+#: The statuses FirmwareStatusNotification has (SignedFirmwareStatusNotification has more).
+PLAIN_STATUSES = ("Downloaded", "DownloadFailed", "Downloading", "Idle",
+                  "InstallationFailed", "Installing", "Installed")
 
 
 @dataclass(frozen=True)
@@ -75,7 +98,8 @@ class Firmware:
 
     def __init__(self, store: Store, clock: StationClock, timers: Timers, effects: Effects,
                  link: Link, connectors: Connectors, availability: Availability,
-                 outbox: Outbox, release: RunningRelease):
+                 outbox: Outbox, security_events: SecurityEvents, certificates: Certificates,
+                 release: RunningRelease):
         self._store = store
         self._clock = clock
         self._timers = timers
@@ -84,9 +108,14 @@ class Firmware:
         self._connectors = connectors
         self._availability = availability
         self._outbox = outbox
+        self._security = security_events
+        self._certificates = certificates
         self.release = release
         self.notices = StatusNotices(link, clock, timers, "FirmwareStatusNotification")
-        self.notices.on_delivered(self._delivered)
+        self.signed_notices = StatusNotices(link, clock, timers,
+                                            "SignedFirmwareStatusNotification")
+        for notices in (self.notices, self.signed_notices):
+            notices.on_delivered(lambda status, n=notices: self._delivered(n, status))
         self._testing = False
         #: The update in progress, as stored (None: none).
         self.update: Optional[dict] = store.get_state(STATE_KEY)
@@ -95,34 +124,99 @@ class Firmware:
     # ------------------------------------------------------------------ what the CSMS sees
     @property
     def status(self) -> str:
-        """FirmwareStatus for a triggered notification: what is under way, else Idle."""
+        """FirmwareStatus for a triggered FirmwareStatusNotification: what is under way
+        (a signed update's too, in the words of OCPP 1.6), else Idle."""
         phase = (self.update or {}).get("phase")
         return {"downloading": "Downloading", "retry": "Downloading",
+                "verifying": "Downloaded", "install-scheduled": "Downloaded",
                 "downloaded": "Downloaded", "installing": "Installing",
                 "activated": "Installing"}.get(phase, "Idle")
+
+    @property
+    def signed_status(self) -> tuple[str, Optional[int]]:
+        """(status, requestId) for a triggered SignedFirmwareStatusNotification: the step
+        of the update under way (requestId None for an unsigned one), else Idle."""
+        update = self.update
+        if update is None or not update.get("signed"):
+            return self.status, None
+        phase = update["phase"]
+        if phase == "activated":
+            # Before the restart it reboots; after it the new release proves itself.
+            status = ("Installing" if self.release.version == update.get("version")
+                      else "InstallRebooting")
+        else:
+            status = {"scheduled": "DownloadScheduled", "downloading": "Downloading",
+                      "retry": "DownloadPaused", "verifying": "Downloaded",
+                      "install-scheduled": "InstallScheduled",
+                      "downloaded": "SignatureVerified",
+                      "installing": "Installing"}.get(phase, "Idle")
+        return status, (None if status == "Idle" else update["request_id"])
 
     # ------------------------------------------------------------------ UpdateFirmware
     def request(self, location: str, retrieve_utc: float, retries: Optional[int],
                 retry_interval_s: Optional[int]) -> None:
         """UpdateFirmware: fetch `location` from `retrieve_utc` on (real time)."""
         current = self.update
-        if current is not None and current["phase"] in ("installing", "activated",
-                                                         "rolling-back"):
+        if current is not None and current["phase"] not in CANCELLABLE + ("done",):
             log.warning("UpdateFirmware of %s ignored: the update to %s is being installed",
                         _shown(location), current.get("version") or "a new release")
             return
-        if current is not None and current["phase"] != "done":
-            log.warning("UpdateFirmware of %s replaces the update from %s, not finished",
-                        _shown(location), _shown(current["location"]))
-        self._save({
+        self._start(self._record(location, retrieve_utc, retries, retry_interval_s),
+                    "UpdateFirmware")
+
+    def request_signed(self, location: str, retrieve_utc: float, install_utc: Optional[float],
+                       certificate: str, signature: str, request_id: int,
+                       retries: Optional[int], retry_interval_s: Optional[int]) -> str:
+        """SignedUpdateFirmware: Accepted, AcceptedCanceled (an update not yet being
+        installed is given up for it), InvalidCertificate (the signing certificate is not
+        the manufacturer's: a security event says why) or Rejected (a signature that is not
+        base64, or an update being installed)."""
+        try:
+            signing.decode_signature(signature)
+        except signing.SigningProblem as exc:
+            log.warning("SignedUpdateFirmware %d rejected: %s", request_id, exc)
+            return "Rejected"
+        try:
+            roots = [load_chain(c.pem)[0] for c in self._certificates.installed(MANUFACTURER_ROOT)]
+            signing.signing_certificate(certificate, roots,
+                                        self._clock.utc() if self._clock.known else None)
+        except signing.SigningProblem as exc:
+            log.warning("SignedUpdateFirmware %d: invalid signing certificate: %s",
+                        request_id, exc)
+            self._security.record("InvalidFirmwareSigningCertificate", str(exc))
+            return "InvalidCertificate"
+        current = self.update
+        if current is not None and current["phase"] not in CANCELLABLE + ("done",):
+            log.warning("SignedUpdateFirmware %d rejected: the update to %s is being "
+                        "installed", request_id, current.get("version") or "a new release")
+            return "Rejected"
+        canceled = current is not None and current["phase"] != "done"
+        record = self._record(location, retrieve_utc, retries, retry_interval_s)
+        record.update(signed=True, request_id=request_id, certificate=certificate,
+                      signature=signature, install=install_utc)
+        self._start(record, f"SignedUpdateFirmware {request_id}")
+        if retrieve_utc > self._clock.utc():
+            self._tell("DownloadScheduled")
+        return "AcceptedCanceled" if canceled else "Accepted"
+
+    def _record(self, location: str, retrieve_utc: float, retries: Optional[int],
+                retry_interval_s: Optional[int]) -> dict:
+        return {
             "id": uuid.uuid4().hex[:16], "location": location, "retrieve": retrieve_utc,
             "retries": DEFAULT_RETRIES if retries is None else max(0, retries),
             "interval": DEFAULT_RETRY_INTERVAL_S if retry_interval_s is None
             else max(0, retry_interval_s),
-            "attempts": 0, "phase": "scheduled", "from": self.release.version})
+            "attempts": 0, "phase": "scheduled", "from": self.release.version}
+
+    def _start(self, record: dict, what: str) -> None:
+        current = self.update
+        if current is not None and current["phase"] != "done":
+            log.warning("%s of %s replaces the update from %s, not finished", what,
+                        _shown(record["location"]), _shown(current["location"]))
+        self._save(record)
         self._hold(False)
-        log.info("firmware update from %s scheduled for %s", _shown(location),
-                 iso(retrieve_utc))
+        log.info("firmware update from %s scheduled for %s", _shown(record["location"]),
+                 iso(record["retrieve"]))
         self._arm_retrieve()
 
     def _arm_retrieve(self) -> None:
@@ -132,9 +226,11 @@ class Firmware:
         self._timers.set("firmware", max(at, self._clock.now), self._download)
 
     def moved(self) -> None:
-        """Real time moved: a retrieveDate or a retry is armed again."""
+        """Real time moved: a retrieveDate, a retry or an installDateTime is armed again."""
         if self.update is not None and self.update["phase"] in ("scheduled", "retry"):
             self._arm_retrieve()
+        elif self.update is not None and self.update["phase"] == "install-scheduled":
+            self._arm_install()
 
     def _download(self) -> None:
         update = self.update
@@ -142,8 +238,8 @@ class Firmware:
         update["attempts"] += 1
         update["phase"] = "downloading"
         self._save(update)
-        if first:
-            self.notices.tell("Downloading")
+        if first or update.get("signed"):
+            self._tell("Downloading")
         log.info("firmware download attempt %d of %d: %s", update["attempts"],
                  update["retries"] + 1, _shown(update["location"]))
         self._effects.emit(act.DownloadFirmware(update["id"], update["location"]))
@@ -155,9 +251,15 @@ class Firmware:
             return
         if ok:
             log.info("firmware downloaded from %s", _shown(update["location"]))
+            if update.get("signed"):
+                update["phase"] = "verifying"
+                self._save(update)
+                self._tell("Downloaded")
+                self._verify()
+                return
             update["phase"] = "downloaded"
             self._save(update)
-            self.notices.tell("Downloaded")
+            self._tell("Downloaded")
             self._hold(True)
             self._install_when_idle()
             return
@@ -170,9 +272,58 @@ class Firmware:
         update["phase"] = "retry"
         update["next"] = self._clock.utc() + update["interval"]
         self._save(update)
+        if update.get("signed"):
+            self._tell("DownloadPaused")
         log.warning("firmware download failed (%s); %d more attempt%s, the next in %d s",
                     reason, left, "" if left == 1 else "s", update["interval"])
         self._arm_retrieve()
+
+    # ------------------------------------------------------------------ the signature
+    def _verify(self) -> None:
+        update = self.update
+        log.info("verifying the signature of the bundle of SignedUpdateFirmware %d",
+                 update["request_id"])
+        self._effects.emit(act.VerifyFirmware(update["id"], update["certificate"],
+                                              update["signature"]))
+
+    def verified(self, request_id: str, outcome: str, reason: str) -> None:
+        """The runtime checked the signed bundle: "verified", "invalid-signature" or
+        "invalid-bundle" (the signature holds, the bundle does not)."""
+        update = self.update
+        if update is None or update["id"] != request_id or update["phase"] != "verifying":
+            return
+        if outcome == "invalid-signature":
+            log.error("SignedUpdateFirmware %d: invalid signature, nothing installed: %s",
+                      update["request_id"], reason)
+            self._security.record("InvalidFirmwareSignature", reason)
+            self._finish("InvalidSignature")
+            return
+        if outcome != "verified":
+            log.error("SignedUpdateFirmware %d: the signed bundle does not verify, nothing "
+                      "installed: %s", update["request_id"], reason)
+            self._finish("InstallVerificationFailed")
+            return
+        self._tell("SignatureVerified")
+        if update.get("install") is not None and update["install"] > self._clock.utc():
+            update["phase"] = "install-scheduled"
+            self._save(update)
+            self._tell("InstallScheduled")
+            log.info("firmware installation scheduled for %s", iso(update["install"]))
+            self._arm_install()
+            return
+        self._ready()
+
+    def _arm_install(self) -> None:
+        at = self._clock.to_local(self.update["install"])
+        self._timers.set("firmware", max(at, self._clock.now), self._ready)
+
+    def _ready(self) -> None:
+        """The bundle may be installed: once no transaction runs."""
+        update = self.update
+        update["phase"] = "downloaded"
+        self._save(update)
+        self._hold(True)
+        self._install_when_idle()
 
     # ------------------------------------------------------------------ installing
     def transaction_ended(self) -> None:
@@ -206,7 +357,7 @@ class Firmware:
             return
         update["phase"] = "installing"
         self._save(update)
-        self.notices.tell("Installing")
+        self._tell("Installing")
         log.info("installing the downloaded release")
         self._effects.emit(act.InstallFirmware(update["id"]))
 
@@ -223,13 +374,15 @@ class Firmware:
         update["phase"] = "activated"
         update["version"] = version
         self._save(update)
+        if update.get("signed"):
+            self._tell("InstallRebooting")
         log.warning("release %s installed and switched to; restarting into it (on trial)",
                     version)
         self._restart_when_told(self._clock.now + DRAIN_WAIT_S)
 
     def _restart_when_told(self, deadline: float) -> None:
         """Restart once Installing has reached the CSMS (or after DRAIN_WAIT_S)."""
-        told = self.notices.waiting is None and not self._link.busy()
+        told = self._notices().waiting is None and not self._link.busy()
         if (told and not (self._link.online and len(self._outbox))) \
                 or self._clock.now >= deadline:
             self._effects.emit(act.Restart("release"))
@@ -242,6 +395,7 @@ class Firmware:
         """Registered and connected (BootNotification Accepted, or a reconnect): what waits
         is told, and a release on trial runs its self-test."""
         self.notices.online()
+        self.signed_notices.online()
         if self.release.on_trial and not self._testing and self._link.accepted:
             self._testing = True
             log.info("release %s reached the CSMS; running its self-test",
@@ -255,7 +409,7 @@ class Firmware:
             log.info("release %s passed its self-test and is committed", self.release.version)
             self.release = RunningRelease(self.release.version)
             if update is not None and update["phase"] == "activated":
-                self._finish("Installed")
+                self._installed()
             return
         log.error("release %s failed its self-test: %s; rolling back", self.release.version,
                   reason)
@@ -271,6 +425,11 @@ class Firmware:
         self._install_when_idle()
 
     # ------------------------------------------------------------------ the end
+    def _installed(self) -> None:
+        self._security.record("FirmwareUpdated", f"release {self.release.version} installed "
+                              f"(from {self.update['from']})")
+        self._finish("Installed")
+
     def _finish(self, status: str) -> None:
         """The update ended with `status`; kept until the CSMS has heard it."""
         update = self.update
@@ -279,13 +438,33 @@ class Firmware:
         self._save(update)
         self._hold(False)
         self._timers.cancel("firmware")
-        self.notices.tell(status)
+        self._tell(status)
 
-    def _delivered(self, status: str) -> None:
+    def _delivered(self, notices: StatusNotices, status: str) -> None:
         update = self.update
-        if update is not None and update["phase"] == "done" and update["final"] == status:
+        if update is not None and update["phase"] == "done" and update["final"] == status \
+                and notices is self._notices():
             self._store.delete_state(STATE_KEY)
             self.update = None
+
+    def _notices(self) -> StatusNotices:
+        """The notification of the update in progress: signed or not."""
+        return self.signed_notices if (self.update or {}).get("signed") else self.notices
+
+    def _tell(self, status: str) -> None:
+        update = self.update
+        if update is not None and update.get("signed"):
+            self.signed_notices.tell(status, {"requestId": update["request_id"]})
+        elif status in PLAIN_STATUSES:
+            self.notices.tell(status)
+
+    def _waiting(self, status: str) -> None:
+        """`status` is to be told again once online (at a start)."""
+        update = self.update
+        notices = self._notices()
+        notices.waiting = status
+        notices.details = ({"requestId": update["request_id"]} if update.get("signed")
+                           else {})
 
     # ------------------------------------------------------------------ at start
     def _resume(self) -> None:
@@ -307,8 +486,14 @@ class Firmware:
             update["next"] = self._clock.utc()
             self._save(update)
             self._arm_retrieve()
+        elif phase == "verifying":
+            self._waiting("Downloaded")
+            self._verify()
+        elif phase == "install-scheduled":
+            self._waiting("InstallScheduled")
+            self._arm_install()
         elif phase == "downloaded":
-            self.notices.waiting = "Downloaded"
+            self._waiting("SignatureVerified" if update.get("signed") else "Downloaded")
             self._hold(True)
             self._timers.set("firmware", self._clock.now, self._install_when_idle)
         elif phase in ("installing", "activated"):
@@ -321,7 +506,7 @@ class Firmware:
                 self._hold(True)
                 self._timers.set("firmware", self._clock.now, self._install_when_idle)
         elif phase == "done":
-            self.notices.waiting = update["final"]
+            self._waiting(update["final"])
 
     def _after_switch(self, update: dict) -> None:
         """Started after the installation began: on the new release (on trial or already
@@ -348,7 +533,7 @@ class Firmware:
         update["version"] = release.version
         self._save(update)
         if not release.on_trial:
-            self._finish("Installed")        # committed before the CSMS heard of it
+            self._installed()                # committed before the CSMS heard of it
 
     # ------------------------------------------------------------------ helpers
     def _hold(self, held: bool) -> None:

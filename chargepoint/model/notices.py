@@ -1,11 +1,13 @@
-"""FirmwareStatusNotification and DiagnosticsStatusNotification: one status at a time,
-told again once the CSMS can hear it.
+"""FirmwareStatusNotification, SignedFirmwareStatusNotification,
+DiagnosticsStatusNotification and LogStatusNotification: one status at a time, told again
+once the CSMS can hear it.
 
 The CSMS learns how an update or an upload ends only from these notifications, so one
 that could not go is not dropped as a heartbeat would be: the latest status waits and goes
 when the charger is next online (`online()`), or RETRY_S later when the CSMS did not
 answer it or answered with a CALLERROR. Intermediate statuses a later one replaced are not
-repeated.
+repeated. A status may carry fields of its request (LogStatusNotification's requestId):
+the same status of another request is another notification.
 """
 from __future__ import annotations
 
@@ -32,16 +34,20 @@ class StatusNotices:
         self.action = action
         #: The status that still has to reach the CSMS, if any.
         self.waiting: Optional[str] = None
-        self._sending: Optional[str] = None
+        #: What goes with it in the payload (the requestId of a signed update or a GetLog).
+        self.details: dict = {}
+        self._sending: Optional[tuple] = None
         self._on_delivered: Optional[Callable[[str], None]] = None
 
     def on_delivered(self, callback: Callable[[str], None]) -> None:
         """`callback(status)` once the CSMS has answered the notification of `status`."""
         self._on_delivered = callback
 
-    def tell(self, status: str) -> None:
-        """Tell the CSMS `status` now, or as soon as it is online."""
+    def tell(self, status: str, details: Optional[dict] = None) -> None:
+        """Tell the CSMS `status` (with `details` in the payload) now, or as soon as it is
+        online."""
         self.waiting = status
+        self.details = dict(details or {})
         self._send()
 
     def online(self) -> None:
@@ -50,14 +56,17 @@ class StatusNotices:
 
     def _send(self) -> None:
         status = self.waiting
-        if status is None or self._sending == status or not self._link.online:
+        details = dict(self.details)
+        told = (status, sorted(details.items()))
+        if status is None or self._sending == told or not self._link.online:
             return
-        self._sending = status
+        self._sending = told
 
         def delivered(payload: dict) -> None:
             self._sending = None
-            if self.waiting == status:
+            if (self.waiting, sorted(self.details.items())) == told:
                 self.waiting = None
+                self.details = {}
             if self._on_delivered is not None:
                 self._on_delivered(status)
             self._send()                    # a newer status came meanwhile
@@ -72,6 +81,6 @@ class StatusNotices:
                         reason, RETRY_S)
             self._timers.set(f"notice:{self.action}", self._clock.now + RETRY_S, self._send)
 
-        if not self._link.send_call(self.action, {"status": status}, on_result=delivered,
-                                    on_error=failed):
+        if not self._link.send_call(self.action, {"status": status, **details},
+                                    on_result=delivered, on_error=failed):
             self._sending = None

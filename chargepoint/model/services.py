@@ -26,6 +26,7 @@ from chargepoint.model.firmware import Firmware, RunningRelease
 from chargepoint.model.link import CallSender, Link
 from chargepoint.model.local_list import LocalList
 from chargepoint.model.locks import Locks
+from chargepoint.model.log_upload import LogUpload
 from chargepoint.model.meter_reads import MeterReads
 from chargepoint.model.metering import Metering
 from chargepoint.model.outbox import Outbox
@@ -85,6 +86,7 @@ class Services:
     boot: Boot
     firmware: Firmware
     diagnostics: Diagnostics
+    log_upload: LogUpload
 
 
 def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: CallSender,
@@ -106,9 +108,8 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
     availability = Availability(store, outlets, write_faults)
     reservations = Reservations(store, clock, timers, outlets, availability)
     outbox = Outbox(store)
-    firmware = Firmware(store, clock, timers, effects, link, outlets, availability, outbox,
-                        release or RunningRelease(__version__))
     diagnostics = Diagnostics(clock, timers, effects, link, charge_point_id)
+    log_upload = LogUpload(clock, timers, effects, link, charge_point_id)
     smart = SmartCharging(keys, store, clock, timers, outlets, response_timeout_s)
     plug_wait = PlugWait(keys, timers, clock, outlets, reservations)
     view = ConnectorView(availability, reservations, smart, plug_wait)
@@ -123,6 +124,8 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
     charger_certificate = ChargerCertificate(keys, store, clock, timers, effects, link,
                                              security_events, charge_point_id,
                                              configured_client_certificate)
+    firmware = Firmware(store, clock, timers, effects, link, outlets, availability, outbox,
+                        security_events, certificates, release or RunningRelease(__version__))
     security_profile = SecurityProfile(keys, store, effects, certificates, charger_certificate,
                                        security_events, configured_profile)
     metering = Metering(keys, clock, timers, store, outlets, view, meter_reads, transactions,
@@ -134,7 +137,7 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
     delivery = Delivery(keys, clock, timers, link, outbox, transactions, authorization,
                         sessions, write_faults)
     boot = Boot(link, keys, clock, timers, boot_payload, status_reports, timekeeping,
-                (firmware, diagnostics))
+                (firmware, diagnostics, log_upload))
     return Services(keys=keys, store=store, clock=clock, timers=timers, effects=effects,
                     link=link, connectors=outlets, meter_reads=meter_reads, locks=locks,
                     write_faults=write_faults, storage_repairs=storage_repairs,
@@ -145,4 +148,4 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
                     certificates=certificates, charger_certificate=charger_certificate,
                     security_profile=security_profile, metering=metering, timekeeping=timekeeping,
                     sessions=sessions, delivery=delivery, boot=boot, firmware=firmware,
-                    diagnostics=diagnostics)
+                    diagnostics=diagnostics, log_upload=log_upload)

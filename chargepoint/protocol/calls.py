@@ -6,9 +6,9 @@ durable outbox instead, chargepoint/model/outbox.py). Two rules keep the queue s
 the CSMS does:
 
 - **Coalescing.** A message that only reports the present — a Heartbeat, a connector's
-  StatusNotification, a Diagnostics/FirmwareStatusNotification, a BootNotification, a
-  connector's triggered or clock-aligned MeterValues — takes the place of one of the same
-  kind that is still waiting: its content replaces the older one, which keeps its place
+  StatusNotification, a Diagnostics/(Signed)Firmware/LogStatusNotification, a
+  BootNotification, a connector's triggered or clock-aligned MeterValues — takes the place
+  of one of the same kind that is still waiting: its content replaces the older one, which keeps its place
   in line. A StatusNotification tells the current status (statuses that changed again
   before they could be sent are skipped, which MinimumStatusDuration also allows), so a
   CSMS that triggers StatusNotification 200 times a second gets one per connector at a
@@ -56,10 +56,11 @@ def coalesce_key(action: str, payload: dict) -> Optional[Hashable]:
     None: never merged (every Authorize and DataTransfer counts)."""
     if action in ("Heartbeat", "BootNotification"):
         return (action,)
-    if action in ("DiagnosticsStatusNotification", "FirmwareStatusNotification"):
+    if action in ("DiagnosticsStatusNotification", "FirmwareStatusNotification",
+                  "SignedFirmwareStatusNotification", "LogStatusNotification"):
         # Each step of an upload or update is news (Downloading, Downloaded, Installing...);
-        # only the same status told twice (a trigger flood) is merged.
-        return (action, payload.get("status"))
+        # only the same status of the same request told twice (a trigger flood) is merged.
+        return (action, payload.get("status"), payload.get("requestId"))
     if action == "StatusNotification":
         # A fault is reported even if it cleared before it could be sent: an error code
         # keys apart from NoError, so a repair's report is not replaced by the all-clear.

@@ -50,9 +50,22 @@ class ErrorReceived:
 
     out: Outgoing
     reason: str
+    #: The CSMS's answer was itself not valid (a CALLRESULT against its schema), rather
+    #: than a CALLERROR it sent.
+    invalid: bool = False
 
 
-Event = Union[CallReceived, ResultReceived, ErrorReceived]
+@dataclass(frozen=True)
+class MalformedFrame:
+    """A frame that is not OCPP-J (not JSON, a wrong MessageTypeId, a bad UniqueId, too
+    long): already answered with a CALLERROR here when it could be, or dropped. `code` is
+    the CALLERROR's code."""
+
+    code: str
+    answered: bool
+
+
+Event = Union[CallReceived, ResultReceived, ErrorReceived, MalformedFrame]
 
 
 class TransactionSource(Protocol):
@@ -209,17 +222,19 @@ class RpcEndpoint:
 
     # ------------------------------------------------------------------ frames in
     def receive(self, text: str) -> Optional[Event]:
-        """A text frame from the CSMS: the event it makes, or None (answered here or dropped)."""
+        """A text frame from the CSMS: the event it makes, or None (a response to no call
+        of ours, dropped)."""
         self.stats["frames_in"] += 1
         self._log_frame("<-", text)
         try:
             frame = ocppj.parse_frame(text, self.max_frame_bytes)
         except ocppj.FrameError as exc:
-            if exc.answerable and exc.unique_id:
+            answered = bool(exc.answerable and exc.unique_id)
+            if answered:
                 self.answer_error(exc.unique_id, exc.code, exc.description)
             else:
                 log.warning("dropped a frame that cannot be answered: %s", exc.description)
-            return None
+            return MalformedFrame(exc.code, answered)
         if isinstance(frame, ocppj.Call):
             return CallReceived(frame)
         return self._on_response(frame)
@@ -243,7 +258,7 @@ class RpcEndpoint:
         except ocppj.OcppError as exc:
             log.warning("CSMS's answer to %s violates the schema (%s); treated as an error",
                         out.action, exc)
-            return ErrorReceived(out, exc.code)
+            return ErrorReceived(out, exc.code, invalid=True)
         return ResultReceived(out, payload)
 
     def check_call(self, call: ocppj.Call, supported: bool) -> Optional[ocppj.OcppError]:

@@ -129,7 +129,8 @@ def wanted() -> bool:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Skipped unless wanted; otherwise in the order they are written (after any
-    shuffling plugin), since they share one machine."""
+    shuffling plugin), since they share one machine, and all on one pytest-xdist worker
+    (`--dist loadgroup`, as dev.py runs the suite)."""
     mine = [i for i, item in enumerate(items) if "tests/system/" in str(item.fspath)]
     if not wanted():
         skip = pytest.mark.skip(reason="system tests in a VM: set CHARGEPOINT_VM=1 (CI runs them)")
@@ -138,6 +139,7 @@ def pytest_collection_modifyitems(config, items):
         return
     for i in mine:
         items[i].add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
+        items[i].add_marker(pytest.mark.xdist_group("machine"))
     ordered = sorted((items[i] for i in mine), key=lambda item: (str(item.fspath),
                                                                  item.location[1]))
     for i, item in zip(mine, ordered):

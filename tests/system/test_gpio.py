@@ -1,18 +1,21 @@
 """The contactor and the status light driven by lgpio on a kernel GPIO chip (gpio-sim),
 through the unit's device cgroup, with a mirror contact that follows the contactor or
-sticks (a welded contactor: PowerSwitchFailure).
+sticks (a welded contactor: PowerSwitchFailure); the chip left to root (no udev rule): the
+connector Faulted until the rule is applied, without a restart.
 
 gpio-sim is the kernel's own simulated chip: the firmware opens /dev/gpiochip0 and drives
-its lines as on a Pi; the test reads the lines back and sets the input's level from
-sysfs. gpiozero looks for a Raspberry Pi's revision in /proc/cpuinfo, which a PC has not:
-a drop-in shows the service a Pi 4's (only here, for the test machine).
+its lines; the test reads the lines back and sets the input's level from sysfs. The
+machine is a PC, not a Raspberry Pi: the firmware drives the chip's lines with `[gpio]
+pin_factory = "lgpio-chip"`, as on any board. One case takes the Raspberry Pi's way
+(gpiozero's own lgpio factory, which looks for a Pi's revision): a drop-in shows the
+service a Pi 4's /proc/cpuinfo (only there, for the test machine).
 """
 from __future__ import annotations
 
 import time
 
 from tests.system.conftest import CP_ID, configure, vm_config
-from tests.system.test_machine import end_session, grow, service, start_session
+from tests.system.test_machine import CLI, end_session, grow, service, start_session
 
 CONTACTOR, MIRROR = 17, 27
 RED, GREEN, BLUE = 5, 6, 13
@@ -57,7 +60,12 @@ MIRROR_LOOP = ("while :; do if [ $(cat {chip}/sim_gpio%d/value) = 1 ]; then p=pu
                % (CONTACTOR, MIRROR))
 
 
-def gpio_config() -> str:
+#: Any board: the chip's lines, pin N being line N; a chip that cannot be opened is tried
+#: again every 2 s.
+ANY_BOARD = '[gpio]\npin_factory = "lgpio-chip"\nchip = "/dev/gpiochip0"\nretry_s = 2\n\n'
+
+
+def gpio_config(board: str = ANY_BOARD) -> str:
     config = vm_config()
     first, rest = config.split("[connectors.contactor]\ntype = \"sim\"\n", 1)
     contactor = (f'[connectors.contactor]\ntype = "gpio"\npin = {CONTACTOR}\n'
@@ -66,6 +74,7 @@ def gpio_config() -> str:
     rest = rest.replace('[connectors.indicator]\ntype = "sim"\n',
                         f'[connectors.indicator]\ntype = "gpio"\nred_pin = {RED}\n'
                         f'green_pin = {GREEN}\nblue_pin = {BLUE}\n', 1)
+    first = first.replace("[[connectors]]", board + "[[connectors]]", 1)
     return first + contactor + rest
 
 
@@ -86,10 +95,7 @@ def test_contactor_and_light_on_a_kernel_gpio_chip_and_a_welded_contactor(machin
     chip = vm.run(MAKE_CHIP, check=True).stdout.strip().splitlines()[-1]
     owner = vm.run("stat -c '%G %a' /dev/gpiochip0", check=True).stdout.split()
     assert owner == ["gpio", "660"], owner                      # the guide's udev rule
-    vm.write("/etc/chargepoint/pi4-cpuinfo", "processor\t: 0\nRevision\t: c03111\n"
-             "Model\t\t: Raspberry Pi 4 Model B Rev 1.1\n")
-    vm.write("/etc/systemd/system/chargepoint.service.d/board.conf", BOARD)
-    vm.run("systemctl daemon-reload", check=True)
+    assert "Raspberry" not in vm.run("cat /proc/cpuinfo", check=True).stdout
     vm.run(f"systemd-run --unit=mirror-contact bash -c '{MIRROR_LOOP.format(chip=chip)}'",
            check=True)
     try:
@@ -132,34 +138,85 @@ def test_contactor_and_light_on_a_kernel_gpio_chip_and_a_welded_contactor(machin
         journal = vm.journal("-u", "chargepoint", "-b")
         assert "Permission denied" not in journal and "BadPinFactory" not in journal
     finally:
-        vm.run("systemctl stop mirror-contact; rm -f "
-               "/etc/systemd/system/chargepoint.service.d/board.conf; systemctl daemon-reload")
+        vm.run("systemctl stop mirror-contact")
         configure(vm)
 
 
-def test_a_gpio_chip_the_service_cannot_open_is_one_clear_error_and_no_restart_loop(
+def test_a_gpio_chip_the_service_cannot_open_is_a_connector_fault_until_udev_gives_it(
         machine, csms):
-    """A chip left to root (no udev rule): the service says which chip and why, once,
-    and is not restarted every 5 s (exit status 78)."""
+    """A chip left to root (no udev rule): the service starts, says which chip and why in
+    one line, reports the connector Faulted naming the chip and never drives its contactor;
+    `chargepoint check` says it would start, but not in a good state; the udev rule applied
+    (udevadm trigger) brings the connector back Available without a restart."""
     vm = machine
     chip = vm.run(MAKE_CHIP, check=True).stdout.strip().splitlines()[-1]
-    vm.write("/etc/chargepoint/pi4-cpuinfo", "processor\t: 0\nRevision\t: c03111\n")
-    vm.write("/etc/systemd/system/chargepoint.service.d/board.conf", BOARD)
-    vm.run("systemctl daemon-reload && chown root:root /dev/gpiochip0 && "
-           "chmod 0600 /dev/gpiochip0", check=True)
+    # The mirror contact open, as it is while the contactor is.
+    vm.run(f"echo pull-up > {chip}/sim_gpio{MIRROR}/pull && chown root:root /dev/gpiochip0 "
+           "&& chmod 0600 /dev/gpiochip0", check=True)
     try:
+        mark = len(csms.received)
         vm.write("/etc/chargepoint/config.toml", gpio_config(), mode="0640",
                  owner="root:chargepoint")
-        vm.run("systemctl restart chargepoint", timeout=120)
-        time.sleep(15)
-        state = service(vm, "ActiveState", "Result", "ExecMainStatus", "NRestarts")
-        journal = vm.journal("-u", "chargepoint", "-b", "-p", "err")
-        print(state, journal[-1500:])
-        assert state["ExecMainStatus"] == "78", state
-        assert state["ActiveState"] == "failed" and state["NRestarts"] == "0", state
-        assert "cannot open /dev/gpiochip0" in journal, journal
+        vm.run("systemctl restart chargepoint", timeout=120, check=True)
+        fault = csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1
+                              and r["status"] == "Faulted", timeout=120, after=mark,
+                              cp_id=CP_ID)
+        assert fault["errorCode"] == "PowerSwitchFailure", fault
+        assert fault["info"] == "cannot open /dev/gpiochip0", fault
+        assert fault["vendorErrorCode"] == "udev rule: GROUP=gpio MODE=0660", fault
+        state = service(vm, "ActiveState", "MainPID", "NRestarts")
+        assert state["ActiveState"] == "active" and state["NRestarts"] == "0", state
+        errors = vm.journal("-u", "chargepoint", "-b", "-p", "err")
+        told = [line for line in errors.splitlines() if "(root:root, mode 0600)" in line]
+        assert len(told) == 1, errors[-3000:]
+        assert "cannot open /dev/gpiochip0" in told[0] and 'GROUP="gpio"' in told[0], told
+        assert line(vm, chip, CONTACTOR) == 0
+        check = vm.run(f"{CLI} check --config /etc/chargepoint/config.toml", timeout=120)
+        assert check.returncode == 78, check.stdout + check.stderr
+        assert "fault: " in check.stdout and "cannot open /dev/gpiochip0" in check.stdout
+        assert "the firmware would start, but not in a good state" in check.stdout
+
+        back = len(csms.received)
+        vm.run("udevadm trigger --action=add /dev/gpiochip0 && udevadm settle", check=True)
+        assert vm.run("stat -c '%G %a' /dev/gpiochip0", check=True).stdout.split() == \
+            ["gpio", "660"]
+        csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1
+                      and r["status"] == "Available", timeout=60, after=back, cp_id=CP_ID)
+        after = service(vm, "ActiveState", "MainPID", "NRestarts")
+        assert after == state, (state, after)            # the same process: no restart
+        idle = [line(vm, chip, n) for n in (RED, GREEN, BLUE)]
+        assert any(idle), "the status light is dark once the chip opened"
     finally:
-        vm.run("udevadm trigger --action=add /dev/gpiochip0 && udevadm settle; "
-               "rm -f /etc/systemd/system/chargepoint.service.d/board.conf; "
-               "systemctl daemon-reload; systemctl reset-failed chargepoint")
+        vm.run("udevadm trigger --action=add /dev/gpiochip0 && udevadm settle")
+        configure(vm)
+
+
+def test_a_raspberry_pi_drives_the_contactor_through_gpiozero_s_own_factory(machine, csms,
+                                                                          meters):
+    """The Pi's way: `[gpio] pin_factory = "auto"`, gpiozero's lgpio factory, pins by BCM
+    number; the board is a Pi 4 B by the /proc/cpuinfo a drop-in shows the service."""
+    vm = machine
+    chip = vm.run(MAKE_CHIP, check=True).stdout.strip().splitlines()[-1]
+    vm.write("/etc/chargepoint/pi4-cpuinfo", "processor\t: 0\nRevision\t: c03111\n"
+             "Model\t\t: Raspberry Pi 4 Model B Rev 1.1\n")
+    vm.write("/etc/systemd/system/chargepoint.service.d/board.conf", BOARD)
+    vm.run("systemctl daemon-reload", check=True)
+    vm.run(f"systemd-run --unit=mirror-contact bash -c '{MIRROR_LOOP.format(chip=chip)}'",
+           check=True)
+    try:
+        configure(vm, gpio_config(board='[gpio]\npin_factory = "auto"\n\n'))
+        state = service(vm, "ActiveState", "NRestarts")
+        assert state["ActiveState"] == "active", state
+        _, meter = meters["uart"]
+        grow(meter, 0.5)
+        time.sleep(3)
+        start = start_session(vm, csms, tag="VMTAG3")
+        wait_line(vm, chip, CONTACTOR, 1)
+        end_session(vm, csms, start.reply["transactionId"])
+        wait_line(vm, chip, CONTACTOR, 0)
+        journal = vm.journal("-u", "chargepoint", "-b")
+        assert "Permission denied" not in journal and "BadPinFactory" not in journal
+    finally:
+        vm.run("systemctl stop mirror-contact; rm -f "
+               "/etc/systemd/system/chargepoint.service.d/board.conf; systemctl daemon-reload")
         configure(vm)
