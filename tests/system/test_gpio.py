@@ -21,9 +21,10 @@ CONTACTOR, MIRROR = 17, 27
 RED, GREEN, BLUE = 5, 6, 13
 
 #: The chip: 28 lines like the Pi's header GPIO0-27 (configfs, gpio-sim.rst), and
-#: gpiochip0, where a Pi 4 has its header and the firmware (gpiozero) looks. qemu's virt
-#: board (arm64) has a GPIO controller of its own there, the PL061 of its power button:
-#: the button and the controller are let go first, so that the number is free.
+#: gpiochip0, where a Pi 4 has its header, gpiozero's own factory looks and ANY_BOARD
+#: points the firmware. qemu's virt board (arm64) has a GPIO controller of its own there,
+#: the PL061 of its power button: the button and the controller are let go first, so
+#: that the number is free.
 MAKE_CHIP = """
 set -e
 for driver in /sys/bus/platform/drivers/gpio-keys /sys/bus/amba/drivers/pl061_gpio; do
