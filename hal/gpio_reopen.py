@@ -47,7 +47,9 @@ def fault_texts(exc: BaseException) -> tuple[str, str]:
         return f"cannot open {exc.chip}"[:50], exc.fix[:50]
     if isinstance(exc, OSError) and exc.filename:
         return f"cannot open {exc.filename}"[:50], fix_for(exc)
-    return f"GPIO: {exc}"[:50], "GpioBusy"
+    # lgpio's own refusal of a line: "GPIO busy" (another program holds it) or "GPIO
+    # operation not permitted" (the chip has no such line); `info` carries which.
+    return f"GPIO: {exc}"[:50], "GpioLineRefused"
 
 
 def open_or_stand_in(kind: str, open_device: Callable[[], Device], connector_id: int,
