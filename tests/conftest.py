@@ -96,3 +96,22 @@ def ftp(served):
     from tests.file_servers import FtpServer  # only the file transfer tests serve files
     with FtpServer(served) as server:
         yield server
+
+
+@pytest.fixture
+def chip(tmp_path, monkeypatch):
+    """A GPIO chip file the user cannot open (0600), behind the `closedchip` pin factory
+    gpiozero loads when asked (tests/closed_chip.py); yields its path."""
+    from gpiozero import Device  # only the GPIO fault tests use it
+
+    from tests.closed_chip import CHIP_ENV, install, make_chip  # as above
+
+    path = make_chip(tmp_path / "gpiochip0")
+    monkeypatch.syspath_prepend(str(install(tmp_path / "site")))
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "closedchip")
+    monkeypatch.setenv(CHIP_ENV, str(path))
+    before, Device.pin_factory = Device.pin_factory, None
+    yield path
+    if Device.pin_factory is not None:
+        Device.pin_factory.close()
+    Device.pin_factory = before

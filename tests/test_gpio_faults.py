@@ -28,20 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CP = "CP-1"
 
 
-@pytest.fixture
-def chip(tmp_path, monkeypatch):
-    """The chip file, closed (0600); gpiozero loads `closedchip` when asked for a factory."""
-    path = make_chip(tmp_path / "gpiochip0")
-    monkeypatch.syspath_prepend(str(install(tmp_path / "site")))
-    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "closedchip")
-    monkeypatch.setenv(CHIP_ENV, str(path))
-    before, Device.pin_factory = Device.pin_factory, None
-    yield path
-    if Device.pin_factory is not None:
-        Device.pin_factory.close()
-    Device.pin_factory = before
-
-
 def gpio_connector() -> dict:
     return base_connector(contactor={"type": "gpio", "pin": 17})
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
+
+from tests.demo_process import ChargepointProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 20
@@ -38,52 +37,25 @@ def _config(tmp_path: Path, url: str, cp_id: str = "CP-FILE", system: str = "") 
     return path
 
 
-class Chargepoint:
-    """`python -m chargepoint ARGS` in its own process group, output collected."""
+class Chargepoint(ChargepointProcess):
+    """`python -m chargepoint ARGS` in its own process group, output collected, without
+    the CSMS or systemd settings of the test run's environment."""
 
     def __init__(self, tmp_path: Path, *args: str, env: dict | None = None):
         environ = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
         for name in ("CHARGEPOINT_URL", "CHARGEPOINT_ID", "NOTIFY_SOCKET", "JOURNAL_STREAM"):
             environ.pop(name, None)
         environ.update(env or {})
-        self.proc = subprocess.Popen([sys.executable, "-m", "chargepoint", *args], cwd=tmp_path,
-                                     env=environ, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-        self.lines: list[str] = []
-        self._seen = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            with self._seen:
-                self.lines.append(line)
-                self._seen.notify_all()
+        super().__init__(list(args), tmp_path, environ)
 
     def output(self) -> str:
-        with self._seen:
-            return "".join(self.lines)
+        return self.text
 
-    def wait_line(self, pattern: str) -> re.Match:
-        found: list[re.Match] = []
+    def wait_line(self, pattern: str, timeout: float = WAIT_S) -> re.Match:
+        return super().wait_line(pattern, timeout)
 
-        def seen() -> bool:
-            found[:] = [m for m in (re.search(pattern, line) for line in self.lines) if m]
-            return bool(found)
-
-        with self._seen:
-            assert self._seen.wait_for(seen, WAIT_S), \
-                f"{pattern!r} not in the output:\n{''.join(self.lines)}"
-        return found[0]
-
-    def interrupt(self) -> int:
-        os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(timeout=WAIT_S)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+    def interrupt(self, timeout: float = WAIT_S) -> int:
+        return super().interrupt(timeout)
 
 
 @pytest.fixture

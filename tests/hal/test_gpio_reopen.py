@@ -10,26 +10,11 @@ from hal.gpio import GpioContactor, GpioIndicator, GpioLock, ensure_pin_factory
 from hal.gpio_reopen import ReopeningContactor, ReopeningIndicator, ReopeningLock
 from hal.gpio_settings import FIX_PERMISSION, GpioChipUnavailable, GpioSettings
 from hal.interfaces import IndicatorColour
-from tests.closed_chip import CHIP_ENV, install, make_chip
 from tests.harness import wait_until
 
 RELAY, MIRROR, LOCK_OUT, RED, GREEN, BLUE = 17, 27, 22, 5, 6, 13
 #: Tried again by hand here: the thread's interval is never reached.
 SLOW = GpioSettings(retry_s=3600)
-
-
-@pytest.fixture
-def chip(tmp_path, monkeypatch):
-    """The chip file, closed (0600); gpiozero loads `closedchip` when asked for a factory."""
-    path = make_chip(tmp_path / "gpiochip0")
-    monkeypatch.syspath_prepend(str(install(tmp_path / "site")))
-    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "closedchip")
-    monkeypatch.setenv(CHIP_ENV, str(path))
-    before, Device.pin_factory = Device.pin_factory, None
-    yield path
-    if Device.pin_factory is not None:
-        Device.pin_factory.close()
-    Device.pin_factory = before
 
 
 def build(kind: str, table: dict, events: list, gpio: GpioSettings = SLOW):
