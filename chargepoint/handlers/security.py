@@ -98,15 +98,5 @@ EXTENDED_TRIGGERS = {
 
 def extended_trigger_message(services: Services, payload: dict) -> dict:
     services.security_events.csms_speaks_whitepaper()
-    name = payload["requestedMessage"]
-    connector_id = payload.get("connectorId")
-    sender = EXTENDED_TRIGGERS.get(name)
-    if sender is None:
-        return {"status": "NotImplemented"}
-    if connector_id is not None and connector_id not in services.connectors:
-        return {"status": "Rejected"}
-    if not sender(services, connector_id):
-        log.warning("ExtendedTriggerMessage(%s) rejected: the queue of outgoing CALLs is full",
-                    name)
-        return {"status": "Rejected"}
-    return {"status": "Accepted"}
+    return trigger.answer_trigger(services, payload, EXTENDED_TRIGGERS,
+                                  "ExtendedTriggerMessage")

@@ -60,15 +60,24 @@ TRIGGERS: dict[str, Callable[[Services, Optional[int]], bool]] = {
 }
 
 
-def trigger_message(services: Services, payload: dict) -> dict:
+def answer_trigger(services: Services, payload: dict,
+                   senders: dict[str, Callable[[Services, Optional[int]], bool]],
+                   operation: str) -> dict:
+    """TriggerMessage's answer, and ExtendedTriggerMessage's with its own `senders`: the
+    requested message sent, unless it is unknown, for a connector there is not, or the
+    queue of outgoing CALLs is full."""
     name = payload["requestedMessage"]
     connector_id = payload.get("connectorId")
-    sender = TRIGGERS.get(name)
+    sender = senders.get(name)
     if sender is None:
         return {"status": "NotImplemented"}
     if connector_id is not None and connector_id not in services.connectors:
         return {"status": "Rejected"}
     if not sender(services, connector_id):
-        log.warning("TriggerMessage(%s) rejected: the queue of outgoing CALLs is full", name)
+        log.warning("%s(%s) rejected: the queue of outgoing CALLs is full", operation, name)
         return {"status": "Rejected"}
     return {"status": "Accepted"}
+
+
+def trigger_message(services: Services, payload: dict) -> dict:
+    return answer_trigger(services, payload, TRIGGERS, "TriggerMessage")
