@@ -3,7 +3,7 @@
 Running transactions are stopped first with reason SoftReset / HardReset and their
 StopTransaction committed to disk (TC_013-016); the charger then waits a moment
 for the queue to reach the CSMS (it is durable either way) before asking the
-runtime to restart (chargepoint/cli.py: `os.execv` of itself for Soft, the
+runtime to restart (chargepoint/commands/run.py: `os.execv` of itself for Soft, the
 configured `[system] reboot_command` for Hard, retried `ResetRetries` times). After
 either, the charger boots afresh and sends BootNotification.
 """
