@@ -546,6 +546,8 @@ class FuzzCsms:
         self.waiters: dict[Any, asyncio.Future] = {}
         self.calls: list[tuple[float, str, dict]] = []    # (monotonic, action, payload)
         self.bad_frames: list[str] = []                   # unparseable frames from it
+        #: Connections whose every received frame has been read (their handler ended).
+        self.drained: set = set()
         self.tx_ids = 0
         self.server = None
         self.port = 0
@@ -580,6 +582,7 @@ class FuzzCsms:
         except Exception:
             pass
         finally:
+            self.drained.add(conn)
             if self.conn is conn:
                 self.conn = None
                 self.connected.clear()
@@ -868,6 +871,12 @@ class Fuzzer:
         """The batch did not end with the marker's answer: a dropped link (meant or not),
         a dead process, or no answer while the link stayed up."""
         res = self.result
+        # A send on a closed link fails at once, while answers that arrived before the
+        # close may still wait in the connection's queue: judge after they are read.
+        deadline = time.monotonic() + 5
+        while conn is not None and conn not in self.csms.drained \
+                and conn.state.name != "OPEN" and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         self._note_fatal_answers(frames)
         if not self._alive():
             res.deaths += 1
