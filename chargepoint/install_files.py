@@ -10,10 +10,11 @@ install-files DEST` copies them out for the steps of systemd/README-install.md.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from chargepoint import durable
 
 
 @dataclass(frozen=True)
@@ -89,15 +90,4 @@ def install_files(dest: str | os.PathLike, force: bool = False) -> list[tuple[Pa
 
 def _write_atomically(path: Path, content: bytes) -> None:
     """Whole or not at all: a half-written unit file would be worse than none."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    durable.write_whole(path, content, mode=0o644)

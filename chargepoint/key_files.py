@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from chargepoint import durable
+
 log = logging.getLogger("chargepoint.keys")
 
 DIRECTORY = "charger-keys"
@@ -59,7 +61,7 @@ class KeyFiles:
         wanted = set(keep)
         if not self.directory.is_dir():
             return
-        for path in self.directory.glob("charger-*.*"):
+        for path in [*self.directory.glob("charger-*.*"), *self.directory.glob(".charger-*")]:
             key_id = path.stem[len("charger-"):]
             if path.suffix == ".tmp" or (key_id not in wanted and path.suffix in (".key", ".crt")):
                 try:
@@ -70,17 +72,4 @@ class KeyFiles:
     def _write(self, path: Path, data: bytes) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        durable.write_whole(path, data, mode=0o600)

@@ -135,7 +135,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Whole or not at all, and on the card before it returns (a power cut may follow)."""
+    """Whole or not at all, and on the card before it returns (a power cut may follow).
+    chargepoint/durable.py does the same for the firmware; this module imports nothing."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as out:

@@ -34,7 +34,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
-from chargepoint import salvage
+from chargepoint import durable, salvage
 from chargepoint.model import storage_fault
 from chargepoint.instance_lock import AlreadyRunning, InstanceLock
 from chargepoint.store import FILE_MODE, SIDECARS, Store, connect, create_private
@@ -74,28 +74,12 @@ def _ident(path: str) -> Optional[tuple[int, int]]:
     return st.st_dev, st.st_ino
 
 
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _unlink_all(*names: str) -> None:
     for name in names:
         try:
             os.unlink(name)
         except FileNotFoundError:
             pass
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Storage:
@@ -403,7 +387,7 @@ class Storage:
                     self.store.backup_to(target)
                 finally:
                     target.close()
-                _fsync_file(tmp)
+                durable.fsync_file(tmp)
             except BaseException:
                 _unlink_all(tmp, *(tmp + s for s in SIDECARS))
                 raise
@@ -418,7 +402,7 @@ class Storage:
             # before anything opens it (the old connection keeps its open descriptors).
             _unlink_all(*(n for n in names if n != self.path
                           and (n in ours or foreign is None and n in theirs)))
-            _fsync_dir(self.path)
+            durable.fsync_dir(os.path.dirname(self.path) or ".")
             # Closed before the new file is opened: SQLite deletes the -wal and -shm by
             # name when its last connection to a database closes.
             _close_quietly(self.store.connection)
@@ -476,9 +460,9 @@ class StorageGuard(threading.Thread):
         delay = CHECK_INTERVAL_S if storage.health.durable else RETRY_MIN_S
         last_failure = ""
         while not self._stopping.wait(delay):
-            durable = storage.health.durable
+            on_file = storage.health.durable
             try:
-                if durable:
+                if on_file:
                     storage.check_files()
                 else:
                     storage.try_attach()
@@ -490,14 +474,14 @@ class StorageGuard(threading.Thread):
                 log.exception("storage guard failed; it carries on")
                 continue
             if reason != last_failure:
-                if durable:
+                if on_file:
                     log.error("storage: could not write %s anew: %s; trying again",
                               storage.path, reason)
                 else:
                     log.warning("storage: %s still cannot be written (%s); staying on the "
                                 "in-memory database", storage.path, reason)
                 last_failure = reason
-            delay = CHECK_INTERVAL_S if durable else min(RETRY_MAX_S, delay * 2)
+            delay = CHECK_INTERVAL_S if on_file else min(RETRY_MAX_S, delay * 2)
 
 
 def _probe_write(store: Store) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from chargepoint import __version__
+from chargepoint import __version__, durable
 
 #: The URL schemes a location may have.
 SCHEMES = ("ftp", "ftps", "http", "https")
@@ -208,9 +208,8 @@ class _Part:
     def start(self, validator: str = "") -> None:
         """Record what the bytes about to be written are of (before the first of them)."""
         self.validator = validator
-        tmp = self.meta.with_name(self.meta.name + ".tmp")
-        tmp.write_text(json.dumps({"url": self.url_id, "validator": validator}))
-        os.replace(tmp, self.meta)
+        durable.write_whole(self.meta, json.dumps({"url": self.url_id,
+                                                   "validator": validator}).encode())
 
     def open(self, resume: bool) -> BinaryIO:
         # Unbuffered: what arrived is in the file, for the attempt after a cut to resume.

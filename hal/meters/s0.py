@@ -184,7 +184,8 @@ class S0Meter(EnergyMeter):
         return pulses
 
     def _save(self, pulses: int, now: float) -> None:
-        """Atomically: temp file, fsync, rename, fsync the directory."""
+        """Atomically: temp file, fsync, rename, fsync the directory (as chargepoint/durable.py
+        does; written here because `hal` imports nothing of `chargepoint`)."""
         data = json.dumps({"version": STATE_VERSION, "pulses": pulses,
                            "pulses_per_kwh": self._settings.pulses_per_kwh}).encode()
         path = self._path
