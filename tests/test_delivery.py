@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from ocpp.exceptions import InternalError
 
+from chargepoint.csms.server import NO_RESPONSE
+from chargepoint.protocol import ocppj
 from chargepoint.model.transactions import STOP_TRANSACTION_MAX_BYTES
 from chargepoint.model.delivery import CLOSES_PER_ATTEMPT
 from tests.harness import wait_until
@@ -155,24 +157,35 @@ def jump_until(fw, predicate, step: float = 1.0, limit: int = 300) -> bool:
 
 
 def test_a_csms_that_answers_nothing_and_drops_the_link_gives_up_nothing(csms, firmware):
-    """A stalled CSMS answers nothing and drops the link whenever a StartTransaction
-    arrives. Nothing was answered on those connections, so each drop is a lost link, not
-    a refusal of the message: after twice CLOSES_PER_ATTEMPT of them, with a single
-    attempt allowed, nothing is given up, and once the CSMS recovers it is delivered."""
+    """A stalled CSMS drops the link whenever a StartTransaction arrives, without answering
+    it. Nothing was answered on those connections, so each drop is a lost link, not a
+    refusal of the message: after twice CLOSES_PER_ATTEMPT of them, with a single attempt
+    allowed, nothing is given up, and once the CSMS recovers it is delivered."""
     fw = boot(csms, firmware, {"AllowOfflineTxForUnknownId": True,
                                "TransactionMessageAttempts": 1})
     link_down(csms, fw)
     plug_and_tap(fw)
     running(fw)
-    csms.respond = False
-    csms.handlers["StartTransaction"] = lambda cp_id, payload: csms.drop(CP) and {}
+    stalled = True
+
+    def start_transaction(cp_id, payload):
+        # `stalled` is read once per StartTransaction: each is either dropped with its link
+        # or answered, never left unanswered on a live link by a recovery half made.
+        if stalled:
+            csms.drop(CP)
+            return NO_RESPONSE
+        return None
+
+    csms.handlers["StartTransaction"] = start_transaction
+    # Nothing else is answered either: an answer on a connection makes its drop a refusal.
+    csms.respond = {action: action == "StartTransaction" for action in ocppj.KNOWN_ACTIONS}
     mark = link_up(csms, fw)
     for cycle in range(1, 2 * CLOSES_PER_ATTEMPT + 1):
         assert jump_until(fw, lambda: len(csms.records("StartTransaction", after=mark))
                           >= cycle), f"cycle {cycle}"
     assert not dead(fw) and outbox_row(fw, "StartTransaction")[0][1] == 0
+    stalled = False
     csms.respond = True
-    del csms.handlers["StartTransaction"]
     assert jump_until(fw, lambda: not outbox_row(fw, "StartTransaction"))
     starts = csms.records("StartTransaction", after=mark)
     assert len({s.unique_id for s in starts}) == 1 and starts[-1].reply is not None
@@ -255,7 +268,6 @@ def test_a_backlog_larger_than_the_window_drains_in_order_with_every_guarantee(
     def drop_once(cp_id, payload):                 # the link drops with the 30th in flight
         seen.append(payload)
         if len(seen) == 30:
-            from chargepoint.csms.server import NO_RESPONSE
             return NO_RESPONSE
         return {}
     csms.handlers["MeterValues"] = drop_once
