@@ -3,9 +3,8 @@
 `list_messages` reads the queue (`outbox`) or what was given up (`outbox_dead`) through
 an open SQLite connection, so a diagnostics archive can reuse it; `format_listing` makes
 the table `chargepoint outbox list` prints. `resend` moves a given-up message back to the
-end of the queue with its own unique id (a CSMS that did record it can recognise it) and
-its attempts counted afresh; a StartTransaction brings back the later messages of its
-transaction that were given up with it or for want of its transactionId.
+end of the queue; the rows are written by the queue's owner (chargepoint/model/outbox.py
+`requeue_dead`), which also decides what goes back with it.
 
 Both work beside the running service as well as while it is stopped: the database is in
 WAL mode, so a second connection reads without disturbing the firmware, and writes wait
@@ -22,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Union
 
-from chargepoint.model.outbox import discarded_with
+from chargepoint.model.outbox import RequeueRefused, requeue_dead
 
 #: Schema versions (chargepoint/store.py) this module can read: outbox_dead came with 2.
 _MIN_SCHEMA = 2
@@ -142,64 +141,14 @@ def format_listing(rows: list[Listed], dead: bool, total: int,
     return "\n".join(lines)
 
 
-def _dead_row(con: sqlite3.Connection, ident: str):
-    columns = "seq, unique_id, action, payload, tx_local, reason"
-    if ident.isdigit():
-        row = con.execute(f"SELECT {columns} FROM outbox_dead WHERE seq=?",
-                          (int(ident),)).fetchone()
-    else:
-        row = con.execute(f"SELECT {columns} FROM outbox_dead WHERE unique_id=? "
-                          "ORDER BY seq DESC LIMIT 1", (ident,)).fetchone()
-    if row is None:
-        raise AdminError(f"no given-up message {ident} (`chargepoint outbox list --dead` "
-                         "shows them with their ID)")
-    return row
-
-
 def resend(con: sqlite3.Connection, ident: str, now: float) -> list[Listed]:
     """Put the given-up message `ident` (its ID or unique id) back at the end of the
-    queue, and with a StartTransaction the later messages given up with it. Returns
-    what was queued, with the new IDs; raises AdminError if it cannot be sent."""
-    seq, uid, action, payload, tx_local, reason = _dead_row(con, ident)
-    group = [(seq, uid, action, payload, tx_local)]
-    if action == "StartTransaction":
-        # Given up with it, or after it for want of its transactionId: they need it.
-        group += [row for row in con.execute(
-            "SELECT seq, unique_id, action, payload, tx_local, reason FROM outbox_dead "
-            "WHERE seq > ? AND tx_local IS ? AND action IN ('MeterValues', 'StopTransaction') "
-            "ORDER BY seq", (seq, tx_local)).fetchall()
-            if row[5] == discarded_with(uid) or '"transactionId"' not in row[3]]
-        group = [row[:5] for row in group]
-    elif tx_local is not None and '"transactionId"' not in payload:
-        known = con.execute("SELECT transaction_id FROM transactions WHERE local_id=?",
-                            (tx_local,)).fetchone()
-        if known is None or known[0] is None:
-            start = con.execute("SELECT seq FROM outbox_dead WHERE action='StartTransaction' "
-                                "AND tx_local=? ORDER BY seq DESC LIMIT 1",
-                                (tx_local,)).fetchone()
-            queued = con.execute("SELECT 1 FROM outbox WHERE action='StartTransaction' "
-                                 "AND tx_local=?", (tx_local,)).fetchone()
-            if start is not None:
-                raise AdminError(f"{action} {seq} belongs to a transaction whose "
-                                 f"StartTransaction was given up; resend that one (ID "
-                                 f"{start[0]}): it brings this message back with it")
-            if queued is None:
-                raise AdminError(f"{action} {seq} cannot be sent: the transactionId of its "
-                                 "transaction is unknown and its StartTransaction is gone")
-    out = []
-    con.execute("BEGIN IMMEDIATE")
+    queue, and with a StartTransaction the later messages given up with it
+    (chargepoint/model/outbox.py `requeue_dead`, the queue's own rules). Returns what was
+    queued, with the new IDs; raises AdminError if it cannot be sent."""
     try:
-        for dead_seq, dead_uid, dead_action, dead_payload, dead_tx in group:
-            cur = con.execute(
-                "INSERT INTO outbox(unique_id, action, payload, tx_local, attempts, "
-                "next_attempt, created) VALUES(?, ?, ?, ?, 0, 0, ?)",
-                (dead_uid, dead_action, dead_payload, dead_tx, now))
-            con.execute("DELETE FROM outbox_dead WHERE seq=?", (dead_seq,))
-            out.append(Listed(cur.lastrowid, dead_uid, dead_action, dead_tx,
-                              _transaction_id(dead_payload, None), 0,
-                              len(dead_payload.encode()), now, ""))
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return out
+        queued = requeue_dead(con, ident, now)
+    except RequeueRefused as exc:
+        raise AdminError(str(exc)) from None
+    return [Listed(q.seq, q.unique_id, q.action, q.tx_local, _transaction_id(q.payload, None),
+                   0, len(q.payload.encode()), now, "") for q in queued]

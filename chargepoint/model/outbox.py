@@ -20,8 +20,9 @@ TC_039), and timestamps produced while the clock was still unknown.
 
 Only the first `WINDOW` messages are held in memory; the rest of a long offline backlog
 stays on disk and is read in, in order, as the window empties. Rows another process
-adds (an operator putting a given-up message back, chargepoint/outbox_admin.py) are
-noticed through SQLite's `data_version` and join the end of the queue.
+adds (an operator putting a given-up message back: `requeue_dead` below, run by
+`chargepoint outbox resend`) are noticed through SQLite's `data_version` and join the
+end of the queue.
 """
 from __future__ import annotations
 
@@ -349,3 +350,84 @@ class Outbox:
         if self._delivered:
             with self.store.transaction():
                 self._flush_delivered()
+
+
+# -- putting given-up messages back (from another process: chargepoint outbox resend)
+class RequeueRefused(Exception):
+    """A given-up message that cannot go back; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """A message put back at the end of the queue, under its new `seq`."""
+
+    seq: int
+    unique_id: str
+    action: str
+    payload: str
+    tx_local: Optional[int]
+
+
+def _dead_row(con, ident: str):
+    columns = "seq, unique_id, action, payload, tx_local, reason"
+    if ident.isdigit():
+        row = con.execute(f"SELECT {columns} FROM outbox_dead WHERE seq=?",
+                          (int(ident),)).fetchone()
+    else:
+        row = con.execute(f"SELECT {columns} FROM outbox_dead WHERE unique_id=? "
+                          "ORDER BY seq DESC LIMIT 1", (ident,)).fetchone()
+    if row is None:
+        raise RequeueRefused(f"no given-up message {ident} (`chargepoint outbox list --dead` "
+                             "shows them with their ID)")
+    return row
+
+
+def requeue_dead(con, ident: str, now: float) -> list[Requeued]:
+    """Move the given-up message `ident` (its outbox_dead seq or unique id) back to the end
+    of the queue, in one commit on `con` (a connection in autocommit mode, perhaps of
+    another process: a running `Outbox` notices the rows through `data_version`). It keeps
+    its unique id (a CSMS that did record it can recognise it) and counts its attempts
+    afresh. A StartTransaction brings back the later messages of its transaction given up
+    with it or for want of its transactionId; a later message whose transactionId cannot
+    be known is refused (RequeueRefused), naming what to resend instead."""
+    seq, uid, action, payload, tx_local, reason = _dead_row(con, ident)
+    group = [(seq, uid, action, payload, tx_local)]
+    if action == "StartTransaction":
+        # Given up with it, or after it for want of its transactionId: they need it.
+        group += [row[:5] for row in con.execute(
+            "SELECT seq, unique_id, action, payload, tx_local, reason FROM outbox_dead "
+            "WHERE seq > ? AND tx_local IS ? AND action IN ('MeterValues', 'StopTransaction') "
+            "ORDER BY seq", (seq, tx_local)).fetchall()
+            if row[5] == discarded_with(uid) or '"transactionId"' not in row[3]]
+    elif tx_local is not None and '"transactionId"' not in payload:
+        known = con.execute("SELECT transaction_id FROM transactions WHERE local_id=?",
+                            (tx_local,)).fetchone()
+        if known is None or known[0] is None:
+            start = con.execute("SELECT seq FROM outbox_dead WHERE action='StartTransaction' "
+                                "AND tx_local=? ORDER BY seq DESC LIMIT 1",
+                                (tx_local,)).fetchone()
+            queued = con.execute("SELECT 1 FROM outbox WHERE action='StartTransaction' "
+                                 "AND tx_local=?", (tx_local,)).fetchone()
+            if start is not None:
+                raise RequeueRefused(f"{action} {seq} belongs to a transaction whose "
+                                     f"StartTransaction was given up; resend that one (ID "
+                                     f"{start[0]}): it brings this message back with it")
+            if queued is None:
+                raise RequeueRefused(f"{action} {seq} cannot be sent: the transactionId of "
+                                     "its transaction is unknown and its StartTransaction "
+                                     "is gone")
+    out = []
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        for dead_seq, dead_uid, dead_action, dead_payload, dead_tx in group:
+            cur = con.execute(
+                "INSERT INTO outbox(unique_id, action, payload, tx_local, attempts, "
+                "next_attempt, created) VALUES(?, ?, ?, ?, 0, 0, ?)",
+                (dead_uid, dead_action, dead_payload, dead_tx, now))
+            con.execute("DELETE FROM outbox_dead WHERE seq=?", (dead_seq,))
+            out.append(Requeued(cur.lastrowid, dead_uid, dead_action, dead_payload, dead_tx))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return out
