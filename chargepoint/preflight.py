@@ -225,7 +225,8 @@ def _devices(settings) -> Iterator[tuple[str, object]]:
 _GPIO_MODULES = {"hal.gpio", "hal.meters.s0", "hal.pilot_pwm"}
 #: Those whose connector reports a fault while their chip cannot be opened, and which are
 #: tried again (hal/gpio_reopen.py): the others need the chip to start.
-_REOPENED = {"GpioContactorSettings", "GpioLockSettings", "GpioIndicatorSettings"}
+_REOPENED = {"GpioContactorSettings", "GpioLockSettings", "GpioIndicatorSettings",
+             "S0MeterSettings"}
 
 
 def hardware_findings(settings, keep_pin_factory: bool = False) -> list[Finding]:
@@ -233,7 +234,7 @@ def hardware_findings(settings, keep_pin_factory: bool = False) -> list[Finding]
     for the firmware with `keep_pin_factory`), serial ports and the pilot's SPI and PWM
     devices exist and this user may open them. Opens none of them.
 
-    A GPIO chip this user cannot open, with only contactors, locks and lights on it, is a
+    A GPIO chip this user cannot open, with only contactors, locks, lights and S0 meters on it, is a
     *fault*: the firmware starts and reports their connectors Faulted until it can."""
     found: list[Finding] = []
     devices = list(_devices(settings))

@@ -60,6 +60,28 @@ def test_a_contactor_on_a_chip_it_cannot_open_is_faulted_refuses_a_session_then_
     assert contactor.device is not None and not Device.pin_factory.pin(17).state
 
 
+def test_an_s0_meter_on_a_chip_it_cannot_open_is_a_meter_failure_then_recovers(
+        firmware, csms, chip, tmp_path):
+    fw = firmware({"connectors": [base_connector(meter={
+        "type": "s0", "pin": 26, "state_file": str(tmp_path / "s0.json")})],
+        "gpio": {"retry_s": 1}})
+    fault = csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1
+                          and r["status"] == "Faulted", timeout=10)
+    assert fault["errorCode"] == "PowerMeterFailure"
+    assert fault["info"].startswith(f"cannot open {chip}"[:40])
+    fw.sim.plug(1)
+    fw.sim.tap("TAG1")
+    fw.advance(0.5)
+    assert csms.records("StartTransaction") == []
+    fw.sim.unplug(1)
+
+    mark = len(csms.records())
+    chip.chmod(0o660)                       # the udev rule, applied while it runs
+    fw.advance(2)
+    wait_status(csms, "Available", after=mark)
+    assert "Faulted" not in statuses(csms, after=mark)
+
+
 # --------------------------------------------------------------------------- the process
 CONFIG = """\
 [csms]

@@ -22,7 +22,10 @@ from typing import Optional
 
 from gpiozero import DigitalInputDevice
 
-from hal.interfaces import Clock, EnergyMeter, MeterReading
+from hal.gpio import ensure_pin_factory
+from hal.gpio_reopen import cannot_open, fault_texts
+from hal.gpio_settings import GpioSettings
+from hal.interfaces import Clock, EnergyMeter, MeterReading, MeterUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +74,21 @@ class S0MeterSettings:
         return Path(state_dir) / name if state_dir else Path("var") / name
 
     def build(self, ctx) -> "S0Meter":
-        return S0Meter(self, self.state_path(ctx.connector_id), ctx.clock)
+        return S0Meter(self, self.state_path(ctx.connector_id), ctx.clock, gpio=ctx.gpio)
 
 
 class S0Meter(EnergyMeter):
-    """Counts S0 pulses; energy = pulses × 1000 / pulses_per_kwh Wh."""
+    """Counts S0 pulses; energy = pulses × 1000 / pulses_per_kwh Wh.
+
+    A GPIO chip that cannot be opened yet (hal/gpio_reopen.py) does not stop the firmware:
+    `read()` raises MeterUnavailable naming the chip and the fix, so the connector reports
+    PowerMeterFailure, and the pin is tried again every `[gpio] retry_s` from `read()`;
+    the saved count carries on once it opens (pulses while it was closed are not seen)."""
 
     measurands = frozenset({"Energy.Active.Import.Register", "Power.Active.Import"})
 
-    def __init__(self, settings: S0MeterSettings, state_path: Path, clock: Clock):
+    def __init__(self, settings: S0MeterSettings, state_path: Path, clock: Clock,
+                 gpio: Optional[GpioSettings] = None):
         self._settings = settings
         self._path = state_path
         self._clock = clock
@@ -97,11 +106,39 @@ class S0Meter(EnergyMeter):
         self._counted = False
         self._released_at: Optional[float] = None
         self._closed = False
-        self._device = DigitalInputDevice(settings.pin, pull_up=settings.pull_up)
-        if self._device.is_active:
-            self._active_since = clock()
-        self._device.when_activated = self._on_activated
-        self._device.when_deactivated = self._on_deactivated
+        self._gpio = gpio or GpioSettings()
+        self._open_lock = threading.Lock()
+        self._device: Optional[DigitalInputDevice] = None
+        #: Why the pin is not open ("" once it is), and when it was last tried.
+        self._cannot_open = ""
+        self._tried_at = clock()
+        self._open()
+
+    def _open(self) -> None:
+        """Open the pin; a chip that cannot be opened now is remembered, anything else
+        (a pin another device holds, no pin factory at all) raises."""
+        try:
+            ensure_pin_factory(self._gpio)
+            device = DigitalInputDevice(self._settings.pin, pull_up=self._settings.pull_up)
+        except Exception as exc:
+            if not cannot_open(exc):
+                raise
+            info, fix = fault_texts(exc)
+            if not self._cannot_open:
+                log.error("S0 meter on GPIO %d: %s (%s); the connector reports "
+                          "PowerMeterFailure, tried again every %g s", self._settings.pin,
+                          exc, fix, self._gpio.retry_s)
+            self._cannot_open = f"{info} ({fix})"
+            return
+        with self._lock:
+            if device.is_active:
+                self._active_since = self._clock()
+        device.when_activated = self._on_activated
+        device.when_deactivated = self._on_deactivated
+        self._device = device
+        if self._cannot_open:
+            log.info("S0 meter on GPIO %d: the pin is open; counting", self._settings.pin)
+            self._cannot_open = ""
 
     # ----------------------------------------------------------------- pulses
     def _on_activated(self) -> None:
@@ -127,6 +164,14 @@ class S0Meter(EnergyMeter):
     # ----------------------------------------------------------------- reading
     def read(self) -> MeterReading:
         now = self._clock()
+        if self._device is None:
+            with self._open_lock:
+                if self._device is None and not self._closed \
+                        and now - self._tried_at >= self._gpio.retry_s:
+                    self._tried_at = now
+                    self._open()
+            if self._device is None:
+                raise MeterUnavailable(self._cannot_open)
         with self._lock:
             pulses = self._pulses
             power = self._power(now)
@@ -221,7 +266,9 @@ class S0Meter(EnergyMeter):
         if self._closed:
             return
         self._closed = True
-        self._device.close()
+        with self._open_lock:
+            if self._device is not None:
+                self._device.close()
         with self._lock:
             pulses, dirty = self._pulses, self._pulses != self._saved_pulses
         if dirty:

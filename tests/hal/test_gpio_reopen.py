@@ -4,12 +4,13 @@ contactor, and the real device once the chip opens. gpiozero loads the pin facto
 import pytest
 from gpiozero import Device
 
-from hal.events import FaultCode, HardwareFault
+from hal.events import FaultCode, HardwareFault, MeterSampled
 from hal.factory import BuildContext, parse_device
 from hal.gpio import GpioContactor, GpioIndicator, GpioLock, ensure_pin_factory
 from hal.gpio_reopen import ReopeningContactor, ReopeningIndicator, ReopeningLock
 from hal.gpio_settings import FIX_PERMISSION, GpioChipUnavailable, GpioSettings
 from hal.interfaces import IndicatorColour
+from hal.meter_poller import MeterPoller
 from tests.harness import wait_until
 
 RELAY, MIRROR, LOCK_OUT, RED, GREEN, BLUE = 17, 27, 22, 5, 6, 13
@@ -112,3 +113,39 @@ def test_a_device_that_opens_at_once_is_the_device_itself(chip):
         assert isinstance(contactor, GpioContactor) and events == []
     finally:
         contactor.close()
+
+
+def test_an_s0_meter_whose_chip_cannot_be_opened_is_a_meter_failure_until_it_opens(chip,
+                                                                                    tmp_path):
+    """Read through the real poller: PowerMeterFailure naming the chip and the fix, then,
+    once the chip opens and `retry_s` has passed, the saved count and new pulses."""
+    (tmp_path / "s0.json").write_text('{"version": 1, "pulses": 5000, "pulses_per_kwh": 1000}')
+    now = [100.0]
+    events = []
+    settings = parse_device("meter", {"type": "s0", "pin": 26,
+                                      "state_file": str(tmp_path / "s0.json")},
+                            "connectors[id=1].meter")
+    meter = settings.build(BuildContext(connector_id=1, emit=events.append,
+                                        clock=lambda: now[0], gpio=GpioSettings(retry_s=30)))
+    poller = MeterPoller({1: meter}, events.append, clock=lambda: now[0])
+    try:
+        poller.poll_once()
+        poller.poll_once()                              # still closed: no second fault
+        assert events == [HardwareFault(1, FaultCode.POWER_METER_FAILURE, True,
+                                        f"cannot open {chip} ({FIX_PERMISSION})"[:47] + "...")]
+        chip.chmod(0o660)                               # the udev rule, applied later
+        now[0] += 10
+        poller.poll_once()
+        assert len(events) == 1, "tried again before retry_s"
+        now[0] += 20
+        poller.poll_once()
+        assert events[1] == HardwareFault(1, FaultCode.POWER_METER_FAILURE, False)
+        assert isinstance(events[2], MeterSampled) and events[2].reading.energy_import_wh == 5000
+        line = Device.pin_factory.pin(26)               # pull-up wiring: a pulse pulls it low
+        line.drive_low()
+        now[0] += 0.05
+        line.drive_high()
+        poller.poll_once()
+        assert events[-1].reading.energy_import_wh == 5001
+    finally:
+        meter.close()
