@@ -119,8 +119,19 @@ def prune(arch: str, keep: int = KEEP, log=sys.stderr) -> list[Path]:
     gone = images[keep:]
     for old in gone:
         shutil.rmtree(old, ignore_errors=True)
+        _remove_idle_lock(old.parent / f".{old.name}.lock")
         print(f"removed the older image {old}", file=log, flush=True)
     return gone
+
+
+def _remove_idle_lock(path: Path) -> None:
+    """Delete a pruned image's lock file unless a build of that recipe holds it now."""
+    try:
+        with open(path, "r+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink()
+    except OSError:                   # not there, or held: a build of it is under way
+        pass
 
 
 #: Debian's arch: the kernel's name for it, and qemu-user's binfmt_misc entry.
