@@ -401,6 +401,10 @@ class Runtime:
             self.transport.set_ping_interval(action.ping_interval_s)
         elif isinstance(action, act.StorePrivateKey):
             self.key_files.store_private_key(action.key_id, action.pem)
+            # The CSR it replaces (its row already overwritten) needs its key no more: a
+            # CSMS triggering SignChargePointCertificate again and again leaves one file.
+            self.key_files.prune(self.station.services.charger_certificate.key_ids()
+                                 | {action.key_id})
         elif isinstance(action, act.LinkSecurity):
             self._use_link_security(action)
         elif isinstance(action, act.ReportStatus):

@@ -19,6 +19,7 @@ from cryptography import x509
 
 from chargepoint.csms.server import LocalCsms
 from chargepoint.model.certificates import hash_data
+from chargepoint.model.charger_certificate import _public_pem, key_id_of
 from tests import pki
 from tests.harness import Firmware, wait_until
 from tests.test_diagnostics import members
@@ -367,7 +368,10 @@ def test_tc074_tc077_tc087_the_charger_certificate_renewed_by_request(tmp_path, 
                            {"requestedMessage": "SignChargePointCertificate"}) == \
             {"status": "Accepted"}
         assert wait_until(lambda: len(csrs) == 2, timeout=10)
+        # The first CSR's key went when the second replaced it, not at the next restart.
+        [key] = (tmp_path / "charger-keys").glob("*.key")
         csr = x509.load_pem_x509_csr(csrs[1].encode())
+        assert key.name == f"charger-{key_id_of(_public_pem(csr.public_key()))}.key"
         assert csr.subject.rfc4514_string() == f"O=ACME,CN={CP}"
         chain = pki.sign_csr(client_ca, csrs[1])
         assert server.call(CP, "CertificateSigned", {"certificateChain": chain}) == \
