@@ -13,7 +13,7 @@ seed if you like:
     CRASH_KILLS=300 python3 dev.py test tests/test_crash.py
     CRASH_KILLS=300 CRASH_SEED=1234 python3 dev.py test tests/test_crash.py
 
-The seed is printed on failure; it fixes the schedule (kill moments, driver choices),
+The seed is printed on failure (under CI it is fixed: tests/seeds.py); it fixes the schedule (kill moments, driver choices),
 not the exact interleaving with the firmware, so a rerun is likely but not certain to
 hit the same case. Each firmware run's log is kept in the test's tmp_path (run-NNN.log)
 beside the CSMS log (csms.jsonl).
@@ -34,9 +34,10 @@ import pytest
 from chargepoint.csms.server import LocalCsms, read_log
 from tests.crash_driver import (INITIAL_WH, Charger, CleanStop, Kill, Sniper, check, drive,
                                 wait_until)
+from tests.seeds import seed
 
 KILLS = int(os.environ.get("CRASH_KILLS", "24"))
-SEED = int(os.environ.get("CRASH_SEED") or random.SystemRandom().randrange(2**32))
+SEED = seed("CRASH_SEED")
 
 
 @pytest.mark.timeout(120 + 4 * KILLS)

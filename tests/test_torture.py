@@ -9,23 +9,23 @@ few seconds each, asserting what their full runs report (docs/performance.md, "T
   well-formed CALL answered exactly once with its id, nothing else answered, the process
   alive, the link up unless a frame had to end it, a session and a heartbeat afterwards.
 
-The seeds are random and printed; TORTURE_SEED=<n> repeats one. The frames that broke
+The seeds are random and printed (fixed under CI: tests/seeds.py); TORTURE_SEED=<n>
+repeats one. The frames that broke
 something, and the firmware's logs, stay in the test's tmp_path. The tests at the bottom
 are the frames the fuzzing found answered wrongly or not at all, each as it was fixed.
 """
 from __future__ import annotations
 
 import json
-import os
-import random
 
 import pytest
 
 from bench.fuzz_frames import fuzz
 from bench.torture_link import torture
 from chargepoint.protocol import ocppj
+from tests.seeds import seed
 
-SEED = int(os.environ.get("TORTURE_SEED") or random.SystemRandom().randrange(2**32))
+SEED = seed("TORTURE_SEED")
 
 
 @pytest.mark.timeout(120)
