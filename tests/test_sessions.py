@@ -575,7 +575,7 @@ def test_meter_failing_during_a_transaction_stops_it_at_once(csms, firmware):
     fw.advance(600)                                    # the last sample reads 3680 Wh
     act(fw, fw.sim.fault, "meter", 1)
     faulted = csms.wait_for("StatusNotification", lambda r: r["status"] == "Faulted")
-    end = csms.wait_for("StopTransaction", timeout=2)  # virtual time stands still
+    end = csms.wait_for("StopTransaction", timeout=10)  # virtual time stands still
     assert faulted["errorCode"] == "PowerMeterFailure"
     assert end["reason"] == "Other"
     assert end["meterStop"] == begin["meterStart"] + 3680 == round(energy(fw))
