@@ -223,6 +223,24 @@ def test_a_revoked_signing_certificate_is_answered_revoked_and_nothing_is_downlo
     assert fw.station.services.firmware.update is None
 
 
+def test_a_revoked_intermediate_given_with_the_signing_certificate_is_answered_revoked(
+        csms, firmware, http, served, root):
+    fw = charger(csms, firmware, root)
+    intermediate = pki.certificate(root, ca=True, common_name="Maker Signing CA",
+                                   crl_urls=(http.url("root.crl"),))
+    pem, _, _ = pki.code_signing(intermediate)
+    pki.write_crl(served / "root.crl", pki.crl(root, (intermediate[0].serial_number,)),
+                  encoding=DER)
+    mark = len(csms.received)
+    assert signed_update(csms, pem + pki.pem(intermediate[0]), http.url("bundle.tar")) == \
+        {"status": "RevokedCertificate"}
+    event = csms.wait_for("SecurityEventNotification",
+                          lambda r: r["type"] == "InvalidFirmwareSigningCertificate", after=mark)
+    assert event["techInfo"].startswith("CN=Maker Signing CA is revoked")
+    fw.settle()
+    assert gets(http, "root.crl") == 1
+
+
 def test_a_crl_without_the_serial_accepts_and_a_second_request_fetches_it_no_more(
         csms, firmware, http, served, root):
     fw = charger(csms, firmware, root)

@@ -246,7 +246,7 @@ class Firmware:
         unknown = [v.detail for v in verdicts if v.status == "unknown"]
         if revoked:
             why = "; ".join(revoked)
-            log.warning("SignedUpdateFirmware %d: revoked signing certificate: %s",
+            log.warning("SignedUpdateFirmware %d: a revoked certificate signs it: %s",
                         asked.request_id, why)
             self._security.record("InvalidFirmwareSigningCertificate", why)
             return "RevokedCertificate"
