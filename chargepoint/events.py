@@ -66,7 +66,8 @@ class FirmwareVerified:
 
 @dataclass(frozen=True)
 class FetchedCrl:
-    """What one URI of a FetchCrls gave: the bytes, or why not (`reason`, in words)."""
+    """What one URI of a FetchCrls gave: the bytes, or why not (`reason`, in words, naming
+    the URI as it may be logged)."""
 
     url: str
     data: Optional[bytes] = field(default=None, repr=False)

@@ -193,7 +193,8 @@ class Maintenance:
                 got[url] = ev.FetchedCrl(url, reason=str(exc))
             except Exception as exc:        # noqa: BLE001 (reported, never lost)
                 log.exception("CRL fetch from %s failed", transfers.shown(url))
-                got[url] = ev.FetchedCrl(url, reason=f"{type(exc).__name__}: {exc}")
+                got[url] = ev.FetchedCrl(url, reason=f"{transfers.shown(url)}: "
+                                                     f"{type(exc).__name__}: {exc}")
 
         threads = [threading.Thread(target=one, args=(url,), daemon=True,
                                     name="maintenance-FetchCrl") for url in action.urls]
@@ -202,7 +203,8 @@ class Maintenance:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         results = tuple(got.get(url) or ev.FetchedCrl(
-            url, reason=f"no whole answer within {action.within_s:g} s") for url in action.urls)
+            url, reason=f"{transfers.shown(url)}: no whole answer within {action.within_s:g} s")
+            for url in action.urls)
         self._put(ev.CrlsFetched(action.fetch_id, results))
 
     def _install(self, action: act.InstallFirmware) -> None:

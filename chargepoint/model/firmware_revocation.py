@@ -167,7 +167,7 @@ class CrlCache:
                     reasons.append(f"{url}: not fetched")
                     continue
                 if got.data is None:
-                    reasons.append(f"{url}: {got.reason}")
+                    reasons.append(got.reason)          # it names the URI
                     continue
                 try:
                     crl = checked_crl(got.data, entry.issuer, now_utc)
