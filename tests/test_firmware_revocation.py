@@ -293,6 +293,21 @@ def test_no_crl_hard_answers_invalid_certificate_with_a_security_event(csms, fir
     assert csms.records("SignedFirmwareStatusNotification", after=mark) == []
 
 
+def test_a_stalled_crl_server_cannot_hold_the_answer_past_the_time_limit(
+        csms, firmware, http, served, root, monkeypatch):
+    monkeypatch.setattr(revocation, "FETCH_WITHIN_S", 1.0)     # 10 s in service
+    fw = charger(csms, firmware, root, "hard")
+    pem, _, _ = pki.code_signing(root, crl_urls=(http.url("maker.crl"),))
+    pki.write_crl(served / "maker.crl", pki.crl(root, tuple(range(1, 200))))
+    http.stall_after, http.stall_s = 100, 30.0
+    mark = len(csms.received)
+    assert signed_update(csms, pem, http.url("bundle.tar")) == {"status": "InvalidCertificate"}
+    event = csms.wait_for("SecurityEventNotification",
+                          lambda r: r["type"] == "InvalidFirmwareSigningCertificate", after=mark)
+    assert "no whole answer within 1 s" in event["techInfo"]
+    fw.settle()
+
+
 def test_a_crl_that_does_not_verify_is_like_no_crl(csms, firmware, http, served, root):
     fw = charger(csms, firmware, root, "hard")
     pem, _, cert = pki.code_signing(root, crl_urls=(http.url("maker.crl"),))
