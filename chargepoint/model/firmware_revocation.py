@@ -5,9 +5,9 @@ it) that names `http://` or `https://` URIs in its CRL Distribution Points is lo
 the certificate revocation list published there. A CRL counts only if its issuer is the
 certificate's issuer (the installed ManufacturerRootCertificate or the intermediate that
 issued it), by name and by signature, and, when the time is known, its nextUpdate has not
-passed. A verified CRL is kept in memory until its nextUpdate, so the next request signed
-under the same issuer fetches nothing. The bytes are fetched by the runtime (the FetchCrls
-action, chargepoint/maintenance.py); everything here is pure and `cryptography`'s.
+passed. A verified CRL is kept in memory until its nextUpdate, so the next request whose
+certificates name the same CRL fetches nothing. The bytes are fetched by the runtime (the
+FetchCrls action, chargepoint/maintenance.py); everything here is pure and `cryptography`'s.
 """
 from __future__ import annotations
 
@@ -25,8 +25,6 @@ SCHEMES = ("http://", "https://")
 MAX_CRL_BYTES = 1024 * 1024
 #: All the CRLs of one request within this, well under a CSMS's call timeout.
 FETCH_WITHIN_S = 10.0
-#: The settings: "soft" carries on when no CRL can be had, "hard" refuses, "off" never looks.
-MODES = ("soft", "hard", "off")
 #: CRLs kept; the oldest goes first (a CSMS cannot fill the memory with URIs).
 CACHE_SIZE = 16
 
