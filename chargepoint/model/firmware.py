@@ -29,7 +29,9 @@ InstallationFailed.
 
 SignedUpdateFirmware (the Security Whitepaper) is the same update with a "signed" record:
 its signing certificate was checked against the installed ManufacturerRootCertificates
-when it was asked for (chargepoint/model/firmware_signing.py), and between the download and
+when it was asked for (chargepoint/model/firmware_signing.py) and against the CRLs its path
+names (chargepoint/model/firmware_revocation.py; the answer waits while the FetchCrls
+action brings them), and between the download and
 the installation the bundle's signature is verified (`verifying`, the VerifyFirmware
 action) so that a bundle that is not the manufacturer's is never installed. An
 `installDateTime` still ahead waits in `install-scheduled`. Its steps are told by
