@@ -115,6 +115,18 @@ class VerifyFirmware:
 
 
 @dataclass(frozen=True)
+class FetchCrls:
+    """Fetch the certificate revocation lists at `urls` (http, https) for a
+    SignedUpdateFirmware waiting for its answer: each at most `max_bytes`, all of them
+    within `within_s`; what came back, or why nothing did, comes back as `CrlsFetched`."""
+
+    fetch_id: str
+    urls: tuple[str, ...]
+    max_bytes: int
+    within_s: float
+
+
+@dataclass(frozen=True)
 class InstallFirmware:
     """Install the bundle of `request_id` beside the running release and switch to it (on
     trial); the outcome comes back as `FirmwareInstalled`."""

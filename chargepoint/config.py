@@ -238,6 +238,10 @@ class ReleaseSettings:
     #: Run by hand (no systemd): seconds without a watchdog ping from the main loop before
     #: the supervisor kills the release (under systemd, the unit's WatchdogSec=).
     watchdog_s: float = 30.0
+    #: A SignedUpdateFirmware whose signing certificate names a CRL that cannot be had or
+    #: does not verify: "soft" carries on (a warning in the log), "hard" answers
+    #: InvalidCertificate, "off" fetches no CRL at all (chargepoint/model/firmware_revocation.py).
+    revocation_check: str = "soft"
 
     def __post_init__(self):
         if not 2 <= self.keep <= 20:
@@ -250,6 +254,9 @@ class ReleaseSettings:
             raise ValueError(f"trial_starts: must be 1 to 20, got {self.trial_starts}")
         if not 1 <= self.watchdog_s <= 3600:
             raise ValueError(f"watchdog_s: must be 1 to 3600 seconds, got {self.watchdog_s}")
+        if self.revocation_check not in ("soft", "hard", "off"):
+            raise ValueError(f"revocation_check: must be soft, hard or off, got "
+                             f"{self.revocation_check!r}")
 
 
 @dataclass

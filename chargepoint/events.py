@@ -5,7 +5,8 @@ MeterSampled, HardwareFault, CableDetected) and are consumed as they are.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,24 @@ class FirmwareVerified:
     request_id: str
     outcome: str
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class FetchedCrl:
+    """What one URI of a FetchCrls gave: the bytes, or why not (`reason`, in words, naming
+    the URI as it may be logged)."""
+
+    url: str
+    data: Optional[bytes] = field(default=None, repr=False)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CrlsFetched:
+    """A FetchCrls ended: what each of its URIs gave, in order."""
+
+    fetch_id: str
+    results: tuple[FetchedCrl, ...]
 
 
 @dataclass(frozen=True)

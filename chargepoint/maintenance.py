@@ -10,6 +10,9 @@ outcome goes back to the loop as an event:
 - `VerifyFirmware`    → chargepoint/releases.py: the signature of the bundle (signed
                         updates), then its manifest; a refused bundle is deleted
                       → `FirmwareVerified`
+- `FetchCrls`         → chargepoint/transfers.py `fetch`, every URI at once on a thread
+                        of its own, the answer given at the action's time limit whatever
+                        is still on its way → `CrlsFetched`
 - `InstallFirmware`   → chargepoint/releases.py: verify, install beside the running
                         release, start its trial (switch `current`) → `FirmwareInstalled`
 - `TestRelease`       → chargepoint/selftest.py, then commit → `ReleaseTested`
@@ -28,6 +31,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -40,8 +44,8 @@ from chargepoint.model.firmware import RunningRelease
 log = logging.getLogger("chargepoint.maintenance")
 
 
-ACTIONS = (act.DownloadFirmware, act.VerifyFirmware, act.InstallFirmware, act.TestRelease,
-           act.RollBackRelease, act.UploadDiagnostics)
+ACTIONS = (act.DownloadFirmware, act.VerifyFirmware, act.FetchCrls, act.InstallFirmware,
+           act.TestRelease, act.RollBackRelease, act.UploadDiagnostics)
 
 
 def state_dir_of(settings) -> str:
@@ -105,7 +109,7 @@ class Maintenance:
         if isinstance(action, act.RollBackRelease):
             return self._roll_back(action.reason)
         job = {act.DownloadFirmware: self._download, act.VerifyFirmware: self._verify,
-               act.InstallFirmware: self._install,
+               act.FetchCrls: self._fetch_crls, act.InstallFirmware: self._install,
                act.TestRelease: self._test, act.UploadDiagnostics: self._upload}[type(action)]
         thread = threading.Thread(target=job, args=(action,), daemon=True,
                                   name=f"maintenance-{type(action).__name__}")
@@ -173,6 +177,35 @@ class Maintenance:
             return
         log.info("firmware bundle signature verified: %s", bundle.name)
         self._put(ev.FirmwareVerified(action.request_id, "verified"))
+
+    def _fetch_crls(self, action: act.FetchCrls) -> None:
+        """Each URI on a thread of its own, so that one slow server does not eat the
+        others' time; at `within_s` the answer goes, a URI still running counted as not
+        answering (its thread ends at its next read)."""
+        deadline = time.monotonic() + action.within_s
+        got: dict[str, ev.FetchedCrl] = {}
+
+        def one(url: str) -> None:
+            try:
+                got[url] = ev.FetchedCrl(url, transfers.fetch(url, action.max_bytes,
+                                                              action.within_s, self.options))
+            except transfers.TransferError as exc:
+                got[url] = ev.FetchedCrl(url, reason=str(exc))
+            except Exception as exc:        # noqa: BLE001 (reported, never lost)
+                log.exception("CRL fetch from %s failed", transfers.shown(url))
+                got[url] = ev.FetchedCrl(url, reason=f"{transfers.shown(url)}: "
+                                                     f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=one, args=(url,), daemon=True,
+                                    name="maintenance-FetchCrl") for url in action.urls]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        results = tuple(got.get(url) or ev.FetchedCrl(
+            url, reason=f"{transfers.shown(url)}: no whole answer within {action.within_s:g} s")
+            for url in action.urls)
+        self._put(ev.CrlsFetched(action.fetch_id, results))
 
     def _install(self, action: act.InstallFirmware) -> None:
         bundle = self.bundle_path(action.request_id)

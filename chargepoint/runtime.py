@@ -133,6 +133,7 @@ class Runtime:
             ca_configured=bool(settings.csms.ca_file),
             security_events=settings.csms.security_events,
             release=maintenance.running_release(maintenance.state_dir_of(settings)),
+            revocation_check=settings.releases.revocation_check,
         ), self.keys, self.store, self.clock.now(), self.clock.wall())
         self.transport = Transport(settings.csms, self.events.put,
                                    password=lambda: self.keys.raw("AuthorizationKey"),

@@ -58,6 +58,9 @@ class StationConfig:
     security_events: str = "auto"
     #: The release this process runs, and its trial (None: this package, not on trial).
     release: Optional[RunningRelease] = None
+    #: [releases] revocation_check: "soft", "hard" or "off"
+    #: (chargepoint/model/firmware_revocation.py).
+    revocation_check: str = "soft"
 
 
 class Station:
@@ -72,7 +75,7 @@ class Station:
             keys, store, StationClock(now, wall), self.rpc, config.connectors,
             config.boot_payload, config.response_timeout_s, config.charge_point_id,
             config.security_profile, config.client_certificate, config.ca_configured,
-            config.security_events, config.release)
+            config.security_events, config.release, config.revocation_check)
         #: connector id -> (contactor closed, offered amps) last commanded.
         self._commanded: dict[int, tuple[bool, Optional[float]]] = {}
         #: (connected, registration) as last reported in the systemd STATUS line.
@@ -157,6 +160,8 @@ class Station:
             services.sessions.lock_answered(event.connector_id, event.locked, event.ok)
         elif isinstance(event, ev.FirmwareDownloaded):
             services.firmware.downloaded(event.request_id, event.ok, event.reason, event.final)
+        elif isinstance(event, ev.CrlsFetched):
+            services.firmware.crls_fetched(event.fetch_id, event.results)
         elif isinstance(event, ev.FirmwareVerified):
             services.firmware.verified(event.request_id, event.outcome, event.reason)
         elif isinstance(event, ev.FirmwareInstalled):

@@ -26,11 +26,13 @@ import base64
 import errno
 import ftplib
 import hashlib
+import http.client
 import json
 import os
 import shutil
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -330,6 +332,53 @@ def _http_download(url: str, part: _Part, options: TransferOptions,
         except urllib.error.URLError as exc:
             raise TransferError(f"{shown(url)}: {_why(exc.reason, options)}") from None
     raise TransferError(f"{shown(url)}: the server would not send the file from its start")
+
+
+def fetch(url: str, max_bytes: int, within_s: float,
+          options: TransferOptions = TransferOptions()) -> bytes:
+    """The body of a small HTTP(S) resource (a certificate revocation list) in memory: at
+    most `max_bytes`, all of it within `within_s` (looked at between reads; each wait at
+    most `stall_timeout_s`, or what was left when the connection opened, whichever is
+    less); TransferError saying why not."""
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise TransferError(f"{shown(url)}: only http and https are fetched", "unsupported")
+    deadline = time.monotonic() + within_s
+    late = TransferError(f"{shown(url)}: no whole answer within {within_s:g} s")
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise late
+        return min(remaining, options.stall_timeout_s)
+
+    try:
+        with _opener(url, options).open(_http_request(url), timeout=left()) as response:
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > max_bytes:
+                raise TransferError(f"{shown(url)}: {length} bytes, more than the "
+                                    f"{max_bytes} allowed")
+            body = bytearray()
+            while True:
+                left()
+                block = response.read1(_CHUNK)
+                if not block:
+                    return bytes(body)
+                body += block
+                if len(body) > max_bytes:
+                    raise TransferError(f"{shown(url)}: more than the {max_bytes} bytes "
+                                        "allowed")
+    except urllib.error.HTTPError as exc:
+        raise TransferError(f"{shown(url)}: HTTP {exc.code} {exc.reason}",
+                            _http_cause(exc.code)) from None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, (socket.timeout, TimeoutError)) \
+                and time.monotonic() >= deadline:
+            raise late from None
+        raise TransferError(f"{shown(url)}: {_why(exc.reason, options)}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, (socket.timeout, TimeoutError)) and time.monotonic() >= deadline:
+            raise late from None
+        raise TransferError(f"{shown(url)}: {_why(exc, options)}") from None
 
 
 def _ftp_connect(url: str, options: TransferOptions) -> tuple[ftplib.FTP, str]:

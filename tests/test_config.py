@@ -55,6 +55,8 @@ GOOD = (ROOT / "config.toml").read_text()
      "releases.watchdog_s", "must be 1 to 3600 seconds"),
     (lambda t: t.replace("[releases]", "[releases]\nkeep_all = true"), "releases.keep_all",
      "unknown key"),
+    (lambda t: t.replace('revocation_check = "soft"', 'revocation_check = "strict"'),
+     "releases.revocation_check", "must be soft, hard or off"),
     (lambda t: t.replace("[system]", f"[system]\nsim_socket = '/run/{'x' * 120}.sock'"),
      "system.sim_socket", "holds at most 107"),
 ])
@@ -72,8 +74,8 @@ def test_bad_config_names_the_key_and_the_reason(tmp_path, edit, key, reason):
 
 def test_the_release_settings_of_the_shipped_config():
     releases = load_settings(ROOT / "config.toml").releases
-    assert (releases.keep, releases.trial_s, releases.trial_starts, releases.watchdog_s) == \
-        (3, 600.0, 3, 30.0)
+    assert (releases.keep, releases.trial_s, releases.trial_starts, releases.watchdog_s,
+            releases.revocation_check) == (3, 600.0, 3, 30.0, "soft")
 
 
 def test_an_ocpp_key_spelt_in_another_case_in_config_toml_names_the_right_spelling(tmp_path):

@@ -123,6 +123,8 @@ class Update:
         self.rpc.connection_made()
         self.services.link.registration = "Accepted"
         self.actions: list = []
+        #: The statuses answered once CRLs were fetched.
+        self.later: list[str] = []
         self.answer()
 
     def answer(self) -> None:
@@ -160,7 +162,8 @@ class Update:
         status = self.services.firmware.request_signed(
             "http://127.0.0.1/b.tar", now + in_s,
             None if install_in_s is None else now + install_in_s, signer[0],
-            signature or base64.b64encode(b"\x01" * 64).decode(), request_id, 0, 5)
+            signature or base64.b64encode(b"\x01" * 64).decode(), request_id, 0, 5,
+            later=self.later.append)
         self.answer()
         return status
 
@@ -304,7 +307,7 @@ def test_a_failed_attempt_pauses_the_download_until_the_retry(tmp_path, root, si
     update = Update(tmp_path, root)
     update.services.firmware.request_signed(
         "http://127.0.0.1/b.tar", update.services.clock.utc(), None, signer[0],
-        base64.b64encode(b"sig").decode(), 7, 1, 30)
+        base64.b64encode(b"sig").decode(), 7, 1, 30, later=update.later.append)
     update.advance(0)
     update.download(ok=False)
     assert update.services.firmware.signed_status == ("DownloadPaused", 7)

@@ -1,5 +1,6 @@
-"""An answer that waits for the hardware (UnlockConnector): the CALLRESULT goes out when
-`resolve(payload)` is called, in a later turn."""
+"""An answer that waits for the hardware (UnlockConnector) or for a worker
+(SignedUpdateFirmware's CRLs): the CALLRESULT goes out when `resolve(payload)` is called,
+in a later turn."""
 from __future__ import annotations
 
 from typing import Callable, Optional

@@ -8,8 +8,9 @@ has no content; a location this charger cannot use ends in DownloadFailed, told 
 notification like any other failed download. GetDiagnostics.conf names the file that
 will be uploaded (none while an upload is already under way). SignedUpdateFirmware is
 answered with what the model made of it (Accepted, AcceptedCanceled, InvalidCertificate,
-Rejected) and told by SignedFirmwareStatusNotification; a date that is no dateTime is
-Rejected there, as the whitepaper's answer allows.
+RevokedCertificate, Rejected) and told by SignedFirmwareStatusNotification; a date that is
+no dateTime is Rejected there, as the whitepaper's answer allows. Its answer waits (a
+Deferred) while the CRLs its signing certificate names are fetched.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import logging
 from typing import Optional
 
 from chargepoint.clock import try_parse_utc
+from chargepoint.handlers.deferred import Deferred
 from chargepoint.model.services import Services
 from chargepoint.protocol import ocppj
 
@@ -52,11 +54,12 @@ def signed_update_firmware(services: Services, payload: dict) -> dict:
         log.warning("SignedUpdateFirmware %s rejected: %s", payload["requestId"],
                     exc.description)
         return {"status": "Rejected"}
+    answer = Deferred()
     status = services.firmware.request_signed(
         firmware["location"], retrieve, install, firmware["signingCertificate"],
         firmware["signature"], payload["requestId"], payload.get("retries"),
-        payload.get("retryInterval"))
-    return {"status": status}
+        payload.get("retryInterval"), later=lambda status: answer.resolve({"status": status}))
+    return answer if status is None else {"status": status}
 
 
 def get_diagnostics(services: Services, payload: dict) -> dict:

@@ -29,7 +29,9 @@ InstallationFailed.
 
 SignedUpdateFirmware (the Security Whitepaper) is the same update with a "signed" record:
 its signing certificate was checked against the installed ManufacturerRootCertificates
-when it was asked for (chargepoint/model/firmware_signing.py), and between the download and
+when it was asked for (chargepoint/model/firmware_signing.py) and against the CRLs its path
+names (chargepoint/model/firmware_revocation.py; the answer waits while the FetchCrls
+action brings them), and between the download and
 the installation the bundle's signature is verified (`verifying`, the VerifyFirmware
 action) so that a bundle that is not the manufacturer's is never installed. An
 `installDateTime` still ahead waits in `install-scheduled`. Its steps are told by
@@ -46,11 +48,12 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from chargepoint import actions as act
 from chargepoint.actions import Effects
+from chargepoint.model import firmware_revocation as revocation
 from chargepoint.model import firmware_signing as signing
 from chargepoint.model.availability import Availability
 from chargepoint.model.certificates import MANUFACTURER_ROOT, Certificates, load_chain
@@ -82,6 +85,20 @@ PLAIN_STATUSES = ("Downloaded", "DownloadFailed", "Downloading", "Idle",
 
 
 @dataclass(frozen=True)
+class _Signed:
+    """A SignedUpdateFirmware as asked, while its CRLs are fetched."""
+
+    location: str
+    retrieve_utc: float
+    install_utc: Optional[float]
+    certificate: str
+    signature: str
+    request_id: int
+    retries: Optional[int]
+    retry_interval_s: Optional[int]
+
+
+@dataclass(frozen=True)
 class RunningRelease:
     """What the runtime knows of the release this process runs (chargepoint/releases.py)."""
 
@@ -99,7 +116,7 @@ class Firmware:
     def __init__(self, store: Store, clock: StationClock, timers: Timers, effects: Effects,
                  link: Link, connectors: Connectors, availability: Availability,
                  outbox: Outbox, security_events: SecurityEvents, certificates: Certificates,
-                 release: RunningRelease):
+                 release: RunningRelease, revocation_check: str = "soft"):
         self._store = store
         self._clock = clock
         self._timers = timers
@@ -111,6 +128,11 @@ class Firmware:
         self._security = security_events
         self._certificates = certificates
         self.release = release
+        #: [releases] revocation_check: "soft", "hard" or "off".
+        self._revocation = revocation_check
+        self._crls = revocation.CrlCache()
+        #: SignedUpdateFirmware requests waiting for their CRLs, by FetchCrls' fetch_id.
+        self._fetching: dict[str, tuple] = {}
         self.notices = StatusNotices(link, clock, timers, "FirmwareStatusNotification")
         self.signed_notices = StatusNotices(link, clock, timers,
                                             "SignedFirmwareStatusNotification")
@@ -166,36 +188,94 @@ class Firmware:
 
     def request_signed(self, location: str, retrieve_utc: float, install_utc: Optional[float],
                        certificate: str, signature: str, request_id: int,
-                       retries: Optional[int], retry_interval_s: Optional[int]) -> str:
+                       retries: Optional[int], retry_interval_s: Optional[int], *,
+                       later: Callable[[str], None]) -> Optional[str]:
         """SignedUpdateFirmware: Accepted, AcceptedCanceled (an update not yet being
         installed is given up for it), InvalidCertificate (the signing certificate is not
-        the manufacturer's: a security event says why) or Rejected (a signature that is not
-        base64, or an update being installed)."""
+        the manufacturer's: a security event says why), RevokedCertificate (a CRL lists a
+        certificate of its path, chargepoint/model/firmware_revocation.py) or Rejected (a
+        signature that is not base64, or an update being installed). None when CRLs are
+        to be fetched first: the status goes to `later` once they are here."""
         try:
             signing.decode_signature(signature)
         except signing.SigningProblem as exc:
             log.warning("SignedUpdateFirmware %d rejected: %s", request_id, exc)
             return "Rejected"
+        now = self._clock.utc() if self._clock.known else None
         try:
             roots = [load_chain(c.pem)[0] for c in self._certificates.installed(MANUFACTURER_ROOT)]
-            signing.signing_certificate(certificate, roots,
-                                        self._clock.utc() if self._clock.known else None)
+            path = signing.signing_path(certificate, roots, now)
         except signing.SigningProblem as exc:
             log.warning("SignedUpdateFirmware %d: invalid signing certificate: %s",
                         request_id, exc)
             self._security.record("InvalidFirmwareSigningCertificate", str(exc))
             return "InvalidCertificate"
+        asked = _Signed(location, retrieve_utc, install_utc, certificate, signature, request_id,
+                        retries, retry_interval_s)
+        found = [] if self._revocation == "off" else revocation.listed(path)
+        missing = self._crls.missing(found, now)
+        if not missing:
+            return self._signed_checked(asked, found, {})
+        fetch_id = uuid.uuid4().hex[:16]
+        self._fetching[fetch_id] = (asked, found, later)
+        log.info("SignedUpdateFirmware %d: fetching the CRL%s at %s", request_id,
+                 "" if len(missing) == 1 else "s", ", ".join(missing))
+        self._effects.emit(act.FetchCrls(fetch_id, missing, revocation.MAX_CRL_BYTES,
+                                         revocation.FETCH_WITHIN_S))
+        return None
+
+    def crls_fetched(self, fetch_id: str, results: tuple) -> None:
+        """The runtime fetched the CRLs a SignedUpdateFirmware waits for: it is answered."""
+        waiting = self._fetching.pop(fetch_id, None)
+        if waiting is None:
+            return
+        asked, found, later = waiting
+        mark = len(self._effects.pending)
+        status = self._signed_checked(asked, found, {r.url: r for r in results})
+        # The answer goes out before what the accepted update set in motion, as at once.
+        started = self._effects.pending[mark:]
+        del self._effects.pending[mark:]
+        later(status)
+        self._effects.pending.extend(started)
+
+    def _signed_checked(self, asked: "_Signed", found: list, fetched: dict) -> str:
+        """A SignedUpdateFirmware whose path is the manufacturer's, once its CRLs are here
+        (`found`, the certificates to look up): refused if one is revoked, or unknown with
+        the "hard" setting; else carried out."""
+        now = self._clock.utc() if self._clock.known else None
+        verdicts = [self._crls.verdict(entry, fetched, now) for entry in found]
+        revoked = [v.detail for v in verdicts if v.status == "revoked"]
+        unknown = [v.detail for v in verdicts if v.status == "unknown"]
+        if revoked:
+            why = "; ".join(revoked)
+            log.warning("SignedUpdateFirmware %d: a revoked certificate signs it: %s",
+                        asked.request_id, why)
+            self._security.record("InvalidFirmwareSigningCertificate", why)
+            return "RevokedCertificate"
+        if unknown and self._revocation == "hard":
+            why = "; ".join(unknown)
+            log.warning("SignedUpdateFirmware %d: invalid signing certificate: %s",
+                        asked.request_id, why)
+            self._security.record("InvalidFirmwareSigningCertificate", why)
+            return "InvalidCertificate"
+        if unknown:
+            log.warning("SignedUpdateFirmware %d carries on unchecked ([releases] "
+                        "revocation_check = \"soft\"): %s", asked.request_id, "; ".join(unknown))
+        return self._accept_signed(asked)
+
+    def _accept_signed(self, asked: "_Signed") -> str:
         current = self.update
         if current is not None and current["phase"] not in CANCELLABLE + ("done",):
             log.warning("SignedUpdateFirmware %d rejected: the update to %s is being "
-                        "installed", request_id, current.get("version") or "a new release")
+                        "installed", asked.request_id, current.get("version") or "a new release")
             return "Rejected"
         canceled = current is not None and current["phase"] != "done"
-        record = self._record(location, retrieve_utc, retries, retry_interval_s)
-        record.update(signed=True, request_id=request_id, certificate=certificate,
-                      signature=signature, install=install_utc)
-        self._start(record, f"SignedUpdateFirmware {request_id}")
-        if retrieve_utc > self._clock.utc():
+        record = self._record(asked.location, asked.retrieve_utc, asked.retries,
+                              asked.retry_interval_s)
+        record.update(signed=True, request_id=asked.request_id, certificate=asked.certificate,
+                      signature=asked.signature, install=asked.install_utc)
+        self._start(record, f"SignedUpdateFirmware {asked.request_id}")
+        if asked.retrieve_utc > self._clock.utc():
             self._tell("DownloadScheduled")
         return "AcceptedCanceled" if canceled else "Accepted"
 

@@ -56,7 +56,15 @@ def signing_certificate(pem: str, roots: Iterable[x509.Certificate],
     """The signing certificate of `pem` (itself first, then any intermediates) once it is
     found to chain up to one of `roots`, each certificate valid at `now_utc` (None: the
     time is unknown and not checked), the intermediates CAs, the signing certificate
-    allowed to sign code; SigningProblem saying why not.
+    allowed to sign code; SigningProblem saying why not."""
+    return signing_path(pem, roots, now_utc)[0]
+
+
+def signing_path(pem: str, roots: Iterable[x509.Certificate],
+                 now_utc: Optional[float]) -> list[x509.Certificate]:
+    """As `signing_certificate`, the whole path it was found on: the signing certificate,
+    the intermediates that issued it in order, the root last (each one's issuer follows it:
+    what a revocation check needs).
 
     Hand-written path checks: cryptography's verifier only builds TLS server and client
     policies, and a code-signing certificate is neither."""
@@ -70,13 +78,14 @@ def signing_certificate(pem: str, roots: Iterable[x509.Certificate],
     leaf, others = chain[0], chain[1:]
     _check_code_signing(leaf)
     current = leaf
+    path = [leaf]
     for _ in range(MAX_CHAIN + 1):
         _valid(current, now_utc)
         root = next((r for r in roots if r.subject == current.issuer
                      and signed_by(current, r)), None)
         if root is not None:
             _valid(root, now_utc)
-            return leaf
+            return path + [root]
         issuer = next((c for c in others if c.subject == current.issuer
                        and signed_by(current, c)), None)
         if issuer is None:
@@ -84,6 +93,7 @@ def signing_certificate(pem: str, roots: Iterable[x509.Certificate],
                                  "ManufacturerRootCertificate")
         _check_ca(issuer)
         others.remove(issuer)
+        path.append(issuer)
         current = issuer
     raise SigningProblem(f"more than {MAX_CHAIN} certificates between the signing "
                          "certificate and a root")

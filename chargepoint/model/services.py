@@ -94,9 +94,11 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
                    response_timeout_s: float, charge_point_id: str = "CP-1",
                    configured_profile: int = 0, configured_client_certificate: Optional[str] = None,
                    ca_configured: bool = False, security_events_mode: str = "auto",
-                   release: Optional[RunningRelease] = None) -> Services:
+                   release: Optional[RunningRelease] = None,
+                   revocation_check: str = "soft") -> Services:
     """Wire the services, each with what it uses, in dependency order. `release`: the
-    release this process runs (default: this package's version, not on trial)."""
+    release this process runs (default: this package's version, not on trial);
+    `revocation_check`: [releases] revocation_check."""
     timers = Timers()
     effects = Effects()
     link = Link(sender)
@@ -125,7 +127,8 @@ def build_services(keys: OcppKeys, store: Store, clock: StationClock, sender: Ca
                                              security_events, charge_point_id,
                                              configured_client_certificate)
     firmware = Firmware(store, clock, timers, effects, link, outlets, availability, outbox,
-                        security_events, certificates, release or RunningRelease(__version__))
+                        security_events, certificates, release or RunningRelease(__version__),
+                        revocation_check)
     security_profile = SecurityProfile(keys, store, effects, certificates, charger_certificate,
                                        security_events, configured_profile)
     metering = Metering(keys, clock, timers, store, outlets, view, meter_reads, transactions,
