@@ -221,12 +221,9 @@ def _devices(settings) -> Iterator[tuple[str, object]]:
         yield f"{settings.source}: readers[{i}]", reader
 
 
-#: Backends that drive pins or SPI through gpiozero's pin factory.
+#: Backends that drive pins or SPI through gpiozero's pin factory. Each reports a fault on
+#: its connector while its chip cannot be opened, and is tried again (hal/gpio_reopen.py).
 _GPIO_MODULES = {"hal.gpio", "hal.meters.s0", "hal.pilot_pwm"}
-#: Those whose connector reports a fault while their chip cannot be opened, and which are
-#: tried again (hal/gpio_reopen.py): the others need the chip to start.
-_REOPENED = {"GpioContactorSettings", "GpioLockSettings", "GpioIndicatorSettings",
-             "S0MeterSettings"}
 
 
 def hardware_findings(settings, keep_pin_factory: bool = False) -> list[Finding]:
@@ -234,13 +231,11 @@ def hardware_findings(settings, keep_pin_factory: bool = False) -> list[Finding]
     for the firmware with `keep_pin_factory`), serial ports and the pilot's SPI and PWM
     devices exist and this user may open them. Opens none of them.
 
-    A GPIO chip this user cannot open, with only contactors, locks, lights and S0 meters on it, is a
+    A GPIO chip this user cannot open (whatever GPIO devices are on it) is a
     *fault*: the firmware starts and reports their connectors Faulted until it can."""
     found: list[Finding] = []
     devices = list(_devices(settings))
     gpio_users = [where for where, d in devices if type(d).__module__ in _GPIO_MODULES]
-    reopened = all(type(d).__name__ in _REOPENED for _, d in devices
-                   if type(d).__module__ in _GPIO_MODULES)
     real_pins = True
     if gpio_users:
         from gpiozero import Device  # lazy: optional, only a charger with GPIO devices
@@ -254,13 +249,10 @@ def hardware_findings(settings, keep_pin_factory: bool = False) -> list[Finding]
         try:
             note = gpio.ensure_pin_factory(settings.gpio)
         except gpio.GpioChipUnavailable as exc:
-            if reopened:
-                found.append(Finding("fault", where, (
-                    f"{exc}; the firmware starts, reports the connectors of these devices "
-                    f"Faulted and opens {exc.chip} once it can (every "
-                    f"[gpio] retry_s = {settings.gpio.retry_s:g} s)")))
-            else:
-                found.append(Finding("error", where, str(exc)))
+            found.append(Finding("fault", where, (
+                f"{exc}; the firmware starts, reports the connectors of these devices "
+                f"Faulted and opens {exc.chip} once it can (every "
+                f"[gpio] retry_s = {settings.gpio.retry_s:g} s)")))
             real_pins = False
         except gpio.GpioUnavailable as exc:
             found.append(Finding("error", where, str(exc)))

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from hal.debounce import Debouncer
+from hal.gpio_reopen import cannot_open, fault_texts
+from hal.gpio_settings import GpioSettings
 from hal.events import CableDetected, FaultCode, HardwareFault, PilotStateChanged
 from hal.interfaces import (Clock, Emit, EVInterface, HardwareError, PilotState,
                             duty_cycle_for_current)
@@ -215,7 +217,7 @@ class PwmAdcPilotSettings:
             raise ValueError("export_timeout_ms: must be positive")
 
     def build(self, ctx) -> "PwmAdcPilot":
-        return PwmAdcPilot(self, ctx.connector_id, ctx.emit, ctx.clock)
+        return PwmAdcPilot(self, ctx.connector_id, ctx.emit, ctx.clock, gpio=ctx.gpio)
 
 
 class PwmAdcPilot(EVInterface):
@@ -227,8 +229,13 @@ class PwmAdcPilot(EVInterface):
     """
 
     def __init__(self, settings: PwmAdcPilotSettings, connector_id: int, emit: Emit,
-                 clock: Clock):
+                 clock: Clock, gpio: Optional[GpioSettings] = None):
         self._s = settings
+        self._gpio = gpio or GpioSettings()
+        #: The GPIO chip the ADC's pin factory could not open, and when it was tried
+        #: (hal/gpio_reopen.py): tried again every `[gpio] retry_s`, not every poll.
+        self._chip_refused: Optional[Exception] = None
+        self._chip_tried_at = 0.0
         self._cid = connector_id
         self._emit = emit
         self._clock = clock
@@ -294,11 +301,26 @@ class PwmAdcPilot(EVInterface):
 
     # ------------------------------------------------------------------ sampling
 
-    def _adc(self, channel: int):
+    def _adc(self, channel: int, now: float):
         adc = self._adcs.get(channel)
         if adc is None:
+            self._pin_factory(now)
             adc = self._adcs[channel] = self._mcp3008(channel)
         return adc
+
+    def _pin_factory(self, now: float) -> None:
+        """The pin factory [gpio] chooses, loaded once; a chip it cannot open is raised
+        again without trying until `retry_s` has passed."""
+        from hal.gpio import ensure_pin_factory  # here: desktops never need gpiozero
+        if self._chip_refused is not None and now - self._chip_tried_at < self._gpio.retry_s:
+            raise self._chip_refused
+        self._chip_tried_at = now
+        try:
+            ensure_pin_factory(self._gpio)
+        except Exception as exc:
+            self._chip_refused = exc if cannot_open(exc) else None
+            raise
+        self._chip_refused = None
 
     def _close_adcs(self) -> None:
         for adc in self._adcs.values():
@@ -319,17 +341,25 @@ class PwmAdcPilot(EVInterface):
             if not self._pwm_ok:
                 self._apply_pwm()
             try:
-                adc = self._adc(self._s.adc_channel_cp)
+                adc = self._adc(self._s.adc_channel_cp, now)
                 cp = [adc.value for _ in range(self._s.samples_per_poll)]
                 pp = None
                 if self._s.adc_channel_pp is not None:
-                    adc_pp = self._adc(self._s.adc_channel_pp)
+                    adc_pp = self._adc(self._s.adc_channel_pp, now)
                     pp = statistics.median(adc_pp.value for _ in range(PP_SAMPLES))
             except Exception as exc:      # SPI errors differ per pin factory
                 self._close_adcs()        # reopened on the next poll
-                if self._faults.set("adc", "pilot ADC read failed"):
+                if exc is self._chip_refused:
+                    info, fix = fault_texts(exc)
+                    if self._faults.set("chip", info):
+                        log.error("pilot ADC on connector %d: %s (%s); the connector "
+                                  "reports EVCommunicationError, tried again every %g s",
+                                  self._cid, exc, fix, self._gpio.retry_s)
+                    self._faults.clear("adc")
+                elif self._faults.set("adc", "pilot ADC read failed"):
                     log.warning("pilot ADC on connector %d: %s", self._cid, exc)
                 return
+            self._faults.clear("chip")
             self._faults.clear("adc")
             self._evaluate_cp(cp, now)
             if pp is not None:

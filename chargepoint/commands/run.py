@@ -106,9 +106,9 @@ def run_runtime(settings, launch, reboot: bool = True,
         log.error("%s: %s: %s", settings.source, exc.key, exc.reason)
         return EXIT_CONFIG
     except Exception as exc:
-        # Only GPIO backends raise it (a missing lgpio: no restart helps; a chip the pilot
-        # needs), and gpiozero is not imported for nothing. A contactor, lock, light or S0
-        # meter reports a chip it cannot open as a fault instead (hal/gpio_reopen.py).
+        # Only GPIO backends raise it (a missing lgpio: no restart helps), and gpiozero is
+        # not imported for nothing. A GPIO device reports a chip it cannot open as a
+        # connector fault instead (hal/gpio_reopen.py).
         gpio = sys.modules.get("hal.gpio")
         if gpio is None or not isinstance(exc, gpio.GpioUnavailable):
             raise

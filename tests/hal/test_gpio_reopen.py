@@ -149,3 +149,46 @@ def test_an_s0_meter_whose_chip_cannot_be_opened_is_a_meter_failure_until_it_ope
         assert events[-1].reading.energy_import_wh == 5001
     finally:
         meter.close()
+
+
+def test_a_pilot_whose_adc_chip_cannot_be_opened_is_an_ev_communication_error_until_it_opens(
+        chip, tmp_path):
+    """The pwm_adc pilot reads its MCP3008 through the pin factory: a chip it cannot open is
+    EVCommunicationError naming the chip, tried again every retry_s (not every poll); once
+    it opens, the ADC is read and the fault clears."""
+    from tests.hal.test_pilot_pwm import FakeKernel, MockMCP3008, level_shifter  # its fakes
+
+    kernel = FakeKernel(tmp_path / "pwm")
+    kernel.add_chip(0)
+    now = [1000.0]
+    events = []
+    settings = parse_device("pilot", {"type": "pwm_adc", "sysfs_root": str(kernel.root),
+                                      "samples_per_poll": 8, "export_timeout_ms": 500},
+                            "connectors[id=1].pilot")
+    pilot = settings.build(BuildContext(connector_id=1, emit=events.append,
+                                        clock=lambda: now[0], gpio=GpioSettings(retry_s=30)))
+    adc = None
+    try:
+        pilot.poll(now[0])
+        pilot.poll(now[0] + 0.02)
+        faults = [e for e in events if isinstance(e, HardwareFault)]
+        assert faults == [HardwareFault(1, FaultCode.EV_COMMUNICATION_ERROR, True,
+                                        f"cannot open {chip}"[:50])]
+        chip.chmod(0o660)                               # the udev rule, applied later
+        now[0] += 10
+        pilot.poll(now[0])
+        assert Device.pin_factory is None, "the chip was tried again before retry_s"
+        ensure_pin_factory()                            # as the pilot will, to wire the ADC
+        adc = MockMCP3008(11, 10, 9, 8)
+        adc.set(0, level_shifter(12.0), level_shifter(-12.0))    # state A
+        now[0] += 20
+        for _ in range(20):
+            now[0] += 0.02
+            pilot.poll(now[0])
+        faults = [e for e in events if isinstance(e, HardwareFault)]
+        assert faults[1:] == [HardwareFault(1, FaultCode.EV_COMMUNICATION_ERROR, False)]
+    finally:
+        pilot.close()
+        if adc is not None:
+            adc.close()
+        kernel.stop()
