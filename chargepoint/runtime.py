@@ -29,6 +29,7 @@ from chargepoint.diagnostics import FrameRing
 from chargepoint.config import Settings
 from chargepoint.ocpp_keys import OcppKeys
 from chargepoint.handlers import PROFILES
+from chargepoint.interlock import Interlock
 from chargepoint.key_files import KeyFiles
 from chargepoint.model.connector import ConnectorInfo
 from chargepoint.sdnotify import Notifier
@@ -89,6 +90,8 @@ class Runtime:
         self._power_cut = False
         self._idle = threading.Event()
         self.turns = TurnAccounting()
+        #: Opens a contactor from the reporting thread when the hardware rules it out.
+        self.interlock = Interlock()
         # Never fails for a damaged or unwritable database (chargepoint/storage.py); raises
         # AlreadyRunning if another process holds it.
         self.storage = Storage.open(settings.storage.path)
@@ -103,6 +106,8 @@ class Runtime:
         self.hardware = hardware or build_hardware(settings.connectors, settings.readers,
                                                    emit=self.hardware_event, clock=self.clock.now,
                                                    gpio=settings.gpio)
+        self.interlock.attach({cid: conn.contactor
+                               for cid, conn in self.hardware.connectors.items()})
         measurands = frozenset().union(*(c.meter.measurands
                                          for c in self.hardware.connectors.values()))
         initial = dict(settings.ocpp)
@@ -164,7 +169,8 @@ class Runtime:
             try:
                 self.sim_server = SimControlServer(
                     sim, path, on_command=self.caught_up, link=self.transport,
-                    status_extra=lambda: {"loop": self.turns.snapshot(),
+                    status_extra=lambda: {"loop": {**self.turns.snapshot(),
+                                                   "interlock_opens": self.interlock.opened},
                                           "link": self.transport.status()})
                 self.sim_server.start()
                 log.info("simulated charger: control it with `chargepoint sim ...` (socket %s)",
@@ -185,8 +191,11 @@ class Runtime:
         return marker.done.wait(timeout_s)
 
     def hardware_event(self, event: Any) -> None:
-        """Queue an event of the hardware, stamped for the contactor-open latency."""
+        """Queue an event of the hardware, stamped for the contactor-open latency; then, in
+        this thread, open a contactor the event rules out (chargepoint/interlock.py). Queued
+        first: what opening it makes the hardware report comes after it."""
         self.events.put(Stamped(event, time.monotonic()))
+        self.interlock.observe(event)
 
     def stop(self) -> None:
         """Ask the loop to end cleanly (thread-safe, e.g. from a signal handler). Asked
@@ -217,7 +226,8 @@ class Runtime:
                     if not self._power_cut:  # what the CSMS confirmed meanwhile: durable
                         self._execute(self.station.shutdown(self.clock.now()))
         finally:
-            log.info("loop: %s", self.turns.describe())
+            log.info("loop: %s; %d contactor(s) opened at once by the interlock",
+                     self.turns.describe(), self.interlock.opened)
             self.shutdown()
         return self.exit_action
 
