@@ -35,18 +35,9 @@ if str(ROOT) not in sys.path:
 
 from bench._common import machine_lines, table  # noqa: E402
 from chargepoint.csms.server import LocalCsms  # noqa: E402
-from tests.harness import Firmware, wait_until  # noqa: E402
+from tests.harness import Firmware, in_a_commit, wait_until  # noqa: E402
 
 CP = "CP-1"
-
-
-def _in_a_commit(thread: threading.Thread) -> bool:
-    frame = sys._current_frames().get(thread.ident)
-    while frame is not None:
-        if frame.f_code.co_filename.endswith("chargepoint/store.py"):
-            return True
-        frame = frame.f_back
-    return False
 
 
 def one_run(workdir: Path, stall_s: float, interlock: bool) -> float:
@@ -70,7 +61,7 @@ def one_run(workdir: Path, stall_s: float, interlock: bool) -> float:
             CP, "ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "30"},
             timeout=30), daemon=True)
         caller.start()
-        if not wait_until(lambda: _in_a_commit(fw._thread), 10):
+        if not wait_until(lambda: in_a_commit(fw._thread), 10):
             raise RuntimeError("the loop never reached the commit")
         release = threading.Timer(stall_s, lambda: blocker.execute("ROLLBACK"))
         unplugged = time.monotonic()

@@ -9,6 +9,7 @@ milliseconds and deterministically.
 from __future__ import annotations
 
 import copy
+import sys
 import threading
 import time
 from pathlib import Path
@@ -42,6 +43,17 @@ def merge(base: dict, extra: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def in_a_commit(thread: threading.Thread) -> bool:
+    """`thread` (the firmware's loop) waits inside chargepoint/store.py: for the database's
+    write lock, as a stalled card holds a commit."""
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code.co_filename.endswith("chargepoint/store.py"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.005) -> bool:

@@ -5,7 +5,6 @@ cannot keep the contactor closed."""
 from __future__ import annotations
 
 import sqlite3
-import sys
 import threading
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from chargepoint.interlock import Interlock, contactors_to_open
 from hal.events import FaultCode, HardwareFault, MeterSampled, PilotStateChanged
 from hal.interfaces import Contactor, MeterReading, PilotState
-from tests.harness import wait_until
+from tests.harness import in_a_commit, wait_until
 
 CP = "CP-1"
 
@@ -76,16 +75,6 @@ def test_the_interlock_only_opens_and_only_what_is_closed(caplog):
     assert "connector 3: the contactor could not be opened at once" in caplog.text
 
 
-def _in_a_commit(thread: threading.Thread) -> bool:
-    """The loop thread waits inside chargepoint/store.py (for the database's write lock)."""
-    frame = sys._current_frames().get(thread.ident)
-    while frame is not None:
-        if frame.f_code.co_filename.endswith("chargepoint/store.py"):
-            return True
-        frame = frame.f_back
-    return False
-
-
 def test_an_unplug_opens_the_contactor_while_the_loop_waits_for_the_database(csms, firmware):
     """The loop is held in a commit (another connection holds the database's write lock,
     as a stalled card would hold the commit): unplugging the charging EV opens the
@@ -106,10 +95,10 @@ def test_an_unplug_opens_the_contactor_while_the_loop_waits_for_the_database(csm
     try:
         blocker.execute("BEGIN IMMEDIATE")
         caller.start()
-        assert wait_until(lambda: _in_a_commit(fw._thread), timeout=10)
+        assert wait_until(lambda: in_a_commit(fw._thread), timeout=10)
         fw.sim.unplug(1)
         assert fw.sim.status()["connectors"]["1"]["contactor"] == "open"
-        assert _in_a_commit(fw._thread) and not answers, "the loop was not held"
+        assert in_a_commit(fw._thread) and not answers, "the loop was not held"
         assert fw.runtime.turns.contactor_opens == opens_before   # not the loop's doing
         assert fw.runtime.interlock.opened == 1
     finally:
