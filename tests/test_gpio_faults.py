@@ -173,3 +173,31 @@ def test_the_firmware_starts_on_a_chip_it_cannot_open_and_check_says_it_is_not_w
         proc.wait(timeout=30)
         csms.stop(graceful=False)
     assert proc.returncode == 0, log.read_text()
+
+
+def test_check_counts_an_s0_meter_and_a_pwm_adc_pilot_on_a_closed_chip_as_faults(
+        tmp_path, process_env):
+    """Like a contactor, an S0 meter and a pwm_adc pilot start as connector faults on a chip
+    they cannot open: `check` says so with a `fault:` line, not an `error:`."""
+    chip, env = process_env
+    config = tmp_path / "config.toml"
+    text = CONFIG.format(url="ws://127.0.0.1:9/ocpp", cp=CP, db=tmp_path / "cp.db",
+                         sock=tmp_path / "sim.sock")
+    text = text.replace('[connectors.meter]\ntype = "sim"',
+                        f'[connectors.meter]\ntype = "s0"\npin = 26\n'
+                        f'state_file = "{tmp_path / "s0.json"}"')
+    text = text.replace('[connectors.contactor]\ntype = "gpio"\npin = 17',
+                        '[connectors.contactor]\ntype = "sim"')
+    text = text.replace('[connectors.pilot]\ntype = "sim"',
+                        f'[connectors.pilot]\ntype = "pwm_adc"\nsysfs_root = "{tmp_path}"')
+    text = text.replace('[connectors.indicator]\ntype = "gpio"\npin = 5\n', '')
+    config.write_text(text)
+    check = subprocess.run([sys.executable, "-m", "chargepoint", "check", "--config",
+                            str(config)], cwd="/", env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode == 78, check.stdout + check.stderr
+    lines = check.stdout.splitlines()
+    assert not [line for line in lines if line.startswith("error: ")], check.stdout
+    [fault] = [line for line in lines if line.startswith("fault: ")]
+    assert "connectors[id=1].meter (and 1 more)" in fault and f"'{chip}'" in fault
+    assert "the firmware would start, but not in a good state: 1 fault" in check.stdout
