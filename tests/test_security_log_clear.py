@@ -27,16 +27,26 @@ def security_log(db: Path) -> list[tuple[str, str]]:
         return con.execute("SELECT type, tech_info FROM security_log ORDER BY seq").fetchall()
 
 
-def cleared(record) -> bool:
-    return record["type"] == "SecurityLogWasCleared"
-
-
-def test_clearing_beside_the_running_firmware_reaches_the_csms(tmp_path, csms):
+def started(tmp_path: Path, csms) -> FirmwareProcess:
+    """The firmware process, sending security events, once its StartupOfTheDevice is in."""
     fw = FirmwareProcess(tmp_path / "fw", csms.url, csms={"security_events": "on"})
     fw.start()
     try:
         csms.wait_for("SecurityEventNotification", lambda r: r["type"] == "StartupOfTheDevice",
                       timeout=20)
+    except BaseException:
+        fw.stop()
+        raise
+    return fw
+
+
+def cleared(record) -> bool:
+    return record["type"] == "SecurityLogWasCleared"
+
+
+def test_clearing_beside_the_running_firmware_reaches_the_csms(tmp_path, csms):
+    fw = started(tmp_path, csms)
+    try:
         assert len(security_log(fw.db)) >= 1
         mark = len(csms.received)
         done = clear(fw.config)
@@ -54,13 +64,8 @@ def test_clearing_beside_the_running_firmware_reaches_the_csms(tmp_path, csms):
 
 
 def test_clearing_while_the_firmware_is_stopped_is_sent_when_it_starts(tmp_path, csms):
-    fw = FirmwareProcess(tmp_path / "fw", csms.url, csms={"security_events": "on"})
-    fw.start()
-    try:
-        csms.wait_for("SecurityEventNotification", lambda r: r["type"] == "StartupOfTheDevice",
-                      timeout=20)
-    finally:
-        assert fw.stop() == 0, fw.tail()
+    fw = started(tmp_path, csms)
+    assert fw.stop() == 0, fw.tail()
     done = clear(fw.config)
     assert done.returncode == 0, done.stderr
     assert "when it starts" in done.stdout
