@@ -52,6 +52,30 @@ def fault_texts(exc: BaseException) -> tuple[str, str]:
     return f"GPIO: {exc}"[:50], "GpioLineRefused"
 
 
+class ThrottledOpen:
+    """Opening a device from a loop that polls it (a meter's reads, a pilot's samples):
+    once its chip refused, the refusal is raised again without trying until `retry_s` has
+    passed, so a poll every few milliseconds does not reopen a chip every time."""
+
+    def __init__(self, retry_s: float):
+        self.retry_s = retry_s
+        #: The last refusal by a chip that cannot be opened now (None: none, or opened).
+        self.refused: Optional[BaseException] = None
+        self._tried_at = 0.0
+
+    def open(self, now: float, open_device: Callable[[], Device]) -> Device:
+        if self.refused is not None and now - self._tried_at < self.retry_s:
+            raise self.refused
+        self._tried_at = now
+        try:
+            device = open_device()
+        except Exception as exc:
+            self.refused = exc if cannot_open(exc) else None
+            raise
+        self.refused = None
+        return device
+
+
 def open_or_stand_in(kind: str, open_device: Callable[[], Device], connector_id: int,
                      emit: Emit, retry_s: Optional[float]):
     """The device opened, or, when it cannot be opened now, its stand-in (a fault)."""

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from hal.debounce import Debouncer
-from hal.gpio_reopen import cannot_open, fault_texts
-from hal.gpio_settings import GpioSettings
 from hal.events import CableDetected, FaultCode, HardwareFault, PilotStateChanged
+from hal.gpio_reopen import ThrottledOpen, fault_texts
+from hal.gpio_settings import GpioSettings
 from hal.interfaces import (Clock, Emit, EVInterface, HardwareError, PilotState,
                             duty_cycle_for_current)
 from hal.pilot_classify import (DEFAULT_CP_OFFSET, DEFAULT_CP_SCALE, ampacity_for_ohms,
@@ -232,10 +232,9 @@ class PwmAdcPilot(EVInterface):
                  clock: Clock, gpio: Optional[GpioSettings] = None):
         self._s = settings
         self._gpio = gpio or GpioSettings()
-        #: The GPIO chip the ADC's pin factory could not open, and when it was tried
-        #: (hal/gpio_reopen.py): tried again every `[gpio] retry_s`, not every poll.
-        self._chip_refused: Optional[Exception] = None
-        self._chip_tried_at = 0.0
+        #: The ADC's pin factory, tried again every `[gpio] retry_s` (not every poll) once
+        #: its GPIO chip refused (hal/gpio_reopen.py).
+        self._factory = ThrottledOpen(self._gpio.retry_s)
         self._cid = connector_id
         self._emit = emit
         self._clock = clock
@@ -304,23 +303,10 @@ class PwmAdcPilot(EVInterface):
     def _adc(self, channel: int, now: float):
         adc = self._adcs.get(channel)
         if adc is None:
-            self._pin_factory(now)
+            from hal.gpio import ensure_pin_factory  # here: desktops never need gpiozero
+            self._factory.open(now, lambda: ensure_pin_factory(self._gpio))
             adc = self._adcs[channel] = self._mcp3008(channel)
         return adc
-
-    def _pin_factory(self, now: float) -> None:
-        """The pin factory [gpio] chooses, loaded once; a chip it cannot open is raised
-        again without trying until `retry_s` has passed."""
-        from hal.gpio import ensure_pin_factory  # here: desktops never need gpiozero
-        if self._chip_refused is not None and now - self._chip_tried_at < self._gpio.retry_s:
-            raise self._chip_refused
-        self._chip_tried_at = now
-        try:
-            ensure_pin_factory(self._gpio)
-        except Exception as exc:
-            self._chip_refused = exc if cannot_open(exc) else None
-            raise
-        self._chip_refused = None
 
     def _close_adcs(self) -> None:
         for adc in self._adcs.values():
@@ -349,7 +335,7 @@ class PwmAdcPilot(EVInterface):
                     pp = statistics.median(adc_pp.value for _ in range(PP_SAMPLES))
             except Exception as exc:      # SPI errors differ per pin factory
                 self._close_adcs()        # reopened on the next poll
-                if exc is self._chip_refused:
+                if exc is self._factory.refused:
                     info, fix = fault_texts(exc)
                     if self._faults.set("chip", info):
                         log.error("pilot ADC on connector %d: %s (%s); the connector "

@@ -23,7 +23,7 @@ from typing import Optional
 from gpiozero import DigitalInputDevice
 
 from hal.gpio import ensure_pin_factory
-from hal.gpio_reopen import cannot_open, fault_texts
+from hal.gpio_reopen import ThrottledOpen, fault_texts
 from hal.gpio_settings import GpioSettings
 from hal.interfaces import Clock, EnergyMeter, MeterReading, MeterUnavailable
 
@@ -109,26 +109,27 @@ class S0Meter(EnergyMeter):
         self._gpio = gpio or GpioSettings()
         self._open_lock = threading.Lock()
         self._device: Optional[DigitalInputDevice] = None
-        #: Why the pin is not open ("" once it is), and when it was last tried.
-        self._cannot_open = ""
-        self._tried_at = clock()
-        self._open()
+        self._opener = ThrottledOpen(self._gpio.retry_s)
+        self._open(clock())
 
-    def _open(self) -> None:
-        """Open the pin; a chip that cannot be opened now is remembered, anything else
-        (a pin another device holds, no pin factory at all) raises."""
+    def _new_device(self) -> DigitalInputDevice:
+        ensure_pin_factory(self._gpio)
+        return DigitalInputDevice(self._settings.pin, pull_up=self._settings.pull_up)
+
+    def _open(self, now: float) -> None:
+        """Open the pin; a chip that cannot be opened now is remembered (and tried again
+        every `retry_s`), anything else (a pin another device holds, no pin factory at
+        all) raises."""
+        refused_before = self._opener.refused
         try:
-            ensure_pin_factory(self._gpio)
-            device = DigitalInputDevice(self._settings.pin, pull_up=self._settings.pull_up)
+            device = self._opener.open(now, self._new_device)
         except Exception as exc:
-            if not cannot_open(exc):
+            if exc is not self._opener.refused:
                 raise
-            info, fix = fault_texts(exc)
-            if not self._cannot_open:
+            if refused_before is None:
                 log.error("S0 meter on GPIO %d: %s (%s); the connector reports "
                           "PowerMeterFailure, tried again every %g s", self._settings.pin,
-                          exc, fix, self._gpio.retry_s)
-            self._cannot_open = f"{info} ({fix})"
+                          exc, fault_texts(exc)[1], self._gpio.retry_s)
             return
         with self._lock:
             if device.is_active:
@@ -136,9 +137,8 @@ class S0Meter(EnergyMeter):
         device.when_activated = self._on_activated
         device.when_deactivated = self._on_deactivated
         self._device = device
-        if self._cannot_open:
+        if refused_before is not None:
             log.info("S0 meter on GPIO %d: the pin is open; counting", self._settings.pin)
-            self._cannot_open = ""
 
     # ----------------------------------------------------------------- pulses
     def _on_activated(self) -> None:
@@ -166,12 +166,10 @@ class S0Meter(EnergyMeter):
         now = self._clock()
         if self._device is None:
             with self._open_lock:
-                if self._device is None and not self._closed \
-                        and now - self._tried_at >= self._gpio.retry_s:
-                    self._tried_at = now
-                    self._open()
+                if self._device is None and not self._closed:
+                    self._open(now)
             if self._device is None:
-                raise MeterUnavailable(self._cannot_open)
+                raise MeterUnavailable("{} ({})".format(*fault_texts(self._opener.refused)))
         with self._lock:
             pulses = self._pulses
             power = self._power(now)
