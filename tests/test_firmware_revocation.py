@@ -9,21 +9,27 @@ certificate's CRL Distribution Point on that HTTP server.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import socket
 import time
+from datetime import datetime, timezone
 
 import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from chargepoint import actions as act
+from chargepoint import events as ev
 from chargepoint import transfers
 from chargepoint.events import FetchedCrl
 from chargepoint.model import firmware_revocation as revocation
 from chargepoint.model import firmware_signing as signing
+from chargepoint.model.firmware import RunningRelease
 from tests import pki
 from tests.harness import booted
+from tests.test_firmware_trial import Core
 
 DER = serialization.Encoding.DER
 PEM = serialization.Encoding.PEM
@@ -178,14 +184,19 @@ PAST = "2020-01-01T00:00:00Z"
 LATER = "2099-01-01T00:00:00Z"
 
 
+def update_payload(signer_pem: str, location: str, request_id: int = 1,
+                   retrieve: str = LATER) -> dict:
+    return {"requestId": request_id, "retries": 0,
+            "firmware": {"location": location,
+                         "retrieveDateTime": retrieve,
+                         "signingCertificate": signer_pem,
+                         "signature": base64.b64encode(b"\x01" * 64).decode()}}
+
+
 def signed_update(csms, signer_pem: str, location: str, request_id: int = 1,
                   retrieve: str = LATER) -> dict:
-    return csms.call(CP, "SignedUpdateFirmware", {
-        "requestId": request_id, "retries": 0,
-        "firmware": {"location": location,
-                     "retrieveDateTime": retrieve,
-                     "signingCertificate": signer_pem,
-                     "signature": base64.b64encode(b"\x01" * 64).decode()}}, timeout=20)
+    return csms.call(CP, "SignedUpdateFirmware",
+                     update_payload(signer_pem, location, request_id, retrieve), timeout=20)
 
 
 def charger(csms, firmware, root, revocation_check="soft"):
@@ -332,3 +343,45 @@ def unused_url():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/maker.crl"
+
+
+class TodaysCore(Core):
+    """tests/test_firmware_trial.py's core, told today's date (the test PKI's certificates
+    are valid from yesterday)."""
+
+    @staticmethod
+    def _answer(action: str) -> dict:
+        answer = Core._answer(action)
+        if "currentTime" in answer:
+            answer["currentTime"] = datetime.now(timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+        return answer
+
+
+def test_the_answer_after_the_crls_goes_ahead_of_what_the_accepted_update_sets_going(
+        tmp_path, root):
+    """In the core alone (a Station on a real database): once the CRLs are in, the
+    SignedUpdateFirmware's CALLRESULT is the first action of the turn, before the download
+    the accepted update starts, as an answer given at once would be."""
+    core = TodaysCore(tmp_path / "cp.db", RunningRelease("1.4.0"))
+    try:
+        core.boot()
+        core.feed(ev.FrameReceived(json.dumps([2, "root", "InstallCertificate", {
+            "certificateType": "ManufacturerRootCertificate",
+            "certificate": root.cert_pem.bytes().decode()}])))
+        pem, _, cert = pki.code_signing(root, crl_urls=(CRL_URL,))
+        asked = core.feed(ev.FrameReceived(json.dumps(
+            [2, "up", "SignedUpdateFirmware",
+             update_payload(pem, "http://127.0.0.1/r.cpr", retrieve=PAST)])))
+        [fetch] = [a for a in asked if isinstance(a, act.FetchCrls)]
+        assert not [a for a in asked if isinstance(a, act.SendFrame)
+                    and json.loads(a.text)[1] == "up"], "answered before its CRLs"
+        out = core.feed(ev.CrlsFetched(fetch.fetch_id, (FetchedCrl(
+            CRL_URL, crl_bytes(root, (cert.serial_number + 1,))),)))
+        answer = next(i for i, a in enumerate(out) if isinstance(a, act.SendFrame)
+                      and json.loads(a.text)[:2] == [3, "up"])
+        download = next(i for i, a in enumerate(out) if isinstance(a, act.DownloadFirmware))
+        assert json.loads(out[answer].text)[2] == {"status": "Accepted"}
+        assert answer == 0 < download
+    finally:
+        core.close()

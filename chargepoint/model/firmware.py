@@ -230,13 +230,9 @@ class Firmware:
         if waiting is None:
             return
         asked, found, later = waiting
-        mark = len(self._effects.pending)
-        status = self._signed_checked(asked, found, {r.url: r for r in results})
-        # The answer goes out before what the accepted update set in motion, as at once.
-        started = self._effects.pending[mark:]
-        del self._effects.pending[mark:]
-        later(status)
-        self._effects.pending.extend(started)
+        # Accepting emits no action itself (the download starts from its timer, later in
+        # the turn), so the answer goes out ahead of what the update sets in motion.
+        later(self._signed_checked(asked, found, {r.url: r for r in results}))
 
     def _signed_checked(self, asked: "_Signed", found: list, fetched: dict) -> str:
         """A SignedUpdateFirmware whose path is the manufacturer's, once its CRLs are here
