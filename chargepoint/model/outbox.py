@@ -369,7 +369,7 @@ class Requeued:
 
 
 def _dead_row(con, ident: str):
-    columns = "seq, unique_id, action, payload, tx_local, reason"
+    columns = "seq, unique_id, action, payload, tx_local"
     if ident.isdigit():
         row = con.execute(f"SELECT {columns} FROM outbox_dead WHERE seq=?",
                           (int(ident),)).fetchone()
@@ -390,8 +390,8 @@ def requeue_dead(con, ident: str, now: float) -> list[Requeued]:
     afresh. A StartTransaction brings back the later messages of its transaction given up
     with it or for want of its transactionId; a later message whose transactionId cannot
     be known is refused (RequeueRefused), naming what to resend instead."""
-    seq, uid, action, payload, tx_local, reason = _dead_row(con, ident)
-    group = [(seq, uid, action, payload, tx_local)]
+    seq, uid, action, payload, tx_local = row = _dead_row(con, ident)
+    group = [row]
     if action == "StartTransaction":
         # Given up with it, or after it for want of its transactionId: they need it.
         group += [row[:5] for row in con.execute(
