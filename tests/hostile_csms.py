@@ -98,6 +98,23 @@ class _Session:
         self.raw = False
         self.pending: dict[str, asyncio.Future] = {}
 
+    async def may_read(self) -> bool:
+        """Wait while reading is stopped; False if the connection closed meanwhile.
+
+        A message taken off the connection just as reading stopped waits here; were this
+        a plain `reading.wait()`, a close that came meanwhile would never be recorded and
+        the connection would look open for ever."""
+        if self.reading.is_set():
+            return True
+        resumed = asyncio.ensure_future(self.reading.wait())
+        closed = asyncio.ensure_future(self.conn.wait_closed())
+        try:
+            done, _ = await asyncio.wait({resumed, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            resumed.cancel()
+            closed.cancel()
+        return resumed in done
+
 
 class HostileCsms:
     """See the module's docstring. Blocking methods may be called from any thread."""
@@ -240,7 +257,8 @@ class HostileCsms:
             self._cond.notify_all()
         try:
             async for text in conn:
-                await session.reading.wait()
+                if not await session.may_read():
+                    break
                 await self._frame_in(session, text)
         except ConnectionClosed:
             pass
