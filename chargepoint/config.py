@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from chargepoint import tls_files
+from chargepoint import __version__, tls_files
 #: Where the database and other state live unless `[storage] path` says otherwise: what
 #: the service's StateDirectory= makes, so that a run by hand uses the same files.
 from chargepoint.paths import DEFAULT_STATE_DIR
@@ -134,7 +134,9 @@ class IdentitySettings:
     model: str = "AC-Wallbox"
     serial_number: str = ""          # chargePointSerialNumber
     charge_box_serial_number: str = ""
-    firmware_version: str = ""       # "" = this firmware's package version
+    #: "" = this release's version; "{version}" in it stands for that version, so that a
+    #: maker's own name ("ACME-{version}") still tells the Central System releases apart.
+    firmware_version: str = ""
     iccid: str = ""
     imsi: str = ""
     meter_type: str = ""
@@ -145,10 +147,28 @@ class IdentitySettings:
                   "firmware_version": 50, "iccid": 20, "imsi": 20, "meter_type": 25,
                   "meter_serial_number": 25}
         for name, limit in limits.items():
-            if len(getattr(self, name)) > limit:
-                raise ValueError(f"{name}: at most {limit} characters (OCPP BootNotification)")
+            value = self.reported_firmware_version() if name == "firmware_version" \
+                else getattr(self, name)
+            if len(value) > limit:
+                raise ValueError(f"{name}: at most {limit} characters (OCPP BootNotification)"
+                                 + (f", {value!r} has {len(value)}" if value != getattr(
+                                     self, name) else ""))
         if not self.vendor or not self.model:
             raise ValueError("vendor: vendor and model must not be empty")
+
+    def reported_firmware_version(self, version: str = __version__) -> str:
+        """BootNotification's firmwareVersion for the release `version`."""
+        template = self.firmware_version or "{version}"
+        braces = re.sub(r"\{version\}", "", template)
+        if "{" in braces or "}" in braces:
+            raise ValueError("firmware_version: {version} is the only text in braces it may "
+                             f"hold, not {template!r}")
+        return template.replace("{version}", version)
+
+    @property
+    def hides_the_release(self) -> bool:
+        """A fixed firmware_version: every release reports the same string."""
+        return bool(self.firmware_version) and "{version}" not in self.firmware_version
 
 
 @dataclass

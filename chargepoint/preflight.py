@@ -317,6 +317,17 @@ def _pilot_findings(where: str, pilot) -> list[Finding]:
     return found
 
 
+def identity_findings(settings, config: str) -> list[Finding]:
+    """warning: a fixed firmware_version, which every release would report alike."""
+    ident = settings.identity
+    if not ident.hides_the_release:
+        return []
+    return [Finding("warning", f"{config}: identity.firmware_version", (
+        f"{ident.firmware_version!r} is what BootNotification reports whichever release "
+        "runs, so the Central System cannot tell an update took; write {version} where "
+        "the release's number belongs (e.g. \"ACME-{version}\")"))]
+
+
 # --------------------------------------------------------------------------- the checks
 def startup_findings(settings, config: str) -> list[Finding]:
     """What `chargepoint run` checks before it opens the database or the hardware. The
@@ -325,7 +336,7 @@ def startup_findings(settings, config: str) -> list[Finding]:
     if refused:
         return refused
     # A fault is the devices' to report, once, as they are built (hal/gpio_reopen.py).
-    return storage_findings(settings.storage.path) + \
+    return storage_findings(settings.storage.path) + identity_findings(settings, config) + \
         [f for f in hardware_findings(settings, keep_pin_factory=True) if f.level != "fault"]
 
 
@@ -336,7 +347,7 @@ def check_findings(settings, config: str) -> list[Finding]:
     if refused:
         return refused
     return storage_findings(settings.storage.path) + lock_findings(settings.storage.path) \
-        + hardware_findings(settings)
+        + identity_findings(settings, config) + hardware_findings(settings)
 
 
 # --------------------------------------------------------------------------- as another user

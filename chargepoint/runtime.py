@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from chargepoint import __version__
 from chargepoint import maintenance
 from chargepoint import actions as act
 from chargepoint import events as ev
@@ -63,7 +62,7 @@ class _CaughtUp:
 def boot_payload(settings: Settings) -> dict:
     ident = settings.identity
     payload = {"chargePointVendor": ident.vendor, "chargePointModel": ident.model,
-               "firmwareVersion": ident.firmware_version or __version__}
+               "firmwareVersion": ident.reported_firmware_version()}
     optional = {"chargePointSerialNumber": ident.serial_number,
                 "chargeBoxSerialNumber": ident.charge_box_serial_number,
                 "iccid": ident.iccid, "imsi": ident.imsi, "meterType": ident.meter_type,

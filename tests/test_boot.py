@@ -3,6 +3,7 @@ from datetime import datetime
 
 import pytest
 
+from chargepoint import __version__
 from tests.harness import wait_until
 
 
@@ -34,6 +35,14 @@ def test_tc001_cold_boot_accepted_reports_status_and_heartbeats(csms, firmware):
     fw.advance(120 * 5)
     assert actions(csms).count("Heartbeat") == 6
     assert not csms.violations
+
+
+def test_a_makers_firmware_version_carries_the_release_number(csms, firmware):
+    """`firmware_version = "ACME-{version}"`: the maker's name, and still a new string
+    with each release, so the Central System sees an update take."""
+    firmware({"identity": {"firmware_version": "ACME-{version}"}})
+    boot = csms.wait_for("BootNotification")
+    assert boot["firmwareVersion"] == f"ACME-{__version__}"
 
 
 def test_boot_rejected_sends_nothing_else_and_retries_after_interval(csms, firmware):

@@ -59,6 +59,10 @@ GOOD = (ROOT / "config.toml").read_text()
      "releases.revocation_check", "must be soft, hard or off"),
     (lambda t: t.replace("[system]", f"[system]\nsim_socket = '/run/{'x' * 120}.sock'"),
      "system.sim_socket", "holds at most 107"),
+    (lambda t: t.replace("[identity]", '[identity]\nfirmware_version = "ACME-{release}"'),
+     "identity.firmware_version", "{version} is the only text in braces"),
+    (lambda t: t.replace("[identity]", f'[identity]\nfirmware_version = "{"x" * 45}-{{version}}"'),
+     "identity.firmware_version", "at most 50 characters (OCPP BootNotification), 'xxx"),
 ])
 def test_bad_config_names_the_key_and_the_reason(tmp_path, edit, key, reason):
     path = tmp_path / "config.toml"

@@ -345,6 +345,24 @@ def test_check_of_a_sound_setup_exits_0_and_makes_nothing(tmp_path):
     assert not state.exists()
 
 
+@pytest.mark.parametrize("value,warned", [("ACME-2.1", True), ("ACME-{version}", False)])
+def test_check_warns_of_a_firmware_version_that_every_release_would_report(tmp_path, value,
+                                                                             warned):
+    config = write_config(tmp_path, tmp_path / "cp.db", lambda t: t.replace(
+        "[identity]", f'[identity]\nfirmware_version = "{value}"'))
+    proc = chargepoint("check", "--config", str(config))
+    assert proc.returncode == 0, proc.stdout
+    found = lines_with(proc.stdout, f"warning: {config}: identity.firmware_version: "
+                                    "'ACME-2.1' is what BootNotification reports whichever "
+                                    "release runs")
+    if warned:
+        [line] = found
+        assert 'write {version} where the release\'s number belongs (e.g. "ACME-{version}")' \
+            in line
+    else:
+        assert not found, proc.stdout
+
+
 def test_check_lists_every_problem_and_exits_78(tmp_path):
     config = write_config(tmp_path, tmp_path / "cp.db", lambda t: t.replace(
         "phases = 3", "phases = 5").replace("[log]", "[log]\nfoo = 1"))
