@@ -103,7 +103,7 @@ def test_clock_offset_from_boot_current_time(csms, firmware):
     from datetime import timezone
 
     csms.now = lambda: datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
-    fw = firmware()
+    firmware()
     sn = csms.wait_for("StatusNotification")
     assert sn["timestamp"].startswith("2031-05-06T07:08:09")
 
