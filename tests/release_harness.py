@@ -46,8 +46,8 @@ HANG = ("chargepoint/runtime.py", "    def _loop(self) -> None:\n",
 SELF_TEST_FAILS = ("chargepoint/selftest.py", "    problems = []\n",
                    "    problems = ['the self-test of this release fails on purpose']\n")
 #: A release whose firmware cannot be imported (`chargepoint run` dies at once).
-BROKEN_IMPORT = ("chargepoint/runtime.py", "from chargepoint import __version__\n",
-                 "from chargepoint import __version__\nraise ImportError('broken release')\n")
+BROKEN_IMPORT = ("chargepoint/runtime.py", "from __future__ import annotations\n",
+                 "from __future__ import annotations\nraise ImportError('broken release')\n")
 
 
 def load_dev():

@@ -106,8 +106,13 @@ def test_a_stop_transaction_the_csms_keeps_closing_the_link_on_is_given_up(
     assert len(csms.oversized) == 2 * CLOSES_PER_ATTEMPT
     assert not csms.records("StopTransaction", after=mark), "the CSMS never read it whole"
     tid = start.reply["transactionId"]
-    gave_up = [r for r in caplog.records if r.levelno == logging.ERROR
-               and "gave up on StopTransaction" in r.getMessage()]
+
+    def errors_giving_up():    # logged after the commit that `dead` may already have seen
+        return [r for r in caplog.records if r.levelno == logging.ERROR
+                and "gave up on StopTransaction" in r.getMessage()]
+
+    assert wait_until(errors_giving_up)
+    gave_up = errors_giving_up()
     assert len(gave_up) == 1 and uid in gave_up[0].getMessage()
     assert f"transactionId {tid}" in gave_up[0].getMessage()
 
