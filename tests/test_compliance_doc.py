@@ -128,7 +128,7 @@ OCTT = [
 ]
 
 ROW = re.compile(r"^\| (TC_[0-9A-Z_]+) \| (.+?) \| (.+) \|$")
-TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(test_\w+)(?:\[[^\]`]*\])?`")
+TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(test_\w+)(?:\[([^\]`]*)\])?`")
 NOT_APPLICABLE = re.compile(r"^Not applicable: \S.{20,}")
 
 
@@ -137,12 +137,29 @@ def rows() -> list[tuple[str, str, str]]:
 
 
 @lru_cache(maxsize=None)
-def defined_tests(path: str) -> frozenset[str]:
-    """The names of the test functions a test module defines (at any depth)."""
+def defined_tests(path: str) -> dict[str, frozenset[str]]:
+    """The test functions a test module defines (at any depth), each with the pytest ids of
+    the cases its `parametrize` decorators list as plain literals."""
     tree = ast.parse((ROOT / path).read_text(), filename=path)
-    return frozenset(node.name for node in ast.walk(tree)
-                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                     and node.name.startswith("test_"))
+    return {node.name: frozenset(literal_case_ids(node)) for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.name.startswith("test_")}
+
+
+def literal_case_ids(func: ast.FunctionDef):
+    """pytest's id of each case written as a literal of strings and numbers (as pytest
+    makes it: the values joined by '-'); other cases are left out."""
+    for deco in func.decorator_list:
+        if isinstance(deco, ast.Call) and ast.unparse(deco.func).endswith("parametrize") \
+                and len(deco.args) >= 2 and isinstance(deco.args[1], (ast.List, ast.Tuple)):
+            for case in deco.args[1].elts:
+                try:
+                    value = ast.literal_eval(case)
+                except ValueError:
+                    continue
+                values = value if isinstance(value, tuple) else (value,)
+                if all(isinstance(v, (str, int, float)) for v in values):
+                    yield "-".join(str(v) for v in values)
 
 
 def test_the_octt_list_is_whole():
@@ -176,9 +193,10 @@ def test_each_case_has_the_octts_name():
 def test_every_named_test_exists():
     absent = []
     for tc, _, tests in rows():
-        for path, name in TEST_REF.findall(tests):
-            if not (ROOT / path).is_file() or name not in defined_tests(path):
-                absent.append((tc, f"{path}::{name}"))
+        for path, name, case in TEST_REF.findall(tests):
+            defined = defined_tests(path) if (ROOT / path).is_file() else {}
+            if name not in defined or (case and case not in defined[name]):
+                absent.append((tc, f"{path}::{name}" + (f"[{case}]" if case else "")))
     assert not absent
 
 
