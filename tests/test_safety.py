@@ -7,9 +7,10 @@ from chargepoint.events import Tick
 from chargepoint.model.transactions import Transaction
 from hal import events as he
 from hal.interfaces import MeterReading, PilotState
-from tests.harness import STATION_NOW
+from tests.harness import STATION_NOW, booted, statuses, wait_status
 
 NOW = STATION_NOW
+CP = "CP-1"
 
 
 def hw(actions):
@@ -97,6 +98,28 @@ def test_hardware_fault_becomes_faulted_status_and_clears(csms, firmware, what, 
     csms.wait_for("StatusNotification", lambda r: r["connectorId"] == 1 and
                   r["status"] == "Available" and r["errorCode"] == "NoError", timeout=10)
     assert fw.sim.status()["connectors"]["1"]["contactor"] == "open"
+
+
+def test_tc_041_a_faulted_connector_starts_no_transaction(csms, firmware):
+    """OCTT TC_041: a connector in fault reports Faulted; the driver's tag and the CSMS's
+    remote start both find it refused, and no transaction starts while the tool waits."""
+    fw = booted(csms, firmware)
+    mark = len(csms.records())
+    fw.sim.fault("ground", 1)
+    fw.runtime.wake()
+    fault = wait_status(csms, "Faulted", after=mark)
+    assert fault["errorCode"] == "GroundFailure"
+
+    fw.sim.plug(1)
+    fw.sim.tap("TAG1")
+    fw.runtime.wake()
+    assert csms.call(CP, "RemoteStartTransaction", {"idTag": "TAG1", "connectorId": 1}) == \
+        {"status": "Rejected"}
+    fw.advance(120)                      # the tool's <Configured Transaction Duration>
+    assert csms.records("StartTransaction") == []
+    assert set(statuses(csms, after=mark)) == {"Faulted"}
+    conn = fw.sim.status()["connectors"]["1"]
+    assert conn["contactor"] == "open" and conn["offered_a"] is None
 
 
 def test_a_failing_timer_callback_does_not_stop_the_core(station, caplog):
