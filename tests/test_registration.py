@@ -1,6 +1,6 @@
 """What the CSMS may ask before, while and after it registers the charger (OCPP 1.6 4.2).
 
-One test per row of the table in chargepoint/registration.py, on the station core fed
+One test per row of the table in chargepoint/protocol/registration.py, on the station core fed
 frames directly (a fresh core per registration state, its answer compared with the answer
 an Accepted one gives); then the rules end to end against the loopback CSMS: Pending
 refuses a remote start and a remote stop of a running transaction but serves the

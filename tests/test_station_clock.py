@@ -1,6 +1,6 @@
 """The two clocks without a loop: local (monotonic) time for deadlines, real time for OCPP.
 
-Unit tests of chargepoint/station_clock.py and of the core fed events directly.
+Unit tests of chargepoint/model/clock.py (StationClock) and of the core fed events directly.
 """
 import logging
 
