@@ -1,4 +1,5 @@
-"""The fast schema check in chargepoint/protocol/ocppj.py may only ever *accept* what jsonschema accepts.
+"""The fast schema check in chargepoint/protocol/ocppj.py may only ever *accept* what
+jsonschema accepts.
 
 `validate_payload` first runs a predicate compiled from each official OCPP 1.6 schema and
 skips jsonschema when it says "valid". A predicate that accepted something jsonschema
