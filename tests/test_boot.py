@@ -68,6 +68,9 @@ def test_tc002_pending_answers_configuration_and_trigger_then_retries(csms, firm
     fw = firmware()
     csms.wait_for("BootNotification")
     fw.settle()
+    every = csms.call("CP-1", "GetConfiguration", {})          # the OCTT's step: no key
+    assert {"key": "HeartbeatInterval", "readonly": False, "value": "300"} in \
+        every["configurationKey"] and not every.get("unknownKey")
     got = csms.call("CP-1", "GetConfiguration", {"key": ["HeartbeatInterval"]})
     assert got["configurationKey"] == [{"key": "HeartbeatInterval", "readonly": False,
                                         "value": "300"}]
