@@ -844,13 +844,16 @@ class Fuzzer:
                 if frame.uid is not None and frame.uid not in self.by_id:
                     self.by_id[frame.uid] = frame
                     ids.append(frame.uid)
-                await conn.send(frame.data, text=frame.text)
+                # Counted and judged before the send: the firmware may refuse a fatal frame
+                # from its header and close the link while the rest is still being written.
                 res.frames += 1
                 res.bytes_sent += len(frame.data)
                 res.kinds[frame.kind] += 1
                 res.classes[frame.cls] += 1
                 if frame.cls == "fatal":
                     self.drop_expected = True
+                await conn.send(frame.data, text=frame.text)
+                if frame.cls == "fatal":
                     break                          # the link is gone: wait for the next
             if self.drop_expected:
                 raise ConnectionError("a frame that ends the link was sent")
