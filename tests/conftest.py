@@ -61,16 +61,25 @@ def station(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def bundle_shelf(tmp_path_factory):
+def run_dir(tmp_path_factory):
+    """A folder of this test run that its pytest-xdist workers share, for what is made
+    once per run (behind a lock file) rather than once per worker."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "shared"
+        shared.mkdir(exist_ok=True)
+        return shared
+    return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture(scope="session")
+def bundle_shelf(run_dir):
     """Release bundles of this checkout as other versions, each built once per run
-    (tests/release_harness.py); with pytest-xdist, in the folder its workers share."""
+    (tests/release_harness.py), by whichever worker asks first."""
     from tests.release_harness import BundleShelf  # only the release tests build bundles
 
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = tmp_path_factory.getbasetemp().parent / "release-bundles"
-        shared.mkdir(exist_ok=True)
-        return BundleShelf(shared)
-    return BundleShelf(tmp_path_factory.mktemp("release-bundles"))
+    shelf = run_dir / "release-bundles"
+    shelf.mkdir(exist_ok=True)
+    return BundleShelf(shelf)
 
 
 @pytest.fixture

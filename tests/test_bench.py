@@ -7,10 +7,13 @@ as long as the slowest of them (hostile, about fifteen seconds).
 """
 import json
 import subprocess
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.once import once_per_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ("footprint", "startup", "rpc", "drain", "hostile", "storage_check")
@@ -18,11 +21,19 @@ TIMEOUT_S = 90
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """name -> (exit code, stdout, stderr, figures from --json) for every benchmark."""
+def runs(run_dir):
+    """name -> (exit code, stdout, stderr, figures from --json) for every benchmark, run
+    once per test run: the benchmarks load the machine, and twice at a time would skew
+    each other (tests/once.py)."""
+    return once_per_run(run_dir, "bench", run_benchmarks)
+
+
+def run_benchmarks(folder: Path) -> dict:
     started = {}
     for name in BENCHES:
-        workdir = tmp_path_factory.mktemp(f"bench-{name}")
+        workdir = folder / name                  # short: the sim's socket lives below
+        shutil.rmtree(workdir, ignore_errors=True)      # a worker's failed try before
+        workdir.mkdir()
         figures = workdir / "figures.json"
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick",

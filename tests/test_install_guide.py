@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import pytest
 
 from chargepoint import __version__
 from chargepoint.install_files import SHIPPED
+from tests.once import once_per_run
 from tests.test_packaging import load_dev
 from tests.test_systemd import values
 
@@ -208,18 +210,9 @@ def _why_not_here() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def releases(tmp_path_factory):
+def build_releases(base: Path) -> dict[str, Path]:
     """{"current": dir, "previous": dir}: release directories as dev.py release makes."""
-    if os.environ.get(SKIP_ENV) and not os.environ.get("CI"):
-        pytest.skip(f"{SKIP_ENV} is set")
-    reason = _why_not_here()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"the install guide cannot be followed in CI: {reason}")
-        pytest.skip(reason)
     dev = load_dev()
-    base = tmp_path_factory.mktemp("releases")
     current = dev.build_release(ROOT, base / "dist")
     source = base / "previous-src"
     shutil.copytree(ROOT, source, ignore=dev._NOT_BUILT_FROM)
@@ -255,9 +248,31 @@ def sections(output: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def followed(releases, tmp_path_factory):
-    """The guide run through once; (sections, stand-in log, scratch directory)."""
-    scratch = tmp_path_factory.mktemp("scratch")
+def followed(run_dir):
+    """The guide run through once per test run; (sections, stand-in log, scratch directory).
+
+    Once, whichever worker asks first: two at a time would each make the service user
+    `chargepoint` with the same uid, and one's `userdel` would find the other's service."""
+    if os.environ.get(SKIP_ENV) and not os.environ.get("CI"):
+        pytest.skip(f"{SKIP_ENV} is set")
+    reason = _why_not_here()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the install guide cannot be followed in CI: {reason}")
+        pytest.skip(reason)
+
+    def make(folder: Path) -> dict:
+        scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=folder))
+        found, log = follow(build_releases(scratch / "releases"), scratch)
+        return {"found": found, "log": log, "scratch": str(scratch)}
+
+    result = once_per_run(run_dir, "install-guide", make)
+    return ([tuple(pair) for pair in result["found"]], result["log"],
+            Path(result["scratch"]))
+
+
+def follow(releases: dict[str, Path], scratch: Path) -> tuple[list, list[str]]:
+    """Run the guide's steps in a private mount namespace; (sections, stand-in log)."""
     stand_ins = scratch / "stand-ins"
     stand_ins.mkdir()
     for name, text in [("sudo", SUDO), *[(tool, RECORDER) for tool in STAND_INS]]:
@@ -290,7 +305,7 @@ def followed(releases, tmp_path_factory):
         + (f"\nservice log:\n{(scratch / 'service.log').read_text()[-3000:]}"
            if (scratch / "service.log").exists() else ""))
     assert _machine_files() == machine_before
-    return found, log.read_text().splitlines(), scratch
+    return found, log.read_text().splitlines()
 
 
 def _has_venv(python: str) -> bool:
