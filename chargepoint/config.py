@@ -144,22 +144,21 @@ class IdentitySettings:
 
     def __post_init__(self):
         limits = {"vendor": 20, "model": 20, "serial_number": 25, "charge_box_serial_number": 25,
-                  "firmware_version": 50, "iccid": 20, "imsi": 20, "meter_type": 25,
-                  "meter_serial_number": 25}
+                  "iccid": 20, "imsi": 20, "meter_type": 25, "meter_serial_number": 25}
         for name, limit in limits.items():
-            value = self.reported_firmware_version() if name == "firmware_version" \
-                else getattr(self, name)
-            if len(value) > limit:
-                raise ValueError(f"{name}: at most {limit} characters (OCPP BootNotification)"
-                                 + (f", {value!r} has {len(value)}" if value != getattr(
-                                     self, name) else ""))
+            if len(getattr(self, name)) > limit:
+                raise ValueError(f"{name}: at most {limit} characters (OCPP BootNotification)")
+        reported = self.reported_firmware_version()        # what BootNotification carries
+        if len(reported) > 50:
+            raise ValueError("firmware_version: at most 50 characters (OCPP BootNotification), "
+                             f"{reported!r} has {len(reported)}")
         if not self.vendor or not self.model:
             raise ValueError("vendor: vendor and model must not be empty")
 
     def reported_firmware_version(self, version: str = __version__) -> str:
         """BootNotification's firmwareVersion for the release `version`."""
         template = self.firmware_version or "{version}"
-        braces = re.sub(r"\{version\}", "", template)
+        braces = template.replace("{version}", "")
         if "{" in braces or "}" in braces:
             raise ValueError("firmware_version: {version} is the only text in braces it may "
                              f"hold, not {template!r}")
